@@ -1,0 +1,1 @@
+"""The Streamlit dashboard (pages arrive with the dashboard work; see README)."""

@@ -1,0 +1,37 @@
+"""The Flask application factory for the receiver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Flask, Response
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from ingest import http_errors, metrics, receiver
+from ingest.runtime import build_state
+from mailpulse.config import Config, load_config
+
+
+def create_app(config: Config | None = None, *, clock: Callable[[], float] | None = None) -> Flask:
+    """Build a receiver for ``config`` (found the usual way when omitted).
+
+    ``clock`` returns unix seconds; tests pass a fixed one to check timestamp tolerance.
+    """
+    config = config if config is not None else load_config()
+    app = Flask("mailpulse")
+    app.config["MAILPULSE"] = config
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["mailpulse"] = build_state(config, clock)
+    hops = config.receiver.trusted_proxy_hops
+    if hops:
+        # Only the last ``hops`` X-Forwarded-For entries were written by proxies we trust.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)  # type: ignore[method-assign]
+    app.register_blueprint(receiver.bp)
+    http_errors.register(app)
+
+    @app.get("/metrics")
+    def _metrics() -> Response:
+        body = metrics.render(config.spool_dir, config.state_dir)
+        return Response(body, mimetype="text/plain; version=0.0.4")
+
+    return app

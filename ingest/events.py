@@ -1,0 +1,162 @@
+"""The normalized event every provider maps into, and the helpers providers share.
+
+The lake's columns are documented in DESIGN.md ("The event schema"); :mod:`ingest.schema`
+turns lists of :class:`Event` into that table. Times are integers of microseconds since the
+Unix epoch (UTC) until the moment they are written, which keeps the flusher's hot loop cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ingest.errors import MappingError
+
+EVENT_TYPES = frozenset(
+    {
+        "sent",
+        "delivered",
+        "deferred",
+        "bounced",
+        "dropped",
+        "opened",
+        "clicked",
+        "complained",
+        "unsubscribed",
+        "resubscribed",
+        "other",
+    }
+)
+BOUNCE_CLASSES = frozenset({"hard", "soft", "undetermined"})
+AGENTS = frozenset({"human", "apple_mpp", "gmail_proxy", "scanner", "bot", "unknown"})
+
+MICROS = 1_000_000
+# Timestamps above this many seconds (year 5138) can only be milliseconds sent by mistake.
+_MILLIS_THRESHOLD = 100_000_000_000
+
+
+@dataclass(slots=True)
+class Event:
+    """One normalized event, as a provider's ``normalize`` returns it.
+
+    ``source``, ``provider``, ``received_at``, ``recipient_domain`` and ``parser_version`` are
+    filled in by the flusher, which knows them for the whole request.
+    """
+
+    event_id: str
+    event_type: str
+    occurred_at: int  # microseconds since the epoch, UTC
+    recipient: str
+    raw: str
+    message_id: str | None = None
+    campaign: str | None = None
+    tags: list[str] = field(default_factory=list)
+    metadata: str | None = None
+    url: str | None = None
+    user_agent: str | None = None
+    ip: str | None = None
+    smtp_status: str | None = None
+    reason: str | None = None
+    bounce_class: str | None = None
+    agent: str | None = None
+    agent_reason: str | None = None
+
+
+def parse_timestamp(value: Any, *, field_name: str = "timestamp") -> int:
+    """Read an ISO 8601 string or unix seconds (int, float or digits) into epoch microseconds.
+
+    Naive ISO times are taken as UTC. Values that can only be milliseconds are divided back.
+
+    Raises:
+        MappingError: when the value is missing or not a time.
+    """
+    if isinstance(value, bool) or value is None:
+        raise MappingError(f"{field_name} is missing or not a time")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                raise MappingError(
+                    f"{field_name} {text[:40]!r} is not ISO 8601 or unix seconds"
+                ) from None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return int(parsed.timestamp() * MICROS)
+    if isinstance(value, int | float):
+        if value != value or value in (float("inf"), float("-inf")) or value < 0:
+            raise MappingError(f"{field_name} is not a finite positive number")
+        if value > _MILLIS_THRESHOLD:
+            value = value / 1000
+        if value > _MILLIS_THRESHOLD:
+            raise MappingError(f"{field_name} is too far in the future")
+        return int(round(value * MICROS))
+    raise MappingError(f"{field_name} has type {type(value).__name__}, not a time")
+
+
+def normalize_recipient(value: Any) -> str:
+    """Trim and lower-case an address; refuse anything that is not ``local@domain``."""
+    if not isinstance(value, str):
+        raise MappingError("recipient address is missing or not a string")
+    address = value.strip().lower()
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        raise MappingError(f"recipient {address[:80]!r} is not an email address")
+    return address
+
+
+def recipient_domain(address: str) -> str:
+    """The domain part of a normalized address."""
+    return address.rpartition("@")[2]
+
+
+def optional_str(value: Any, *, limit: int = 8192) -> str | None:
+    """A field that should be a short string: numbers become text, empty becomes None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)[:limit]
+    raise MappingError(f"expected a string, got {type(value).__name__}")
+
+
+def string_list(value: Any) -> list[str]:
+    """Tags or categories: a string or a list of strings becomes a list of strings."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(item, str | int) for item in value):
+        return [str(item) for item in value]
+    raise MappingError("tags must be a string or a list of strings")
+
+
+def json_text(value: Any) -> str | None:
+    """Custom data kept as compact JSON text; None stays None."""
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as exc:
+        raise MappingError(f"metadata is not JSON-serializable: {exc}") from None
+
+
+def composite_event_id(*parts: object) -> str:
+    """A stable id for providers that send none: SHA-256 of the identifying fields."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(b"\x1f" + str("" if part is None else part).encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def now_micros() -> int:
+    """The current time in epoch microseconds."""
+    return int(datetime.now(tz=UTC).timestamp() * MICROS)

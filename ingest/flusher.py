@@ -1,0 +1,335 @@
+"""The flusher: spool -> normalize -> dedup -> lake, exactly once (promise 2).
+
+One flusher runs at a time per data directory (an ``flock`` on ``state/flusher.lock``). Each
+batch goes through the same steps:
+
+1. read complete records from every spool segment, from the offsets already flushed;
+2. normalize them (:mod:`ingest.batch`); failures go to quarantine, never back to the ESP;
+3. drop every event id already stored: the ``seen`` table covers the dedup window, and events
+   older than the window are also checked against their lake partition;
+4. journal the file names, write the Parquet files atomically, then commit offsets and ids in
+   one SQLite transaction (:mod:`ingest.state`); a crash before the commit undoes the files,
+   a crash after it is already complete;
+5. delete spool segments that are fully read and no longer written to.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import polars as pl
+
+from ingest import lake, spool
+from ingest.batch import BatchBuilder
+from ingest.errors import FlusherBusy
+from ingest.events import MICROS
+from ingest.metrics import STATUS_FILE
+from ingest.providers import PROVIDERS, Provider
+from ingest.state import Commit, FlusherState
+from mailpulse.config import Config
+
+log = logging.getLogger(__name__)
+
+BATCH_BYTES = 64 * 1024 * 1024
+BATCH_RECORDS = 100_000
+_PRUNE_EVERY_SECONDS = 6 * 3600
+
+
+@dataclass
+class FlushResult:
+    """What one flush did."""
+
+    requests: int = 0
+    events: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    batches: int = 0
+
+    def add(self, other: FlushResult) -> None:
+        """Accumulate another result into this one."""
+        self.requests += other.requests
+        self.events += other.events
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+        self.batches += other.batches
+
+
+@contextmanager
+def flusher_lock(state_dir: Path, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold the one-flusher-per-data-directory lock, or raise :class:`FlusherBusy`."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / "flusher.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise FlusherBusy("another flusher is working on this data directory") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Flusher:
+    """Moves spooled requests into the lake for one configuration."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        batch_bytes: int = BATCH_BYTES,
+        batch_records: int = BATCH_RECORDS,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.batch_bytes = batch_bytes
+        self.batch_records = batch_records
+        self.providers: dict[str, Provider] = {
+            name: PROVIDERS[source.provider](source) for name, source in config.sources.items()
+        }
+        self.campaign_fields = {name: s.campaign for name, s in config.sources.items()}
+
+    # -- entry points
+
+    def flush(self, wait_seconds: float = 60.0) -> FlushResult:
+        """Drain everything spooled so far into the lake (waits for a running flusher)."""
+        with flusher_lock(self.config.state_dir, wait_seconds):
+            return self._drain()
+
+    def try_flush(self) -> FlushResult | None:
+        """One pass if no other flusher is busy; None when one is."""
+        try:
+            with flusher_lock(self.config.state_dir):
+                return self._drain()
+        except FlusherBusy:
+            return None
+
+    def run_forever(self, stop: threading.Event, interval: float) -> None:
+        """Flush every ``interval`` seconds until ``stop`` is set, then once more."""
+        while not stop.wait(interval):
+            try:
+                self.try_flush()
+            except Exception:  # keep the receiver's flusher alive; the spool keeps the data
+                log.exception("flush failed; will retry")
+        self.flush()
+
+    # -- the work
+
+    def _drain(self) -> FlushResult:
+        total = FlushResult()
+        state = FlusherState(self.config.state_dir)
+        try:
+            state.recover()
+            while True:
+                result = self._batch(state)
+                total.add(result)
+                if result.requests == 0:
+                    break
+            self._maybe_prune(state)
+            self._write_status(state)
+        finally:
+            state.close()
+        if total.requests:
+            log.info(
+                "flushed",
+                extra={
+                    "requests": total.requests,
+                    "events": total.events,
+                    "duplicates": total.duplicates,
+                    "quarantined": total.quarantined,
+                },
+            )
+        return total
+
+    def _batch(self, state: FlusherState) -> FlushResult:
+        offsets = state.offsets()
+        builder = BatchBuilder(self.providers, self.campaign_fields)
+        new_offsets: dict[str, int] = {}
+        finished: list[Path] = []
+        budget = self.batch_bytes
+        for path in spool.list_segments(self.config.spool_dir):
+            if budget <= 0 or len(builder.raw) >= self.batch_records:
+                break
+            sealed = spool.is_sealed(path)  # before reading: nothing can follow a sealed read
+            start = offsets.get(path.name, 0)
+            read = spool.read_segment(path, start, budget)
+            for record in read.records:
+                builder.add_request(record)
+            budget -= read.end_offset - start
+            if read.end_offset != start:
+                new_offsets[path.name] = read.end_offset
+            if read.corrupt_at is not None and sealed:
+                log.error(
+                    "spool segment has a corrupt tail; skipping it",
+                    extra={"segment": path.name, "offset": read.corrupt_at},
+                )
+            if sealed and (read.end_offset >= read.file_size or read.corrupt_at is not None):
+                finished.append(path)
+        if not builder.raw:
+            self._remove_segments(state, finished, offsets)
+            return FlushResult()
+        result = self._commit(state, builder, new_offsets)
+        self._remove_segments(state, finished, {**offsets, **new_offsets})
+        return result
+
+    def _commit(
+        self, state: FlusherState, builder: BatchBuilder, new_offsets: dict[str, int]
+    ) -> FlushResult:
+        return self.write_batch(state, builder, new_offsets)
+
+    def write_batch(
+        self,
+        state: FlusherState,
+        builder: BatchBuilder,
+        new_offsets: dict[str, int],
+        *,
+        replaces: list[Path] | None = None,
+        dedup_quarantine: bool = True,
+    ) -> FlushResult:
+        """Dedup ``builder``, write its files atomically and commit them as one batch.
+
+        ``replaces`` names lake files the batch supersedes (quarantine replay); they are deleted
+        only after the commit. Call with the flusher lock held.
+        """
+        now = self.clock()
+        known = state.already_seen(
+            [*builder.events, *(builder.quarantined if dedup_quarantine else ())]
+        )
+        builder.drop(known)
+        builder.drop(self._stored_before_window(builder, now))
+        events = builder.events_frame()
+        frames = {
+            "events": events,
+            "raw": builder.raw_frame(),
+            "quarantine": builder.quarantine_frame(int(now * MICROS)),
+        }
+        batch = state.last_batch() + 1
+        planned: list[tuple[Path, pl.DataFrame]] = []
+        for table, frame in frames.items():
+            for date, part in lake.split_by_date(frame, table).items():
+                planned.append((lake.plan_path(self.config.lake_dir, table, date, batch), part))
+        state.begin(batch, [path for path, _ in planned], replaces or [])
+        for path, part in planned:
+            lake.write_atomic(part, path)
+        lake.fsync_directories(path for path, _ in planned)
+
+        counters = _counters(builder, events)
+        state.commit(
+            Commit(
+                batch=batch,
+                offsets=new_offsets,
+                seen_ids=[*builder.events, *builder.quarantined],
+                seen_at=int(now),
+                counters=counters,
+            )
+        )
+        state.finish(batch)
+        return FlushResult(
+            requests=len(builder.raw),
+            events=len(builder.events),
+            duplicates=sum(builder.duplicates_in_batch.values()),
+            quarantined=len(builder.quarantined),
+            batches=1,
+        )
+
+    def _stored_before_window(self, builder: BatchBuilder, now: float) -> set[str]:
+        """Ids of events older than the dedup window that their lake partition already holds.
+
+        An event id that arrives again was first stored at or after its own ``occurred_at``;
+        so only events that happened before the window can have a first copy the ``seen``
+        table has already forgotten.
+        """
+        window_start = int((now - self.config.lake.dedup_window_days * 86_400) * MICROS)
+        by_date: dict[str, list[str]] = {}
+        for event_id, (event, *_rest) in builder.events.items():
+            if event.occurred_at < window_start:
+                day = time.strftime("%Y-%m-%d", time.gmtime(event.occurred_at // MICROS))
+                by_date.setdefault(day, []).append(event_id)
+        found: set[str] = set()
+        for day, ids in by_date.items():
+            files = lake.list_files(self.config.lake_dir, "events", day)
+            if files:
+                stored = (
+                    pl.scan_parquet(files, hive_partitioning=False)
+                    .select("event_id")
+                    .filter(pl.col("event_id").is_in(ids))
+                    .collect()
+                )
+                found.update(stored["event_id"].to_list())
+        return found
+
+    def _remove_segments(
+        self, state: FlusherState, finished: list[Path], offsets: dict[str, int]
+    ) -> None:
+        for path in finished:
+            path.unlink(missing_ok=True)
+        # Offsets are forgotten only once their segment is gone, so a crash in between
+        # re-reads nothing.
+        present = {p.name for p in spool.list_segments(self.config.spool_dir)}
+        state.forget_segments(name for name in offsets if name not in present)
+
+    def _maybe_prune(self, state: FlusherState) -> None:
+        now = int(self.clock())
+        if now - state.meta("last_prune") < _PRUNE_EVERY_SECONDS:
+            return
+        state.prune_seen(now - self.config.lake.dedup_window_days * 86_400)
+        state.set_meta("last_prune", now)
+
+    def _write_status(self, state: FlusherState) -> None:
+        offsets = state.offsets()
+        pending = 0
+        for path in spool.list_segments(self.config.spool_dir):
+            try:
+                pending += max(0, path.stat().st_size - offsets.get(path.name, 0))
+            except FileNotFoundError:
+                continue
+        events: dict[str, dict[str, int]] = {}
+        for key, value in state.counters("events:").items():
+            source, _, outcome = key.rpartition(":")
+            events.setdefault(source, {})[outcome] = value
+        status = {
+            "last_flush_at": self.clock(),
+            "pending_bytes": pending,
+            "quarantine_rows": count_rows(lake.list_files(self.config.lake_dir, "quarantine")),
+            "events": events,
+        }
+        target = self.config.state_dir / STATUS_FILE
+        temporary = target.with_suffix(".tmp")
+        temporary.write_bytes(orjson.dumps(status))
+        os.replace(temporary, target)
+
+
+def count_rows(files: list[Path]) -> int:
+    """Rows in Parquet files, from their footers alone."""
+    if not files:
+        return 0
+    return int(pl.scan_parquet(files, hive_partitioning=False).select(pl.len()).collect().item())
+
+
+def _counters(builder: BatchBuilder, events: pl.DataFrame) -> dict[str, int]:
+    counters: dict[str, int] = {}
+    if not events.is_empty():
+        for source, count in events.group_by("source").len().iter_rows():
+            counters[f"events:{source}:stored"] = count
+    for source, count in builder.duplicates_in_batch.items():
+        counters[f"events:{source}:duplicate"] = (
+            counters.get(f"events:{source}:duplicate", 0) + count
+        )
+    for item in builder.quarantined.values():
+        key = f"events:{item.source}:quarantined"
+        counters[key] = counters.get(key, 0) + 1
+    return counters

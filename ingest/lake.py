@@ -1,0 +1,162 @@
+"""The Parquet lake on disk: table schemas, partition paths and atomic file writes.
+
+Layout (DESIGN.md)::
+
+    lake/events/date=YYYY-MM-DD/part-<batch>-<tag>.parquet      by UTC date of occurred_at
+    lake/raw/date=YYYY-MM-DD/...                                 by UTC date of received_at
+    lake/quarantine/date=YYYY-MM-DD/...                          by UTC date of received_at
+
+The ``date`` column lives only in the folder name (Hive partitioning), so every reader
+(DuckDB, polars, Spark, Trino) gets it the same way. Files are written under a ``.tmp`` name,
+fsync'd and renamed, so a reader never sees a partial file; the batch number in a name ties
+the file to the flusher's journal (see :mod:`ingest.state`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+
+TIMESTAMP = pl.Datetime("us", "UTC")
+
+EVENTS_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.String(),
+    "source": pl.String(),
+    "provider": pl.String(),
+    "event_type": pl.String(),
+    "bounce_class": pl.String(),
+    "occurred_at": TIMESTAMP,
+    "received_at": TIMESTAMP,
+    "recipient": pl.String(),
+    "recipient_domain": pl.String(),
+    "message_id": pl.String(),
+    "campaign": pl.String(),
+    "tags": pl.List(pl.String()),
+    "metadata": pl.String(),
+    "url": pl.String(),
+    "user_agent": pl.String(),
+    "ip": pl.String(),
+    "smtp_status": pl.String(),
+    "reason": pl.String(),
+    "agent": pl.String(),
+    "agent_reason": pl.String(),
+    "raw": pl.String(),
+    "parser_version": pl.Int32(),
+    "request_id": pl.String(),
+}
+
+RAW_SCHEMA: dict[str, pl.DataType] = {
+    "request_id": pl.String(),
+    "source": pl.String(),
+    "provider": pl.String(),
+    "received_at": TIMESTAMP,
+    "remote_addr": pl.String(),
+    "method": pl.String(),
+    "url": pl.String(),
+    "content_type": pl.String(),
+    "headers": pl.String(),  # JSON object, credentials removed
+    "body": pl.Binary(),
+}
+
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "quarantine_id": pl.String(),
+    "request_id": pl.String(),
+    "source": pl.String(),
+    "provider": pl.String(),
+    "received_at": TIMESTAMP,
+    "quarantined_at": TIMESTAMP,
+    "stage": pl.String(),  # "route", "parse" (whole body) or "map" (one event object)
+    "reason": pl.String(),
+    "headers": pl.String(),
+    "payload": pl.Binary(),  # the body (parse, route) or the one event object (map)
+}
+
+SCHEMAS = {"events": EVENTS_SCHEMA, "raw": RAW_SCHEMA, "quarantine": QUARANTINE_SCHEMA}
+PARTITION_TIME = {"events": "occurred_at", "raw": "received_at", "quarantine": "received_at"}
+_PART = re.compile(r"^part-(\d{10})-[0-9a-f]{8}\.parquet$")
+
+
+def table_dir(lake_dir: Path, table: str) -> Path:
+    """The folder of one table."""
+    return lake_dir / table
+
+
+def plan_path(lake_dir: Path, table: str, date: str, batch: int) -> Path:
+    """A new, not yet existing file name for ``batch`` in one partition."""
+    name = f"part-{batch:010d}-{uuid.uuid4().hex[:8]}.parquet"
+    return table_dir(lake_dir, table) / f"date={date}" / name
+
+
+def batch_of(path: Path) -> int | None:
+    """The batch number in a lake file's name, or None for a foreign file."""
+    match = _PART.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def list_files(lake_dir: Path, table: str, date: str | None = None) -> list[Path]:
+    """Visible Parquet files of a table (or of one partition), in name order."""
+    base = table_dir(lake_dir, table)
+    pattern = f"date={date}/*.parquet" if date else "date=*/*.parquet"
+    return sorted(base.glob(pattern))
+
+
+def partitions(lake_dir: Path, table: str) -> list[str]:
+    """The dates that have a partition folder, oldest first."""
+    base = table_dir(lake_dir, table)
+    if not base.is_dir():
+        return []
+    return sorted(p.name.removeprefix("date=") for p in base.glob("date=*") if p.is_dir())
+
+
+def split_by_date(frame: pl.DataFrame, table: str) -> dict[str, pl.DataFrame]:
+    """Rows grouped by the UTC date of the table's partition time."""
+    if frame.is_empty():
+        return {}
+    column = PARTITION_TIME[table]
+    keyed = frame.with_columns(pl.col(column).dt.date().cast(pl.String).alias("__date"))
+    return {
+        str(key[0]): part.drop("__date")
+        for key, part in keyed.partition_by("__date", as_dict=True, maintain_order=True).items()
+    }
+
+
+def write_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` so that the path shows either nothing or the whole file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    frame.write_parquet(temporary, compression="zstd", statistics=True)
+    fd = os.open(temporary, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+
+
+def fsync_directories(paths: Iterable[Path]) -> None:
+    """Make renames durable: fsync each distinct parent folder once."""
+    for directory in sorted({p.parent for p in paths}):
+        if not directory.exists():
+            continue
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_files(paths: Iterable[Path]) -> None:
+    """Delete files (and their temporary twins) that may or may not exist."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+        path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)
+
+
+def empty_frame(table: str) -> pl.DataFrame:
+    """A typed frame with no rows."""
+    return pl.DataFrame(schema=SCHEMAS[table])

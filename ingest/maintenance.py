@@ -1,0 +1,128 @@
+"""Lake upkeep that runs under the flusher lock: compaction and quarantine replay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import polars as pl
+
+from ingest import lake
+from ingest.batch import BatchBuilder
+from ingest.errors import LakeError
+from ingest.flusher import Flusher, FlushResult, flusher_lock
+from ingest.spool import SpoolRecord
+from ingest.state import Commit, FlusherState
+
+_COMPACTED_TABLES = ("events", "raw", "quarantine")
+_UNIQUE_KEY = {"events": "event_id", "raw": "request_id", "quarantine": "quarantine_id"}
+
+
+@dataclass
+class CompactResult:
+    """What a compaction did."""
+
+    partitions: int = 0
+    files_before: int = 0
+    files_after: int = 0
+    rows_removed: int = 0
+
+
+def compact(flusher: Flusher, date: str | None = None, wait_seconds: float = 60.0) -> CompactResult:
+    """Merge each partition's files into one, keeping one row per event id.
+
+    Each partition is its own journaled batch: the merged file appears, the commit records
+    it, and only then are the small files removed, so no row is ever missing.
+    """
+    config = flusher.config
+    result = CompactResult()
+    with flusher_lock(config.state_dir, wait_seconds):
+        state = FlusherState(config.state_dir)
+        try:
+            state.recover()
+            for table in _COMPACTED_TABLES:
+                dates = [date] if date else lake.partitions(config.lake_dir, table)
+                for day in dates:
+                    files = lake.list_files(config.lake_dir, table, day)
+                    if len(files) < 2:
+                        continue
+                    removed = _compact_partition(state, config.lake_dir, table, day, files)
+                    result.partitions += 1
+                    result.files_before += len(files)
+                    result.files_after += 1
+                    result.rows_removed += removed
+        finally:
+            state.close()
+    return result
+
+
+def _compact_partition(
+    state: FlusherState, lake_dir: Path, table: str, day: str, files: list[Path]
+) -> int:
+    try:
+        frame = pl.read_parquet(files, hive_partitioning=False)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise LakeError(f"cannot read partition {table}/date={day}: {exc}") from exc
+    sort_key = "received_at"
+    merged = frame.sort(sort_key, maintain_order=True).unique(
+        _UNIQUE_KEY[table], keep="first", maintain_order=True
+    )
+    batch = state.last_batch() + 1
+    target = lake.plan_path(lake_dir, table, day, batch)
+    state.begin(batch, [target], files)
+    lake.write_atomic(merged.select(list(lake.SCHEMAS[table])), target)
+    lake.fsync_directories([target])
+    state.commit(Commit(batch=batch, offsets={}, seen_ids=[], seen_at=0, counters={}))
+    state.finish(batch)
+    return frame.height - merged.height
+
+
+def quarantine_frame(flusher: Flusher) -> pl.DataFrame:
+    """Everything in quarantine, newest first, without the payload bytes."""
+    files = lake.list_files(flusher.config.lake_dir, "quarantine")
+    if not files:
+        return lake.empty_frame("quarantine").drop("payload", "headers")
+    frame = pl.read_parquet(files, hive_partitioning=False)
+    return frame.drop("payload", "headers").sort("received_at", descending=True)
+
+
+def replay_quarantine(flusher: Flusher, wait_seconds: float = 60.0) -> tuple[FlushResult, int]:
+    """Normalize every quarantined payload again with today's parsers.
+
+    What now maps goes to ``events`` (deduplicated as usual); what still fails stays in
+    quarantine with its new reason. Returns the result and how many remain quarantined.
+    """
+    config = flusher.config
+    with flusher_lock(config.state_dir, wait_seconds):
+        state = FlusherState(config.state_dir)
+        try:
+            state.recover()
+            files = lake.list_files(config.lake_dir, "quarantine")
+            if not files:
+                return FlushResult(), 0
+            frame = pl.read_parquet(files, hive_partitioning=False)
+            builder = BatchBuilder(flusher.providers, flusher.campaign_fields)
+            for row in frame.iter_rows(named=True):
+                record = SpoolRecord(
+                    request_id=row["request_id"],
+                    source=row["source"],
+                    received_at=_micros(row["received_at"]),
+                    remote_addr="",
+                    method="POST",
+                    url="",
+                    content_type="",
+                    headers=orjson.loads(row["headers"]) if row["headers"] else {},
+                    body=b"",
+                )
+                stage = "map" if row["stage"] == "map" else "parse"
+                builder.add_payload(record, stage=stage, payload=row["payload"])
+            result = flusher.write_batch(state, builder, {}, replaces=files, dedup_quarantine=False)
+        finally:
+            state.close()
+    return result, len(builder.quarantined)
+
+
+def _micros(value: datetime) -> int:
+    return int(value.timestamp() * 1_000_000)

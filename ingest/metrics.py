@@ -1,0 +1,116 @@
+"""Prometheus metrics for the receiver and the flusher.
+
+Under gunicorn every worker is its own process, so counters use prometheus-client's
+multiprocess mode whenever ``PROMETHEUS_MULTIPROC_DIR`` is set (``mailpulse serve`` sets it to
+a fresh folder per run); a scrape then adds up every worker's files. Spool depth, flush lag,
+quarantine size and the flusher's event counts are read at scrape time from the flusher's
+status file, so they are right whichever worker answers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from ingest.spool import spool_usage
+
+STATUS_FILE = "status.json"
+
+REQUESTS = Counter(
+    "mailpulse_requests",
+    "Webhook requests by source and outcome (stored, or the error code answered).",
+    ["source", "outcome"],
+)
+SIGNATURE_FAILURES = Counter(
+    "mailpulse_signature_failures",
+    "Requests refused by authentication, by source and reason.",
+    ["source", "reason"],
+)
+REQUEST_SECONDS = Histogram(
+    "mailpulse_request_seconds",
+    "Time to answer a webhook, including the durable write.",
+    ["source"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+)
+
+
+class FlusherStatusCollector(Collector):
+    """Spool depth, flush lag and lake counts, read from disk at scrape time."""
+
+    def __init__(self, spool_dir: Path, state_dir: Path) -> None:
+        self.spool_dir = spool_dir
+        self.state_dir = state_dir
+
+    def collect(self) -> Iterator[Metric]:
+        status = read_status(self.state_dir)
+        yield GaugeMetricFamily(
+            "mailpulse_spool_bytes", "Bytes in spool segments.", value=spool_usage(self.spool_dir)
+        )
+        yield GaugeMetricFamily(
+            "mailpulse_spool_pending_bytes",
+            "Spooled bytes not yet flushed to the lake, as of the last flush.",
+            value=status.get("pending_bytes", 0),
+        )
+        last = status.get("last_flush_at")
+        lag = GaugeMetricFamily(
+            "mailpulse_flush_lag_seconds",
+            "Seconds since the flusher last finished a pass (NaN before the first).",
+            value=(time.time() - last) if last else float("nan"),
+        )
+        yield lag
+        yield GaugeMetricFamily(
+            "mailpulse_quarantine_requests",
+            "Payloads waiting in quarantine.",
+            value=status.get("quarantine_rows", 0),
+        )
+        events = CounterMetricFamily(
+            "mailpulse_events",
+            "Events flushed, by source and outcome.",
+            labels=["source", "outcome"],
+        )
+        for source, outcomes in sorted(status.get("events", {}).items()):
+            for outcome, count in sorted(outcomes.items()):
+                events.add_metric([source, outcome], count)
+        yield events
+
+
+def read_status(state_dir: Path) -> dict[str, Any]:
+    """The flusher's last status snapshot, or an empty one."""
+    try:
+        data = orjson.loads((state_dir / STATUS_FILE).read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def render(spool_dir: Path, state_dir: Path) -> bytes:
+    """The text exposition for one scrape."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        from prometheus_client import REGISTRY
+
+        for collector in (REQUESTS, SIGNATURE_FAILURES, REQUEST_SECONDS):
+            registry.register(_Forward(collector, REGISTRY))
+    registry.register(FlusherStatusCollector(spool_dir, state_dir))
+    return generate_latest(registry)
+
+
+class _Forward(Collector):
+    """Expose one collector of the default registry inside a per-scrape registry."""
+
+    def __init__(self, collector: Collector, _registry: object) -> None:
+        self.collector = collector
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.collector.collect()

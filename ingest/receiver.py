@@ -1,0 +1,142 @@
+"""``POST /webhooks/<source>``: authenticate, make durable, answer. Nothing more.
+
+The order of checks is the order of cost: the cheap refusals (unknown source, wrong method,
+address, rate, size, media type) come before reading the body, and authentication comes
+before anything is written. Parsing happens later, in the flusher.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from ingest.errors import (
+    AuthenticationFailed,
+    ForbiddenAddress,
+    IngestError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RateLimited,
+    Rejected,
+    SpoolUnavailable,
+    UnknownSource,
+    UnsupportedMediaType,
+)
+from ingest.metrics import REQUEST_SECONDS, REQUESTS, SIGNATURE_FAILURES
+from ingest.providers.base import InboundRequest
+from ingest.runtime import ReceiverState, SourceRuntime
+from ingest.spool import SpoolRecord, new_request_id
+
+log = logging.getLogger(__name__)
+bp = Blueprint("receiver", __name__)
+
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def state() -> ReceiverState:
+    """The receiver's per-app state (config, providers, spool, clock)."""
+    value: ReceiverState = current_app.extensions["mailpulse"]
+    return value
+
+
+@bp.route("/webhooks/<source>", methods=_ALL_METHODS, provide_automatic_options=False)
+def receive(source: str) -> Response:
+    """Store one webhook request durably and acknowledge it."""
+    started = time.perf_counter()
+    receiver = state()
+    runtime = receiver.sources.get(source)
+    label = source if runtime is not None else "_unknown"
+    try:
+        if runtime is None:
+            raise UnknownSource(f"no source named {source[:64]!r} is configured")
+        response = _receive(receiver, runtime)
+    except IngestError as error:
+        outcome = error.code if isinstance(error, Rejected) else "spool_unavailable"
+        REQUESTS.labels(label, outcome).inc()
+        if isinstance(error, AuthenticationFailed):
+            SIGNATURE_FAILURES.labels(label, error.code).inc()
+        if not isinstance(error, UnknownSource):
+            log.warning(
+                "webhook refused",
+                extra={"source": label, "outcome": outcome, "client_ip": request.remote_addr},
+            )
+        raise
+    REQUESTS.labels(label, "stored").inc()
+    REQUEST_SECONDS.labels(label).observe(time.perf_counter() - started)
+    return response
+
+
+def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
+    if request.method != "POST":
+        raise MethodNotAllowed(f"webhooks are POSTed; {request.method} is not accepted")
+    client_ip = request.remote_addr or ""
+    if runtime.config.allow_ips and not _allowed(client_ip, runtime):
+        raise ForbiddenAddress(f"client address {client_ip} is not allowed for this source")
+    if runtime.rate_limit is not None and not receiver.limiter.hit(
+        runtime.rate_limit, "source", runtime.config.name
+    ):
+        raise RateLimited(
+            f"source {runtime.config.name!r} is over its rate limit",
+            retry_after=runtime.retry_after,
+        )
+    limit = runtime.config.max_body_bytes or receiver.config.receiver.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    media_type = (request.mimetype or "").lower()
+    if media_type not in runtime.provider.content_types:
+        expected = ", ".join(sorted(runtime.provider.content_types))
+        raise UnsupportedMediaType(f"content type {media_type or '(none)'!r} is not {expected}")
+    request.max_content_length = limit  # also bounds chunked bodies while they are read
+    body = request.get_data(cache=False)
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    inbound = InboundRequest(
+        source=runtime.config.name,
+        method=request.method,
+        url=request.url,
+        headers=headers,
+        body=body,
+        remote_addr=client_ip,
+        content_type=media_type,
+    )
+    runtime.provider.authenticate(inbound, receiver.clock())
+    record = SpoolRecord(
+        request_id=new_request_id(),
+        source=runtime.config.name,
+        received_at=int(receiver.clock() * 1_000_000),
+        remote_addr=client_ip,
+        method=request.method,
+        url=request.url,
+        content_type=media_type,
+        headers={k: v for k, v in headers.items() if k not in runtime.provider.credential_headers},
+        body=body,
+    )
+    receiver.spool.append(record)
+    return jsonify(status="stored", request_id=record.request_id)
+
+
+def _allowed(client_ip: str, runtime: SourceRuntime) -> bool:
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in runtime.config.allow_ips)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Readiness: 200 only while the spool accepts durable writes."""
+    problem = state().spool.check_writable()
+    if problem is not None:
+        raise SpoolUnavailable(problem, retry_after=state().config.receiver.retry_after_seconds)
+    return jsonify(status="ready")

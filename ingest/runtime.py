@@ -1,0 +1,59 @@
+"""What a running receiver holds: the config, one provider object per source, the spool."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from ingest.providers import PROVIDERS, Provider
+from ingest.spool import Spool
+from mailpulse.config import Config, SourceConfig
+
+
+@dataclass(frozen=True)
+class SourceRuntime:
+    """One configured source, ready to verify requests."""
+
+    config: SourceConfig
+    provider: Provider
+    rate_limit: RateLimitItem | None
+    retry_after: int
+
+
+@dataclass(frozen=True)
+class ReceiverState:
+    """Everything a request handler needs, built once per app."""
+
+    config: Config
+    sources: Mapping[str, SourceRuntime]
+    spool: Spool
+    limiter: MovingWindowRateLimiter
+    clock: Callable[[], float]
+
+
+def build_state(config: Config, clock: Callable[[], float] | None = None) -> ReceiverState:
+    """Instantiate providers, the spool and the rate limiter for ``config``."""
+    sources: dict[str, SourceRuntime] = {}
+    for name, source in config.sources.items():
+        limit = parse(source.rate_limit) if source.rate_limit else None
+        retry_after = max(1, int(limit.get_expiry())) if limit else 1
+        sources[name] = SourceRuntime(
+            config=source,
+            provider=PROVIDERS[source.provider](source),
+            rate_limit=limit,
+            retry_after=retry_after,
+        )
+    spool = Spool(
+        config.spool_dir,
+        max_bytes=config.receiver.spool_max_bytes,
+        retry_after=config.receiver.retry_after_seconds,
+    )
+    limiter = MovingWindowRateLimiter(storage_from_string(config.receiver.rate_limit_storage))
+    return ReceiverState(
+        config=config, sources=sources, spool=spool, limiter=limiter, clock=clock or time.time
+    )

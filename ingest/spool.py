@@ -1,0 +1,364 @@
+"""The durable intake: append-only segment files with group commit.
+
+Promise 1 lives here: :meth:`Spool.append` returns only once the request's bytes are written
+and ``fdatasync``'d. Many threads of one worker share one fsync ("group commit"): the first
+thread to find no sync under way becomes the leader, writes everything queued so far in one
+``write`` and syncs once, then wakes every thread whose record that sync covered. A blocked
+worker per fsync is what makes naive durability slow; one fsync per group is not.
+
+Each worker process owns its own segment file and holds an exclusive ``flock`` on it while it
+writes; the flusher reads segments up to their last complete record and knows a segment is
+finished (safe to delete once read) when it can take that lock itself. ``kill -9`` releases
+the lock, so a dead worker's segment is picked up like any other.
+
+A record on disk::
+
+    b"MPS1" | header length (u32) | body length (u32) | CRC-32 of header+body (u32) | header | body
+
+The header is JSON (source, time, client address, headers without credentials); the body is
+the request body exactly as received. A torn tail (a worker killed mid-write, before it could
+acknowledge anything in it) fails its length or CRC check and is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import struct
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ingest.errors import SpoolUnavailable
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"MPS1"
+_FRAME = struct.Struct("<4sIII")
+SEGMENT_SUFFIX = ".seg"
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+_USAGE_REFRESH_SECONDS = 1.0
+_SYNC_WAIT_SECONDS = 10.0  # a sync slower than this is a storage failure, answered 503
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolRecord:
+    """One accepted request as the spool keeps it."""
+
+    request_id: str
+    source: str
+    received_at: int  # epoch microseconds
+    remote_addr: str
+    method: str
+    url: str
+    content_type: str
+    headers: dict[str, str]  # lower-cased, credentials removed
+    body: bytes
+
+    def encode(self) -> bytes:
+        """The framed bytes of this record."""
+        header = orjson.dumps(
+            {
+                "id": self.request_id,
+                "source": self.source,
+                "received_at": self.received_at,
+                "remote_addr": self.remote_addr,
+                "method": self.method,
+                "url": self.url,
+                "content_type": self.content_type,
+                "headers": self.headers,
+            }
+        )
+        crc = zlib.crc32(self.body, zlib.crc32(header))
+        return _FRAME.pack(MAGIC, len(header), len(self.body), crc) + header + self.body
+
+    @classmethod
+    def decode(cls, header: bytes, body: bytes) -> SpoolRecord:
+        """Rebuild a record from its framed header and body."""
+        fields: dict[str, Any] = orjson.loads(header)
+        return cls(
+            request_id=fields["id"],
+            source=fields["source"],
+            received_at=fields["received_at"],
+            remote_addr=fields["remote_addr"],
+            method=fields["method"],
+            url=fields["url"],
+            content_type=fields["content_type"],
+            headers=fields["headers"],
+            body=body,
+        )
+
+
+def new_request_id() -> str:
+    """A unique, roughly time-ordered request id."""
+    return f"{time.time_ns():x}-{uuid.uuid4().hex[:12]}"
+
+
+class Spool:
+    """The writer side, one per worker process, safe to share between its threads."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        retry_after: int = 30,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    ) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.retry_after = retry_after
+        self.segment_bytes = segment_bytes
+        self._reset()
+
+    def _reset(self) -> None:
+        # Called again in a forked child: locks, file and queue belong to one process.
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._fd: int | None = None
+        self._segment_size = 0
+        self._queue: list[bytes] = []
+        self._queued_seq = 0  # sequence number of the last record queued
+        self._durable_seq = 0  # every record up to this one is on disk
+        self._failed: dict[int, str] = {}  # sequence number -> why its sync failed
+        self._syncing = False
+        self._usage = 0
+        self._usage_checked = 0.0
+
+    def append(self, record: SpoolRecord) -> None:
+        """Make ``record`` durable, or raise :class:`SpoolUnavailable`; never both."""
+        if self._pid != os.getpid():
+            self._reset()
+        data = record.encode()
+        self._check_quota(len(data))
+        with self._cond:
+            self._queue.append(data)
+            self._queued_seq += 1
+            mine = self._queued_seq
+            deadline = time.monotonic() + _SYNC_WAIT_SECONDS
+            while self._durable_seq < mine:
+                if not self._syncing:
+                    self._lead_sync()
+                    continue
+                if not self._cond.wait(timeout=max(0.0, deadline - time.monotonic())):
+                    raise SpoolUnavailable(
+                        "the spool did not sync in time", retry_after=self.retry_after
+                    )
+            reason = self._failed.pop(mine, None)
+        if reason is not None:
+            raise SpoolUnavailable(reason, retry_after=self.retry_after)
+
+    def _lead_sync(self) -> None:
+        """Write and sync everything queued. Called, and returns, with the condition held."""
+        self._syncing = True
+        batch, self._queue = self._queue, []
+        first = self._durable_seq + 1
+        last = self._queued_seq
+        self._cond.release()
+        failure: str | None = None
+        try:
+            self._write_and_sync(b"".join(batch))
+        except OSError as exc:
+            failure = _describe(exc)
+            log.error("spool write failed", extra={"reason": failure, "records": len(batch)})
+        finally:
+            self._cond.acquire()
+        if failure is not None:
+            for seq in range(first, last + 1):
+                self._failed[seq] = failure
+        self._durable_seq = last
+        self._syncing = False
+        self._cond.notify_all()
+
+    def _write_and_sync(self, data: bytes) -> None:
+        if self._fd is None or self._segment_size >= self.segment_bytes:
+            self._open_segment()
+        assert self._fd is not None
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fdatasync(self._fd)
+        except OSError:
+            # The tail of this segment is now unknown: never write after it again.
+            self._close_segment()
+            raise
+        self._segment_size += len(data)
+        self._usage += len(data)
+
+    def _open_segment(self) -> None:
+        self._close_segment()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        temporary = self.directory / f".{name}.new"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            # Locked before it gets its visible name, so the flusher never sees it unlocked.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(temporary, self.directory / f"{name}{SEGMENT_SUFFIX}")
+            _fsync_directory(self.directory)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._segment_size = 0
+
+    def _close_segment(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _check_quota(self, incoming: int) -> None:
+        now = time.monotonic()
+        if now - self._usage_checked > _USAGE_REFRESH_SECONDS:
+            self._usage = spool_usage(self.directory)
+            self._usage_checked = now
+        if self._usage + incoming > self.max_bytes:
+            raise SpoolUnavailable(
+                "the spool is full; the flusher is behind or stopped", retry_after=self.retry_after
+            )
+
+    def check_writable(self) -> str | None:
+        """None when a write would be accepted now, else the reason it would not."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / f".probe-{os.getpid()}-{threading.get_ident()}"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"probe")
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+                probe.unlink(missing_ok=True)
+        except OSError as exc:
+            return _describe(exc)
+        if spool_usage(self.directory) >= self.max_bytes:
+            return "the spool is full"
+        return None
+
+    def close(self) -> None:
+        """Release this process's segment (the flusher may then delete it once read)."""
+        with self._cond:
+            self._close_segment()
+
+
+def _describe(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "the disk holding the spool is full"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "the spool directory is not writable"
+    return f"the spool cannot be written ({errno.errorcode.get(exc.errno or 0, 'error')})"
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def spool_usage(directory: Path) -> int:
+    """Bytes held in segment files (read or not)."""
+    total = 0
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.endswith(SEGMENT_SUFFIX):
+                    try:
+                        total += entry.stat().st_size
+                    except FileNotFoundError:
+                        continue
+    except FileNotFoundError:
+        return 0
+    return total
+
+
+# ---------------------------------------------------------------- the reading side (flusher)
+
+
+def list_segments(directory: Path) -> list[Path]:
+    """Segment files, oldest first."""
+    try:
+        return sorted(p for p in directory.iterdir() if p.name.endswith(SEGMENT_SUFFIX))
+    except FileNotFoundError:
+        return []
+
+
+def is_sealed(path: Path) -> bool:
+    """True when no live process writes this segment any more."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing releases the lock at once
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRead:
+    """What one read of a segment found."""
+
+    records: list[SpoolRecord]
+    end_offset: int  # just past the last complete record read
+    file_size: int
+    corrupt_at: int | None  # offset of a record that fails its checks, if any
+
+
+def read_segment(path: Path, offset: int, max_bytes: int) -> SegmentRead:
+    """Read complete records from ``offset``, up to about ``max_bytes``."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        handle.seek(offset)
+        data = handle.read(max(0, min(size - offset, max_bytes)))
+    records: list[SpoolRecord] = []
+    position = 0
+    corrupt_at: int | None = None
+    for start, header, body in _frames(data):
+        if header is None:
+            corrupt_at = offset + start
+            break
+        records.append(SpoolRecord.decode(header, body))
+        position = start + _FRAME.size + len(header) + len(body)
+    # A record longer than max_bytes is still read whole, alone.
+    if not records and corrupt_at is None and size - offset > len(data):
+        return read_segment(path, offset, size - offset)
+    return SegmentRead(records, offset + position, size, corrupt_at)
+
+
+def _frames(data: bytes) -> Iterator[tuple[int, bytes | None, bytes]]:
+    """Yield ``(start, header, body)``; header None marks a corrupt record. Stops at a torn tail."""
+    view = memoryview(data)
+    position = 0
+    while len(data) - position >= _FRAME.size:
+        magic, header_len, body_len, crc = _FRAME.unpack_from(data, position)
+        end = position + _FRAME.size + header_len + body_len
+        if magic != MAGIC:
+            yield position, None, b""
+            return
+        if end > len(data):
+            return  # incomplete: still being written, or torn by a crash
+        header = bytes(view[position + _FRAME.size : position + _FRAME.size + header_len])
+        body = bytes(view[position + _FRAME.size + header_len : end])
+        if zlib.crc32(body, zlib.crc32(header)) != crc:
+            yield position, None, b""
+            return
+        yield position, header, body
+        position = end

@@ -1,0 +1,178 @@
+"""The flusher's bookkeeping, in one SQLite database (``state/flusher.sqlite``).
+
+* ``offsets``: how far each spool segment has been read into the lake;
+* ``seen``: event ids already stored, kept for the dedup window;
+* ``journal``: lake files a batch is writing (``added``) or replacing (``removed``);
+* ``meta``: the last committed batch number and running counts.
+
+A batch is committed by one SQLite transaction (``synchronous=FULL``) that moves the offsets,
+records the new ids and marks the journal entry committed. Recovery after a crash therefore
+knows exactly which files on disk belong to an uncommitted batch (delete them: the batch will
+be read again from the spool) and which old files a committed batch replaced (delete them).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from ingest.errors import LakeError
+from ingest.lake import remove_files
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS offsets (segment TEXT PRIMARY KEY, offset INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journal (
+    batch INTEGER PRIMARY KEY, phase TEXT NOT NULL, added TEXT NOT NULL, removed TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass
+class Commit:
+    """Everything one batch changes in the state, applied in one transaction."""
+
+    batch: int
+    offsets: dict[str, int]
+    seen_ids: Sequence[str]
+    seen_at: int  # epoch seconds
+    counters: dict[str, int]
+
+
+class FlusherState:
+    """Open (and create) the state database of a data directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(state_dir / "flusher.sqlite", isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise LakeError(f"cannot open the flusher state in {state_dir}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the database."""
+        self.db.close()
+
+    # -- reading
+
+    def offsets(self) -> dict[str, int]:
+        """Segment name -> bytes already flushed."""
+        return dict(self.db.execute("SELECT segment, offset FROM offsets").fetchall())
+
+    def last_batch(self) -> int:
+        """The number of the last committed batch (0 before any)."""
+        return self.meta("last_batch")
+
+    def meta(self, key: str) -> int:
+        """A counter from ``meta`` (0 when unset)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def counters(self, prefix: str) -> dict[str, int]:
+        """Every ``meta`` counter whose key starts with ``prefix``."""
+        rows = self.db.execute(
+            "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff")
+        )
+        return {key[len(prefix) :]: int(value) for key, value in rows}
+
+    def already_seen(self, event_ids: Iterable[str]) -> set[str]:
+        """The subset of ``event_ids`` stored within the dedup window."""
+        payload = orjson.dumps(list(event_ids))
+        rows = self.db.execute(
+            "SELECT event_id FROM seen WHERE event_id IN (SELECT value FROM json_each(?))",
+            (payload.decode(),),
+        )
+        return {row[0] for row in rows}
+
+    # -- writing
+
+    def begin(self, batch: int, added: Sequence[Path], removed: Sequence[Path] = ()) -> None:
+        """Record the files a batch is about to write, before any of them exists."""
+        self.db.execute(
+            "INSERT INTO journal (batch, phase, added, removed) VALUES (?, 'writing', ?, ?)",
+            (batch, _paths(added), _paths(removed)),
+        )
+
+    def commit(self, commit: Commit) -> None:
+        """Apply a batch atomically: offsets, seen ids, counters, journal phase."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO offsets (segment, offset) VALUES (?, ?) "
+                "ON CONFLICT (segment) DO UPDATE SET offset = excluded.offset",
+                commit.offsets.items(),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO seen (event_id, seen_at) VALUES (?, ?)",
+                ((event_id, commit.seen_at) for event_id in commit.seen_ids),
+            )
+            for key, delta in commit.counters.items():
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+                    (key, delta),
+                )
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_batch', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (commit.batch,),
+            )
+            db.execute("UPDATE journal SET phase = 'committed' WHERE batch = ?", (commit.batch,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def finish(self, batch: int) -> None:
+        """After a commit: delete the files the batch replaced, then forget the entry."""
+        row = self.db.execute("SELECT removed FROM journal WHERE batch = ?", (batch,)).fetchone()
+        if row:
+            remove_files(Path(p) for p in orjson.loads(row[0]))
+        self.db.execute("DELETE FROM journal WHERE batch = ?", (batch,))
+
+    def recover(self) -> int:
+        """Undo uncommitted batches and finish committed ones; returns entries handled."""
+        entries = self.db.execute(
+            "SELECT batch, phase, added FROM journal ORDER BY batch"
+        ).fetchall()
+        for batch, phase, added in entries:
+            if phase == "writing":
+                log.warning("removing files of an unfinished flush", extra={"batch": batch})
+                remove_files(Path(p) for p in orjson.loads(added))
+                self.db.execute("DELETE FROM journal WHERE batch = ?", (batch,))
+            else:
+                self.finish(batch)
+        return len(entries)
+
+    def forget_segments(self, names: Iterable[str]) -> None:
+        """Drop offsets of segments that were deleted."""
+        self.db.executemany("DELETE FROM offsets WHERE segment = ?", ((n,) for n in names))
+
+    def prune_seen(self, older_than: int) -> int:
+        """Forget ids first seen before ``older_than`` (epoch seconds); returns how many."""
+        cursor = self.db.execute("DELETE FROM seen WHERE seen_at < ?", (older_than,))
+        return cursor.rowcount
+
+    def set_meta(self, key: str, value: int) -> None:
+        """Set one ``meta`` value."""
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
+def _paths(paths: Sequence[Path]) -> str:
+    return orjson.dumps([str(p) for p in paths]).decode()

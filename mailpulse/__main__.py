@@ -1,0 +1,5 @@
+"""``python -m mailpulse`` runs the command line."""
+
+from mailpulse.cli import main
+
+main()

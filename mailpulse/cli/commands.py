@@ -1,0 +1,290 @@
+"""The commands. Each parses options, calls one library function and prints the result."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+
+import click
+
+from mailpulse.cli import cli
+from mailpulse.cli.common import EXIT_BUSY, config_option, load
+from mailpulse.cli.output import print_frame
+
+
+@cli.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes [receiver.workers].")
+@click.option(
+    "--threads", type=click.IntRange(1, 256), help="Threads per worker [receiver.threads]."
+)
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False), help="TLS certificate.")
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS private key.")
+def serve(
+    config_path: str | None,
+    host: str,
+    port: int,
+    workers: int | None,
+    threads: int | None,
+    certfile: str | None,
+    keyfile: str | None,
+) -> None:
+    """Run the webhook receiver (gunicorn) and the background flusher.
+
+    SIGTERM drains in-flight requests, flushes the spool into the lake, then exits.
+
+    \b
+    Example:
+        mailpulse serve --host 0.0.0.0 --port 8025 --workers 4
+    """
+    from ingest.server import serve as run
+
+    if bool(certfile) != bool(keyfile):
+        raise click.UsageError("--certfile and --keyfile go together")
+    config = load(config_path)
+    click.echo(
+        f"mailpulse: receiving on {'https' if certfile else 'http'}://{host}:{port}/webhooks/"
+        f"<source> for {', '.join(sorted(config.sources)) or 'no sources'}",
+        err=True,
+    )
+    sys.exit(
+        run(
+            config,
+            host=host,
+            port=port,
+            workers=workers,
+            threads=threads,
+            certfile=certfile,
+            keyfile=keyfile,
+        )
+    )
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--wait",
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for a running flusher to finish its pass.",
+)
+def flush(config_path: str | None, wait: float) -> None:
+    """Drain the spool into the lake now; exit 0 when done.
+
+    \b
+    Example:
+        mailpulse flush --config /etc/mailpulse.toml
+    """
+    from ingest.errors import FlusherBusy
+    from ingest.flusher import Flusher
+
+    config = load(config_path)
+    try:
+        result = Flusher(config).flush(wait_seconds=wait)
+    except FlusherBusy as error:
+        click.echo(f"mailpulse: {error}", err=True)
+        sys.exit(EXIT_BUSY)
+    click.echo(
+        f"flushed {result.requests} requests: {result.events} new events, "
+        f"{result.duplicates} duplicates dropped, {result.quarantined} quarantined",
+        err=True,
+    )
+
+
+@cli.command()
+@config_option
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Only this UTC date.")
+def compact(config_path: str | None, day: datetime | None) -> None:
+    """Merge each partition's small files into one, one row per event_id.
+
+    \b
+    Example:
+        mailpulse compact --date 2026-11-27
+    """
+    from ingest.flusher import Flusher
+    from ingest.maintenance import compact as run
+
+    config = load(config_path)
+    result = run(Flusher(config), day.strftime("%Y-%m-%d") if day else None)
+    click.echo(
+        f"compacted {result.partitions} partitions: {result.files_before} files into "
+        f"{result.files_after}, {result.rows_removed} duplicate rows removed",
+        err=True,
+    )
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--by",
+    type=click.Choice(["campaign", "date", "domain", "provider", "source"]),
+    default="campaign",
+    show_default=True,
+    help="Dimension to group by.",
+)
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First UTC date, inclusive.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Last UTC date, exclusive.")
+@click.option("--campaign", help="Only this campaign.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+def report(
+    config_path: str | None,
+    by: str,
+    since: datetime | None,
+    until: datetime | None,
+    campaign: str | None,
+    fmt: str,
+) -> None:
+    """Print delivery and engagement rates per campaign, date, domain, provider or source.
+
+    \b
+    Example:
+        mailpulse report --by campaign --since 2026-11-01 --format csv > rates.csv
+    """
+    from analytics import open_lake
+
+    config = load(config_path, announce=fmt == "table")
+    lake = open_lake(config)
+    frame = lake.rates(by, since=since, until=until, campaign=campaign)
+    print_frame(frame, fmt, title=f"mailpulse report by {by}")
+
+
+@cli.group()
+def quarantine() -> None:
+    """See and re-process payloads that were authentic but could not be mapped."""
+
+
+@quarantine.command("list")
+@config_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+def quarantine_list(config_path: str | None, fmt: str) -> None:
+    """List quarantined payloads, newest first, with the stage and reason.
+
+    \b
+    Example:
+        mailpulse quarantine list --format json
+    """
+    from ingest.flusher import Flusher
+    from ingest.maintenance import quarantine_frame
+
+    config = load(config_path, announce=fmt == "table")
+    frame = quarantine_frame(Flusher(config))
+    print_frame(
+        frame.select(
+            "received_at", "source", "provider", "stage", "reason", "request_id", "quarantine_id"
+        ),
+        fmt,
+        title="quarantine",
+    )
+
+
+@quarantine.command("replay")
+@config_option
+def quarantine_replay(config_path: str | None) -> None:
+    """Normalize every quarantined payload again, after a parser fix or a config change.
+
+    \b
+    Example:
+        mailpulse quarantine replay
+    """
+    from ingest.flusher import Flusher
+    from ingest.maintenance import replay_quarantine
+
+    config = load(config_path)
+    result, remaining = replay_quarantine(Flusher(config))
+    click.echo(
+        f"replayed: {result.events} new events, {result.duplicates} duplicates, "
+        f"{remaining} still quarantined",
+        err=True,
+    )
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--messages",
+    default=150,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Messages to simulate (each yields several events).",
+)
+@click.option(
+    "--duplicate-rate",
+    default=0.15,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of requests sent twice, as ESP retries do.",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="Port for the receiver (default: free)."
+)
+@click.option("--seed", default=7, show_default=True, help="Seed of the generated traffic.")
+def demo(
+    config_path: str | None, messages: int, duplicate_rate: float, port: int | None, seed: int
+) -> None:
+    """Start a receiver on localhost, send signed traffic with duplicates, print the report.
+
+    With no mailpulse.toml this uses the demo setup in ./data (a generic source named
+    "demo" with a generated secret).
+
+    \b
+    Example:
+        mailpulse demo --messages 500
+    """
+    from analytics import open_lake
+    from ingest.flusher import Flusher
+    from mailpulse import demo as traffic
+
+    config = load(config_path)
+    source, secret = traffic.demo_source(config)
+    port = port or traffic.free_port()
+    base = f"http://127.0.0.1:{port}"
+    config_args = ["--config", config_path] if config_path else []
+    env = dict(os.environ)
+    if config.is_demo:
+        env["MAILPULSE_DATA_DIR"] = str(config.data_dir.resolve())
+    server = traffic.start_server(config_args, port, env)
+    try:
+        traffic.wait_ready(base, server)
+        events = traffic.generate_events(messages, seed=seed)
+        bodies = list(traffic.request_bodies(events, seed=seed))
+        click.echo(
+            f"mailpulse: sending {len(events)} events in {len(bodies)} requests "
+            f"(+{duplicate_rate:.0%} duplicates) to {base}/webhooks/{source}",
+            err=True,
+        )
+        result = traffic.send(
+            f"{base}/webhooks/{source}", secret, bodies, duplicate_rate=duplicate_rate, seed=seed
+        )
+    finally:
+        status = traffic.stop_server(server)
+    click.echo(
+        f"mailpulse: {result.accepted} of {result.requests} requests accepted "
+        f"({result.duplicates_sent} were repeats); server stopped with status {status}",
+        err=True,
+    )
+    flushed = Flusher(config).flush()
+    lake = open_lake(config)
+    total = lake.sql("SELECT count(*) AS n FROM events")["n"][0]
+    click.echo(
+        f"mailpulse: the lake holds {total} unique events "
+        f"({flushed.requests} requests left to flush at exit)",
+        err=True,
+    )
+    print_frame(lake.rates("campaign"), "table", title="campaign performance")
+    if result.failed:
+        raise click.ClickException(f"{result.failed} requests were not accepted")
