@@ -89,8 +89,12 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
     if media_type not in runtime.provider.content_types:
         expected = ", ".join(sorted(runtime.provider.content_types))
         raise UnsupportedMediaType(f"content type {media_type or '(none)'!r} is not {expected}")
-    request.max_content_length = limit  # also bounds chunked bodies while they are read
+    # A chunked body has no length up front: read at most one byte past the limit, so an
+    # oversized body is refused without ever being held whole in memory.
+    request.max_content_length = limit + 1
     body = request.get_data(cache=False)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"body is larger than {limit} bytes")
     headers = {name.lower(): value for name, value in request.headers.items()}
     inbound = InboundRequest(
         source=runtime.config.name,

@@ -281,8 +281,8 @@ def spool_usage(directory: Path) -> int:
                         total += entry.stat().st_size
                     except FileNotFoundError:
                         continue
-    except FileNotFoundError:
-        return 0
+    except OSError:
+        return 0  # no spool folder (yet): nothing held
     return total
 
 

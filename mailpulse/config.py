@@ -164,7 +164,7 @@ def load_config(
         raise ConfigError([f"cannot be read ({exc.__class__.__name__})"], origin) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"is not valid TOML: {exc}"], origin) from None
-    return parse_config(document, origin=origin, base_dir=found.parent, env=env)
+    return parse_config(document, origin=origin, base_dir=found.resolve().parent, env=env)
 
 
 def parse_config(
@@ -318,10 +318,12 @@ def _parse_source(
     _unknown_keys(table, allowed, f"{where}.", problems)
 
     credentials: dict[str, tuple[Secret, ...]] = {}
+    before = len(problems)
     for key in sorted(provider.credential_keys):
         values = _credential(key, table, base_dir, env, f"{where}.", problems)
         if values:
             credentials[key] = values
+    credentials_ok = len(problems) == before
 
     allow_ips: list[IPNetwork] = []
     for cidr in _string_list(table.get("allow_ips", []), f"{where}.allow_ips", problems):
@@ -358,7 +360,8 @@ def _parse_source(
         campaign=campaign,
         max_body_bytes=max_body,
     )
-    problems.extend(f"{where}: {problem}" for problem in provider.config_problems(source))
+    if credentials_ok:  # otherwise a credential mistake already said what is missing
+        problems.extend(f"{where}: {problem}" for problem in provider.config_problems(source))
     return source
 
 

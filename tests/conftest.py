@@ -1,0 +1,61 @@
+"""Fixtures: a generic-source config, an in-process app, a signed-request builder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from ingest import create_app
+from mailpulse.config import Config, parse_config
+from tests.helpers import new_secret
+
+
+@pytest.fixture
+def secret() -> str:
+    """A generated secret for the ``in_house`` source."""
+    return new_secret()
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, secret: str) -> Any:
+    """Build a validated config in ``tmp_path``; keyword arguments patch the document."""
+
+    def build(**overrides: Any) -> Config:
+        document: dict[str, Any] = {
+            "data_dir": str(tmp_path / "data"),
+            "sources": {"in_house": {"provider": "generic", "secret": secret}},
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(document.get(key), dict):
+                document[key] = {**document[key], **value}
+            else:
+                document[key] = value
+        return parse_config(document, env={})
+
+    return build
+
+
+@pytest.fixture
+def config(make_config: Any) -> Config:
+    """The default test config: one generic source ``in_house``."""
+    built: Config = make_config()
+    return built
+
+
+@pytest.fixture
+def app(config: Config) -> Iterator[Flask]:
+    """An in-process receiver for ``config``."""
+    application = create_app(config)
+    yield application
+    application.extensions["mailpulse"].spool.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client of ``app``."""
+    return app.test_client()

@@ -1,0 +1,163 @@
+"""Configuration: where it is found, how secrets are given, one clear sentence per mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailpulse.config import Secret, load_config, parse_config
+from mailpulse.errors import ConfigError
+
+
+def problems(document: dict[str, Any], env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, env=env or {})
+    return caught.value.problems
+
+
+def generic(**keys: Any) -> dict[str, Any]:
+    return {"sources": {"s": {"provider": "generic", **keys}}}
+
+
+def test_valid_config_reads_every_section(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "data_dir": str(tmp_path),
+            "receiver": {"max_body_bytes": 1000, "flush_interval_seconds": 2, "workers": 3},
+            "lake": {"dedup_window_days": 60},
+            "suppression": {"soft_bounce_limit": 5},
+            "sources": {
+                "s": {
+                    "provider": "generic",
+                    "secret": ["new", "old"],
+                    "allow_ips": ["10.0.0.0/8", "2001:db8::/32"],
+                    "rate_limit": "200/second",
+                    "campaign": "batch",
+                }
+            },
+        },
+        env={},
+    )
+    assert config.receiver.max_body_bytes == 1000
+    assert config.receiver.flush_interval_seconds == 2
+    assert config.lake.dedup_window_days == 60
+    assert config.suppression.soft_bounce_limit == 5
+    source = config.sources["s"]
+    assert [s.reveal() for s in source.credentials["secret"]] == ["new", "old"]
+    assert [str(n) for n in source.allow_ips] == ["10.0.0.0/8", "2001:db8::/32"]
+    assert source.rate_limit == "200/second"
+    assert source.campaign == "batch"
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (
+            {"sources": {"s": {"provider": "sendgird", "secret": "x"}}},
+            "unknown provider 'sendgird'",
+        ),
+        (generic(), "needs secret"),
+        (generic(secret="x", allow_ips=["10.0.0.300/8"]), "'10.0.0.300/8' is not an IPv4 or IPv6"),
+        (generic(secret="x", rate_limit="lots"), "'lots' is not a rate limit"),
+        (generic(secret="x", colour="blue"), "sources.s.colour: unknown key"),
+        ({"recevier": {}}, "recevier: unknown key"),
+        ({"receiver": {"max_body_byte": 1}}, "receiver.max_body_byte: unknown key"),
+        ({"receiver": {"max_body_bytes": "big"}}, "receiver.max_body_bytes must be int"),
+        ({"receiver": {"workers": 0}}, "receiver.workers must be greater than zero"),
+        (generic(secret=""), "sources.s.secret is empty"),
+        (generic(secret="x", secret_env="X"), "give only one of secret, secret_env"),
+        (generic(secret_env="NOT_SET"), "environment variable NOT_SET is not set"),
+        (generic(secret_file="/nonexistent/secret"), "cannot read /nonexistent/secret"),
+        ({"sources": {"bad/name": {"provider": "generic", "secret": "x"}}}, "a source name is"),
+    ],
+)
+def test_each_mistake_has_one_clear_sentence(document: dict[str, Any], expected: str) -> None:
+    found = problems(document)
+    assert len(found) == 1, found
+    assert expected in found[0]
+
+
+def test_all_mistakes_are_reported_together() -> None:
+    found = problems(
+        {"sources": {"a": {"provider": "nope"}, "b": {"provider": "generic"}}, "extra": 1}
+    )
+    assert len(found) == 3
+    assert any("unknown provider" in p for p in found)
+    assert any("needs secret" in p for p in found)
+    assert any("extra: unknown key" in p for p in found)
+
+
+def test_credentials_from_env_and_file(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("from-file\n")
+    config = parse_config(
+        {
+            "sources": {
+                "e": {"provider": "generic", "secret_env": "MY_SECRET"},
+                "f": {"provider": "generic", "secret_file": "secret"},
+            }
+        },
+        base_dir=tmp_path,
+        env={"MY_SECRET": "from-env"},
+    )
+    assert config.sources["e"].credentials["secret"][0].reveal() == "from-env"
+    assert config.sources["f"].credentials["secret"][0].reveal() == "from-file"
+
+
+def test_secrets_never_show_in_repr_or_errors() -> None:
+    config = parse_config(generic(secret="hunter2-very-secret"), env={})
+    assert "hunter2" not in repr(config)
+    assert "hunter2" not in str(config.sources["s"])
+    assert repr(Secret("hunter2")) == "Secret('********')"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(generic(secret="hunter2-very-secret", rate_limit="bad"), env={})
+    assert "hunter2" not in str(caught.value)
+
+
+def test_file_lookup_order_and_data_dir_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text('data_dir = "lake-a"\n[sources.s]\nprovider = "generic"\nsecret = "x"\n')
+    from_env = tmp_path / "env.toml"
+    from_env.write_text('data_dir = "lake-b"\n')
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mailpulse.toml").write_text('data_dir = "lake-c"\n')
+
+    env = {"MAILPULSE_CONFIG": str(from_env)}
+    assert load_config(explicit, env=env).data_dir == tmp_path / "lake-a"
+    assert load_config(None, env=env).data_dir == tmp_path / "lake-b"
+    assert load_config(None, env={}).data_dir == tmp_path / "lake-c"
+    override = {"MAILPULSE_DATA_DIR": str(tmp_path / "elsewhere")}
+    assert load_config(explicit, env=override).data_dir == tmp_path / "elsewhere"
+
+
+def test_demo_defaults_generate_a_private_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, env={"MAILPULSE_DATA_DIR": str(tmp_path / "d")})
+    assert config.is_demo
+    secret_path = tmp_path / "d" / "demo_secret"
+    assert secret_path.stat().st_mode & 0o077 == 0
+    first = config.sources["demo"].credentials["secret"][0].reveal()
+    again = load_config(None, env={"MAILPULSE_DATA_DIR": str(tmp_path / "d")})
+    assert again.sources["demo"].credentials["secret"][0].reveal() == first
+    assert len(first) == 64
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.toml", env={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[sources\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(broken, env={})
+
+
+def test_missing_credentials_reported_beside_other_mistakes() -> None:
+    found = problems(generic(allow_ips=["nonsense"]))
+    assert len(found) == 2
+    assert any("needs secret" in p for p in found)
