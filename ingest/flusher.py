@@ -39,7 +39,6 @@ from mailpulse.config import Config
 
 log = logging.getLogger(__name__)
 
-BATCH_BYTES = 64 * 1024 * 1024
 BATCH_RECORDS = 100_000
 _PRUNE_EVERY_SECONDS = 6 * 3600
 
@@ -91,12 +90,12 @@ class Flusher:
         config: Config,
         *,
         clock: Callable[[], float] = time.time,
-        batch_bytes: int = BATCH_BYTES,
+        batch_bytes: int | None = None,
         batch_records: int = BATCH_RECORDS,
     ) -> None:
         self.config = config
         self.clock = clock
-        self.batch_bytes = batch_bytes
+        self.batch_bytes = batch_bytes or config.lake.flush_batch_bytes
         self.batch_records = batch_records
         self.providers: dict[str, Provider] = {
             name: PROVIDERS[source.provider](source) for name, source in config.sources.items()

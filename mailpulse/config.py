@@ -89,6 +89,7 @@ class LakeConfig:
     """The ``[lake]`` table."""
 
     dedup_window_days: int = 45  # event ids remembered for at least this long
+    flush_batch_bytes: int = 64 * 1024 * 1024  # spool bytes per flush batch: bounds memory
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,10 @@ def parse_config(
     lake = _section(document, "lake", LakeConfig, problems)
     suppression = _section(document, "suppression", SuppressionConfig, problems)
     _check_receiver(receiver, problems)
+    if lake.dedup_window_days < 30:
+        problems.append("lake.dedup_window_days must be at least 30 (ESPs retry for days)")
+    if lake.flush_batch_bytes < 4096:
+        problems.append("lake.flush_batch_bytes must be at least 4096")
 
     sources: dict[str, SourceConfig] = {}
     raw_sources = document.get("sources", {})
