@@ -21,6 +21,8 @@ def create_app(config: Config | None = None, *, clock: Callable[[], float] | Non
     app = Flask("mailpulse")
     app.config["MAILPULSE"] = config
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # An ESP never follows redirects: "//" in a path is a 404, not a 308 to another URL.
+    app.url_map.merge_slashes = False
     app.extensions["mailpulse"] = build_state(config, clock)
     hops = config.receiver.trusted_proxy_hops
     if hops:

@@ -5,6 +5,7 @@ The hierarchy::
     MailpulseError                       (mailpulse.errors)
      +-- IngestError
           +-- Rejected                   a request we refuse; carries its HTTP status
+          |    +-- UnreadableBody        400
           |    +-- UnknownSource         404
           |    +-- MethodNotAllowed      405
           |    +-- PayloadTooLarge       413
@@ -41,6 +42,13 @@ class Rejected(IngestError):
         self.message = message
         if code is not None:
             self.code = code
+
+
+class UnreadableBody(Rejected):
+    """The body could not be read as HTTP (a broken chunked encoding, a dropped client)."""
+
+    status = 400
+    code = "unreadable_body"
 
 
 class UnknownSource(Rejected):

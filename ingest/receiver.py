@@ -12,6 +12,7 @@ import logging
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from ingest.errors import (
     AuthenticationFailed,
@@ -23,6 +24,7 @@ from ingest.errors import (
     Rejected,
     SpoolUnavailable,
     UnknownSource,
+    UnreadableBody,
     UnsupportedMediaType,
 )
 from ingest.metrics import REQUEST_SECONDS, REQUESTS, SIGNATURE_FAILURES
@@ -92,7 +94,12 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
     # A chunked body has no length up front: read at most one byte past the limit, so an
     # oversized body is refused without ever being held whole in memory.
     request.max_content_length = limit + 1
-    body = request.get_data(cache=False)
+    try:
+        body = request.get_data(cache=False)
+    except HTTPException:
+        raise
+    except Exception as exc:  # the server's own parse error for a broken body, whatever its type
+        raise UnreadableBody(f"the request body could not be read ({type(exc).__name__})") from exc
     if len(body) > limit:
         raise PayloadTooLarge(f"body is larger than {limit} bytes")
     headers = {name.lower(): value for name, value in request.headers.items()}

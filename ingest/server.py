@@ -108,6 +108,39 @@ class _GunicornApplication(BaseApplication):  # type: ignore[misc]
         return create_app(load_config())
 
 
+_GUNICORN_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    408: "request_timeout",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "headers_too_large",
+}
+
+
+def _json_write_error(sock: Any, status: int, reason: str, message: str) -> None:
+    """Gunicorn's answer to a request it cannot even parse, in our JSON error shape.
+
+    Gunicorn answers malformed HTTP itself, before Flask sees it, with an HTML page; this
+    keeps the contract (JSON body, never a 5xx for a client's mistake) at that level too.
+    """
+    import orjson
+    from gunicorn import util
+
+    retry = ""
+    if status == 501:  # an unknown Transfer-Encoding is the client's mistake
+        status, reason = 400, "Bad Request"
+    elif status >= 500:
+        status, reason, retry = 503, "Service Unavailable", "Retry-After: 30\r\n"
+    code = _GUNICORN_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+    body = orjson.dumps({"error": code, "message": message or reason})
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{retry}\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 def _child_exit(_server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
@@ -139,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     if args.certfile:
         options.update(certfile=args.certfile, keyfile=args.keyfile)
+    from gunicorn import util
+
+    util.write_error = _json_write_error  # gunicorn's workers look it up at call time
     _GunicornApplication(options).run()
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +81,8 @@ class Server:
     base_url: str
     config_path: Path
     data_dir: Path
-    secret: str
-    log_path: Path
+    secret: str = field(repr=False)
+    log_path: Path = field(default=Path())
 
     def post(
         self, body: bytes | Any, *, source: str = "in_house", **kwargs: Any

@@ -60,8 +60,12 @@ def test_kill_9_of_the_whole_server_at_random_moments(tmp_path: Path) -> None:
                 ids = [f"r{round_number}-w{worker}-{n}-{k}" for k in range(3)]
                 body = json.dumps([event(i) for i in ids]).encode()
                 try:
-                    response = session.post(f"{server_url}/webhooks/in_house", data=body,
-                                            headers=signed_headers(secret, body), timeout=5)
+                    response = session.post(
+                        f"{server_url}/webhooks/in_house",
+                        data=body,
+                        headers=signed_headers(secret, body),
+                        timeout=5,
+                    )
                 except requests.RequestException:
                     return  # the server is gone; unacknowledged, so the ESP would retry
                 if response.status_code == 200:
@@ -69,8 +73,12 @@ def test_kill_9_of_the_whole_server_at_random_moments(tmp_path: Path) -> None:
                         acknowledged.update(ids)
                     if n % 7 == 0:  # and an ESP-style retry of an acknowledged body
                         try:
-                            session.post(f"{server_url}/webhooks/in_house", data=body,
-                                         headers=signed_headers(secret, body), timeout=5)
+                            session.post(
+                                f"{server_url}/webhooks/in_house",
+                                data=body,
+                                headers=signed_headers(secret, body),
+                                timeout=5,
+                            )
                         except requests.RequestException:
                             return
 
@@ -104,18 +112,30 @@ def write_backlog(spool_dir: Path, requests_count: int, events_per_request: int)
     previous: list[dict[str, object]] = []
     with open(segment, "wb") as handle:
         for n in range(requests_count):
-            batch = [event(f"b-{n}-{k}", "opened" if k % 2 else "delivered",
-                           user_agent="Mozilla/5.0", campaign=f"c{n % 5}")
-                     for k in range(events_per_request)]
+            batch = [
+                event(
+                    f"b-{n}-{k}",
+                    "opened" if k % 2 else "delivered",
+                    user_agent="Mozilla/5.0",
+                    campaign=f"c{n % 5}",
+                )
+                for k in range(events_per_request)
+            ]
             if n % 10 == 9:  # an ESP retry: the previous request again
                 batch = previous
             previous = batch
             ids.update(str(item["id"]) for item in batch)
-            record = SpoolRecord(request_id=new_request_id(), source="in_house",
-                                 received_at=int(time.time() * 1e6), remote_addr="127.0.0.1",
-                                 method="POST", url="http://127.0.0.1/webhooks/in_house",
-                                 content_type="application/json", headers={},
-                                 body=json.dumps(batch).encode())
+            record = SpoolRecord(
+                request_id=new_request_id(),
+                source="in_house",
+                received_at=int(time.time() * 1e6),
+                remote_addr="127.0.0.1",
+                method="POST",
+                url="http://127.0.0.1/webhooks/in_house",
+                content_type="application/json",
+                headers={},
+                body=json.dumps(batch).encode(),
+            )
             handle.write(record.encode())
         handle.flush()
         os.fsync(handle.fileno())
@@ -131,9 +151,11 @@ def test_kill_9_of_the_flusher_mid_write(tmp_path: Path) -> None:
     rng = random.Random(7)
     kills = 0
     for _ in range(8):
-        flush = subprocess.Popen([sys.executable, "-m", "mailpulse", "flush", "--config",
-                                  str(config)], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+        flush = subprocess.Popen(
+            [sys.executable, "-m", "mailpulse", "flush", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(0.8, 2.0))
         if flush.poll() is None:
             flush.send_signal(signal.SIGKILL)

@@ -199,3 +199,39 @@ def test_server_still_answers_after_a_slow_loris_connection(server: Server) -> N
     with socket.create_connection((host, int(port)), timeout=5) as slow:
         slow.sendall(b"POST /webhooks/in_house HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         assert server.post(event("while-slow")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"NOT A REQUEST LINE\r\n\r\n",
+        b"POST /webhooks/in_house HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
+        b"POST /webhooks/in_house HTTP/1.1\r\nHost: x\r\nBad Header Name: 1\r\n\r\n",
+        b"POST /webhooks/in_house HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["request-line", "transfer-coding", "header-name", "chunk-size"],
+)
+def test_malformed_http_is_answered_in_json_by_the_server_itself(
+    server: Server, raw: bytes
+) -> None:
+    """Gunicorn refuses these before the app runs; the answer keeps the JSON error shape."""
+    host, port = server.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(raw)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line.split(b":")[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+    )
+    body = rest[:length]  # the first answer; a broken stream may earn a second
+    status = int(head.split(b" ")[1])
+    assert 400 <= status < 500, answer
+    assert b"Content-Type: application/json" in head
+    assert set(json.loads(body)) == {"error", "message"}

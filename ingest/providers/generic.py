@@ -103,7 +103,7 @@ class GenericProvider(Provider):
         if event_id is None:
             raise MappingError("event has no id")
         event_type = item.get("type")
-        if event_type not in EVENT_TYPES:
+        if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
             raise MappingError(f"type {str(event_type)[:40]!r} is not one of the event types")
         bounce_class = optional_str(item.get("bounce_class"))
         if event_type == "bounced":

@@ -1,0 +1,136 @@
+"""The flusher's own guarantees: quarantine and replay, compaction, journal recovery."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from flask.testing import FlaskClient
+
+from ingest import lake
+from ingest.flusher import Flusher
+from ingest.maintenance import compact, quarantine_frame, replay_quarantine
+from ingest.state import FlusherState
+from mailpulse.config import Config
+from tests.helpers import event, lake_rows, signed_headers
+
+
+def post(client: FlaskClient, secret: str, payload: Any) -> None:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    response = client.post("/webhooks/in_house", data=body, headers=signed_headers(secret, body))
+    assert response.status_code == 200, response.json
+
+
+def test_bad_events_are_quarantined_alone_and_good_ones_stored(
+    client: FlaskClient, config: Config, secret: str
+) -> None:
+    post(client, secret, [event("good-1"), {"id": "bad-1", "type": "exploded"}, event("good-2")])
+    post(client, secret, b"this is not json")
+    result = Flusher(config).flush()
+    assert (result.events, result.quarantined) == (2, 2)
+    assert sorted(r["event_id"] for r in lake_rows(config.data_dir)) == ["good-1", "good-2"]
+    quarantined = quarantine_frame(Flusher(config))
+    assert sorted(quarantined["stage"].to_list()) == ["map", "parse"]
+    assert any("not one of the event types" in r for r in quarantined["reason"].to_list())
+    rows = lake_rows(config.data_dir, "quarantine")
+    payloads = {r["stage"]: bytes(r["payload"]) for r in rows}
+    assert payloads["parse"] == b"this is not json"  # kept whole, replayable
+    assert json.loads(payloads["map"]) == {"id": "bad-1", "type": "exploded"}
+
+
+def test_the_same_bad_payload_twice_is_quarantined_once(
+    client: FlaskClient, config: Config, secret: str
+) -> None:
+    post(client, secret, b"[1, 2")
+    post(client, secret, b"[1, 2")
+    Flusher(config).flush()
+    post(client, secret, b"[1, 2")
+    Flusher(config).flush()
+    assert len(lake_rows(config.data_dir, "quarantine")) == 1
+
+
+def test_replay_moves_what_now_maps_into_the_lake(
+    client: FlaskClient, make_config: Any, secret: str
+) -> None:
+    """A source removed from the config quarantines its requests; restoring it and replaying
+    brings them in."""
+    config: Config = make_config()
+    post(client, secret, [event("r-1"), event("r-2")])
+    post(client, secret, {"id": "still-bad"})
+    without_source = replace(config, sources={})
+    assert Flusher(without_source).flush().quarantined == 2
+    assert set(quarantine_frame(Flusher(config))["stage"]) == {"route"}
+    assert lake_rows(config.data_dir) == []
+
+    result, remaining = replay_quarantine(Flusher(config))
+    assert result.events == 2
+    assert remaining == 1
+    assert sorted(r["event_id"] for r in lake_rows(config.data_dir)) == ["r-1", "r-2"]
+    left = lake_rows(config.data_dir, "quarantine")
+    assert len(left) == 1 and "type" in left[0]["reason"]
+
+    again, remaining = replay_quarantine(Flusher(config))
+    assert (again.events, remaining) == (0, 1)
+    assert len(lake_rows(config.data_dir)) == 2
+
+
+def test_compaction_merges_files_and_keeps_one_row_per_event(
+    client: FlaskClient, config: Config, secret: str
+) -> None:
+    for n in range(4):
+        post(client, secret, [event(f"c-{n}", timestamp=1_795_773_600 + n)])
+        Flusher(config).flush()
+    files = lake.list_files(config.lake_dir, "events")
+    assert len(files) == 4
+    # A copy of a file with a new batch number: the state compaction must repair.
+    duplicate = files[0].with_name("part-0000009999-deadbeef.parquet")
+    duplicate.write_bytes(files[0].read_bytes())
+    result = compact(Flusher(config))
+    assert result.rows_removed == 1
+    after = lake.list_files(config.lake_dir, "events")
+    assert len(after) == 1
+    assert sorted(r["event_id"] for r in lake_rows(config.data_dir)) == [f"c-{n}" for n in range(4)]
+
+
+def test_recovery_removes_files_of_an_uncommitted_batch(config: Config) -> None:
+    """A flusher killed after writing files but before its commit leaves them journaled."""
+    frame = pl.DataFrame({"x": [1]})
+    orphan = lake.plan_path(config.lake_dir, "events", "2026-11-27", 1)
+    state = FlusherState(config.state_dir)
+    state.begin(1, [orphan])
+    lake.write_atomic(frame, orphan)
+    state.close()
+    assert orphan.exists()
+    Flusher(config).flush()
+    assert not orphan.exists()
+    state = FlusherState(config.state_dir)
+    assert state.last_batch() == 0
+    state.close()
+
+
+def test_recovery_finishes_a_committed_replacement(config: Config, tmp_path: Path) -> None:
+    old = lake.plan_path(config.lake_dir, "events", "2026-11-27", 1)
+    new = lake.plan_path(config.lake_dir, "events", "2026-11-27", 2)
+    lake.write_atomic(pl.DataFrame({"x": [1]}), old)
+    lake.write_atomic(pl.DataFrame({"x": [1]}), new)
+    state = FlusherState(config.state_dir)
+    state.begin(2, [new], [old])
+    state.db.execute("UPDATE journal SET phase = 'committed'")  # crashed right after commit
+    state.close()
+    Flusher(config).flush()
+    assert new.exists() and not old.exists()
+
+
+def test_spool_segments_are_deleted_once_read_and_sealed(
+    client: FlaskClient, config: Config, secret: str, app: Any
+) -> None:
+    post(client, secret, [event("s-1")])
+    Flusher(config).flush()
+    assert len(list((config.spool_dir).glob("*.seg"))) == 1  # the worker still writes it
+    app.extensions["mailpulse"].spool.close()
+    Flusher(config).flush()
+    assert list(config.spool_dir.glob("*.seg")) == []
+    assert FlusherState(config.state_dir).offsets() == {}

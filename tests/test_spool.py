@@ -1,0 +1,162 @@
+"""The spool: group commit from many threads, torn tails, corruption, sealing, quota."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from ingest.errors import SpoolUnavailable
+from ingest.spool import (
+    SpoolRecord,
+    Spool,
+    is_sealed,
+    list_segments,
+    new_request_id,
+    read_segment,
+    spool_usage,
+)
+
+
+def record(n: int, size: int = 100) -> SpoolRecord:
+    return SpoolRecord(
+        request_id=new_request_id(),
+        source="s",
+        received_at=n,
+        remote_addr="::1",
+        method="POST",
+        url="http://x/webhooks/s",
+        content_type="application/json",
+        headers={"x-n": str(n)},
+        body=b"%d:" % n + b"x" * size,
+    )
+
+
+def read_all(directory: Path) -> list[SpoolRecord]:
+    found: list[SpoolRecord] = []
+    for path in list_segments(directory):
+        found += read_segment(path, 0, 1 << 30).records
+    return found
+
+
+def test_many_threads_share_fsyncs_and_every_record_arrives_whole(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 30)
+    syncs = 0
+    real_fdatasync = os.fdatasync
+
+    def counting_fdatasync(fd: int) -> None:
+        nonlocal syncs
+        syncs += 1
+        real_fdatasync(fd)
+
+    os.fdatasync = counting_fdatasync  # count, do not replace: the real sync still runs
+    try:
+        threads = [
+            threading.Thread(
+                target=lambda t=t: [spool.append(record(t * 1000 + i)) for i in range(200)]
+            )
+            for t in range(16)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        os.fdatasync = real_fdatasync
+        spool.close()
+    records = read_all(tmp_path)
+    assert sorted(r.received_at for r in records) == sorted(
+        t * 1000 + i for t in range(16) for i in range(200)
+    )
+    assert all(r.body.startswith(b"%d:" % r.received_at) for r in records)
+    assert syncs < 3200, "every append synced alone: group commit is not grouping"
+
+
+def test_a_torn_tail_is_not_read_and_a_sealed_segment_is_detected(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 30)
+    for n in range(3):
+        spool.append(record(n))
+    (segment,) = list_segments(tmp_path)
+    assert not is_sealed(segment)  # the writer still holds it
+    spool.close()
+    assert is_sealed(segment)
+    whole = segment.read_bytes()
+    torn = record(99).encode()[:-10]  # a writer killed mid-write
+    segment.write_bytes(whole + torn)
+    read = read_segment(segment, 0, 1 << 20)
+    assert [r.received_at for r in read.records] == [0, 1, 2]
+    assert read.end_offset == len(whole)
+    assert read.corrupt_at is None
+
+
+def test_a_flipped_byte_is_caught_by_the_checksum(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 30)
+    for n in range(3):
+        spool.append(record(n))
+    spool.close()
+    (segment,) = list_segments(tmp_path)
+    data = bytearray(segment.read_bytes())
+    second = len(record(0).encode())
+    data[second + 40] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    read = read_segment(segment, 0, 1 << 20)
+    assert [r.received_at for r in read.records] == [0]
+    assert read.corrupt_at == second
+
+
+def test_reading_resumes_from_an_offset(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 30)
+    for n in range(5):
+        spool.append(record(n))
+    spool.close()
+    (segment,) = list_segments(tmp_path)
+    first = read_segment(segment, 0, len(record(0).encode()) * 2)
+    assert [r.received_at for r in first.records] == [0, 1]
+    rest = read_segment(segment, first.end_offset, 1 << 20)
+    assert [r.received_at for r in rest.records] == [2, 3, 4]
+
+
+def test_quota_refuses_instead_of_filling_the_disk(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=2000)
+    accepted = 0
+    with pytest.raises(SpoolUnavailable, match="spool is full"):
+        for n in range(100):
+            spool.append(record(n))
+            accepted += 1
+    spool.close()
+    assert 0 < accepted < 100
+    assert len(read_all(tmp_path)) == accepted
+    assert spool_usage(tmp_path) <= 2000
+
+
+def test_a_failed_write_is_refused_and_never_written_after(tmp_path: Path) -> None:
+    """ENOSPC from the disk: the append fails, the next one starts a fresh segment."""
+    spool = Spool(tmp_path, max_bytes=1 << 30)
+    spool.append(record(0))
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, spool._fd)  # the segment's descriptor now writes to a full device
+    os.close(full)
+    with pytest.raises(SpoolUnavailable, match="disk holding the spool is full"):
+        spool.append(record(1))
+    spool.append(record(2))
+    spool.close()
+    assert sorted(r.received_at for r in read_all(tmp_path)) == [0, 2]
+    assert len(list_segments(tmp_path)) == 2
+
+
+def test_a_forked_child_writes_its_own_segment(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 30)
+    spool.append(record(1))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            spool.append(record(2))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    spool.append(record(3))
+    spool.close()
+    assert len(list_segments(tmp_path)) == 2
+    assert sorted(r.received_at for r in read_all(tmp_path)) == [1, 2, 3]
