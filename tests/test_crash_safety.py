@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from ingest.spool import SpoolRecord, new_request_id
-from tests.helpers import event, mailpulse, signed_headers, start_server, write_config, new_secret
+from tests.helpers import event, mailpulse, new_secret, signed_headers, start_server, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,12 @@ def test_kill_9_of_the_whole_server_at_random_moments(tmp_path: Path) -> None:
         server = start_server(config, tmp_path, secret, workers=2, threads=8)
         stop = threading.Event()
 
-        def client(worker: int, server_url: str = server.base_url) -> None:
+        def client(
+            worker: int,
+            server_url: str = server.base_url,
+            stop: threading.Event = stop,
+            round_number: int = round_number,
+        ) -> None:
             session = requests.Session()
             while not stop.is_set():
                 with lock:

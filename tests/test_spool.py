@@ -10,8 +10,8 @@ import pytest
 
 from ingest.errors import SpoolUnavailable
 from ingest.spool import (
-    SpoolRecord,
     Spool,
+    SpoolRecord,
     is_sealed,
     list_segments,
     new_request_id,
