@@ -82,7 +82,7 @@ class Server:
     config_path: Path
     data_dir: Path
     secret: str = field(repr=False)
-    log_path: Path = field(default=Path())
+    log_path: Path
 
     def post(
         self, body: bytes | Any, *, source: str = "in_house", **kwargs: Any
