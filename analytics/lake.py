@@ -7,25 +7,19 @@ view rather than an error, so a fresh install reports zeros instead of failing.
 
 from __future__ import annotations
 
+import html
+from collections.abc import Sequence
 from datetime import date, datetime
-from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
 
-from analytics.errors import BadQuery, LakeNotFound
+from analytics import queries
+from analytics.errors import LakeNotFound
 from ingest.lake import EVENTS_SCHEMA
 from mailpulse.config import Config, load_config
-
-#: Dimensions a report can be grouped by, as SQL over the ``events`` view.
-DIMENSIONS: dict[str, str] = {
-    "campaign": "campaign",
-    "date": "CAST(date AS VARCHAR)",
-    "domain": "recipient_domain",
-    "provider": "provider",
-    "source": "source",
-}
 
 _DUCKDB_TYPES = {
     pl.String: "VARCHAR",
@@ -34,35 +28,38 @@ _DUCKDB_TYPES = {
     pl.List: "VARCHAR[]",
 }
 
-
-def _sql(name: str) -> str:
-    return resources.files("analytics").joinpath("sql", name).read_text(encoding="utf-8")
+When = date | datetime | str | None
 
 
 class Lake:
     """A read-only view of one data directory's lake."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, *, config: Config | None = None) -> None:
         self.data_dir = Path(data_dir)
         if not self.data_dir.is_dir():
-            raise LakeNotFound(f"no data directory at {self.data_dir}")
+            raise LakeNotFound(
+                f"no data directory at {self.data_dir}; run `mailpulse demo` or point "
+                "data_dir at a receiver's data"
+            )
+        self.config = config
         self.events_dir = self.data_dir / "lake" / "events"
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
-        self._create_views()
+        self.refresh()
 
     @classmethod
     def from_config(cls, config: Config | None = None) -> Lake:
         """The lake of a configuration (found the usual way when omitted)."""
-        return cls((config or load_config()).data_dir)
+        config = config or load_config()
+        return cls(config.data_dir, config=config)
 
-    def _create_views(self) -> None:
-        files = sorted(self.events_dir.glob("date=*/*.parquet"))
-        if files:
-            glob = str(self.events_dir / "date=*" / "*.parquet")
+    def refresh(self) -> None:
+        """(Re)create the ``events`` view, picking up files written since."""
+        if any(self.events_dir.glob("date=*/*.parquet")):
+            glob = str(self.events_dir / "date=*" / "*.parquet").replace("'", "''")
             self.con.execute(
                 "CREATE OR REPLACE VIEW events AS SELECT * FROM read_parquet("
-                f"'{_quote(glob)}', hive_partitioning = true, union_by_name = true)"
+                f"'{glob}', hive_partitioning = true, union_by_name = true)"
             )
         else:
             columns = ", ".join(
@@ -73,40 +70,78 @@ class Lake:
                 f"CREATE OR REPLACE VIEW events AS SELECT {columns}, NULL::DATE AS date WHERE false"
             )
 
-    def refresh(self) -> None:
-        """Pick up files written since the lake was opened."""
-        self._create_views()
-
-    def sql(self, query: str, params: dict[str, object] | None = None) -> pl.DataFrame:
+    def sql(self, query: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
         """Run ad-hoc SQL against the ``events`` view; the result as a polars frame."""
         frame: pl.DataFrame = self.con.sql(query, params=params or {}).pl()
         return frame
 
-    def rates(
+    def metrics(
         self,
-        by: str = "campaign",
+        by: str | None = "campaign",
         *,
-        since: date | datetime | None = None,
-        until: date | datetime | None = None,
+        metrics: Sequence[str] | None = None,
+        period: str = "day",
+        since: When = None,
+        until: When = None,
         campaign: str | None = None,
     ) -> pl.DataFrame:
-        """Delivered, bounced and the headline rates per ``by`` value.
+        """Registry metrics per ``by`` value (one overall row when ``by`` is None).
 
-        ``since`` is inclusive and ``until`` exclusive, both UTC.
+        ``by``: campaign, date, domain, mailbox_provider, provider or source; ``period`` (day,
+        week, month) applies to ``date``. Messages are selected by the UTC date they were first
+        seen: ``since`` inclusive, ``until`` exclusive.
         """
-        if by not in DIMENSIONS:
-            raise BadQuery(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}")
-        query = _sql("campaign_rates.sql").replace("{dimension}", DIMENSIONS[by])
-        params = {"since": _instant(since), "until": _instant(until), "campaign": campaign}
-        frame: pl.DataFrame = self.con.sql(query, params=params).pl()
-        return frame.rename({"dimension": by})
+        query = queries.metrics_sql(by, metrics, period)
+        return self.sql(query, _filters(since, until, campaign))
+
+    def messages(
+        self, *, since: When = None, until: When = None, campaign: str | None = None
+    ) -> pl.DataFrame:
+        """The per-message table every metric counts (one row per message and recipient)."""
+        return self.sql(queries.messages_sql(), _filters(since, until, campaign))
+
+    def timing(
+        self,
+        by: str | None = "campaign",
+        *,
+        period: str = "day",
+        since: When = None,
+        until: When = None,
+        campaign: str | None = None,
+    ) -> pl.DataFrame:
+        """Seconds from send to delivery, and from delivery to the first human open and click."""
+        return self.sql(queries.timing_sql(by, period), _filters(since, until, campaign))
 
     def close(self) -> None:
         """Close the DuckDB connection."""
         self.con.close()
 
+    def __enter__(self) -> Lake:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def summary(self) -> dict[str, Any]:
+        """Events, messages and the time span the lake covers."""
+        row = self.con.execute(
+            "SELECT count(*), count(DISTINCT campaign), min(occurred_at), max(occurred_at) "
+            "FROM events"
+        ).fetchone()
+        assert row is not None
+        return {"events": row[0], "campaigns": row[1], "first": row[2], "last": row[3]}
+
     def __repr__(self) -> str:
         return f"Lake({str(self.data_dir)!r})"
+
+    def _repr_html_(self) -> str:
+        facts = self.summary()
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(key)}</th>"
+            f"<td>{html.escape(str(value))}</td></tr>"
+            for key, value in {"data directory": self.data_dir, **facts}.items()
+        )
+        return f"<table><caption>mailpulse lake</caption>{rows}</table>"
 
 
 def open_lake(source: str | Path | Config | None = None) -> Lake:
@@ -118,11 +153,13 @@ def open_lake(source: str | Path | Config | None = None) -> Lake:
     return Lake(source)
 
 
-def _instant(value: date | datetime | None) -> datetime | None:
+def _filters(since: When, until: When, campaign: str | None) -> dict[str, Any]:
+    return {"since": _instant(since), "until": _instant(until), "campaign": campaign}
+
+
+def _instant(value: When) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
+    if isinstance(value, str):
+        value = date.fromisoformat(value)
     return datetime(value.year, value.month, value.day)
-
-
-def _quote(text: str) -> str:
-    return text.replace("'", "''")

@@ -6,6 +6,7 @@ Errors become one line on stderr and a non-zero exit (see :func:`main`); machine
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -56,3 +57,12 @@ def main() -> None:
         sys.exit(EXIT_FAILURE)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as error:  # a bug: still one line, the traceback only on request
+        if os.environ.get("MAILPULSE_DEBUG"):
+            raise
+        click.echo(
+            f"mailpulse: unexpected error ({type(error).__name__}: {error}); "
+            "set MAILPULSE_DEBUG=1 for the traceback",
+            err=True,
+        )
+        sys.exit(EXIT_FAILURE)

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import click
 
+from analytics.queries import DIMENSIONS, PERIODS
 from mailpulse.cli import cli
 from mailpulse.cli.common import EXIT_BUSY, config_option, load
 from mailpulse.cli.output import print_frame
@@ -40,11 +41,13 @@ def serve(
     Example:
         mailpulse serve --host 0.0.0.0 --port 8025 --workers 4
     """
+    from ingest.logs import configure
     from ingest.server import serve as run
 
     if bool(certfile) != bool(keyfile):
         raise click.UsageError("--certfile and --keyfile go together")
     config = load(config_path)
+    configure()  # the flusher thread logs as JSON lines, like the workers
     click.echo(
         f"mailpulse: receiving on {'https' if certfile else 'http'}://{host}:{port}/webhooks/"
         f"<source> for {', '.join(sorted(config.sources)) or 'no sources'}",
@@ -120,10 +123,23 @@ def compact(config_path: str | None, day: datetime | None) -> None:
 @config_option
 @click.option(
     "--by",
-    type=click.Choice(["campaign", "date", "domain", "provider", "source"]),
+    type=click.Choice(list(DIMENSIONS)),
     default="campaign",
     show_default=True,
     help="Dimension to group by.",
+)
+@click.option(
+    "--period",
+    type=click.Choice(list(PERIODS)),
+    default="day",
+    show_default=True,
+    help="Bucket size with --by date.",
+)
+@click.option(
+    "--metrics",
+    "metric_list",
+    help="Comma-separated metric names "
+    "(default: all for csv/json, the headline ones for the table).",
 )
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First UTC date, inclusive.")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Last UTC date, exclusive.")
@@ -138,22 +154,34 @@ def compact(config_path: str | None, day: datetime | None) -> None:
 def report(
     config_path: str | None,
     by: str,
+    period: str,
+    metric_list: str | None,
     since: datetime | None,
     until: datetime | None,
     campaign: str | None,
     fmt: str,
 ) -> None:
-    """Print delivery and engagement rates per campaign, date, domain, provider or source.
+    """Print the registry's metrics per campaign, date, domain, mailbox provider, ESP or source.
+
+    Messages count on the UTC date they were first seen; --since is inclusive, --until
+    exclusive. Every metric is defined in docs/metrics.md.
 
     \b
     Example:
         mailpulse report --by campaign --since 2026-11-01 --format csv > rates.csv
+        mailpulse report --by date --period week --metrics delivered,bounce_rate
     """
-    from analytics import open_lake
+    from analytics import HEADLINE, open_lake
 
     config = load(config_path, announce=fmt == "table")
-    lake = open_lake(config)
-    frame = lake.rates(by, since=since, until=until, campaign=campaign)
+    if metric_list:
+        names: list[str] | None = [n.strip() for n in metric_list.split(",") if n.strip()]
+    else:
+        names = list(HEADLINE) if fmt == "table" else None
+    with open_lake(config) as lake:
+        frame = lake.metrics(
+            by, metrics=names, period=period, since=since, until=until, campaign=campaign
+        )
     print_frame(frame, fmt, title=f"mailpulse report by {by}")
 
 
@@ -245,7 +273,7 @@ def demo(
     Example:
         mailpulse demo --messages 500
     """
-    from analytics import open_lake
+    from analytics import HEADLINE, open_lake
     from ingest.flusher import Flusher
     from mailpulse import demo as traffic
 
@@ -278,13 +306,14 @@ def demo(
         err=True,
     )
     flushed = Flusher(config).flush()
-    lake = open_lake(config)
-    total = lake.sql("SELECT count(*) AS n FROM events")["n"][0]
+    with open_lake(config) as lake:
+        total = lake.sql("SELECT count(*) AS n FROM events")["n"][0]
+        table = lake.metrics("campaign", metrics=list(HEADLINE))
     click.echo(
         f"mailpulse: the lake holds {total} unique events "
         f"({flushed.requests} requests left to flush at exit)",
         err=True,
     )
-    print_frame(lake.rates("campaign"), "table", title="campaign performance")
+    print_frame(table, "table", title="campaign performance")
     if result.failed:
         raise click.ClickException(f"{result.failed} requests were not accepted")

@@ -1,0 +1,94 @@
+"""SQL assembly: the per-message table, then the registry's metrics per dimension value.
+
+All SQL text lives in ``analytics/sql/``; this module only fills in the vetted dimension
+expression and the registry's metric expressions. Values (dates, campaign) are always bound
+parameters, never formatted into the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+
+from analytics import agent_rules
+from analytics.errors import BadQuery
+from analytics.mailbox import mailbox_provider_sql
+from analytics.metrics import METRICS, REGISTRY
+
+PERIODS = ("day", "week", "month")
+
+#: Dimensions a report can be grouped by, as SQL over the per-message table.
+DIMENSIONS: dict[str, str] = {
+    "campaign": "campaign",
+    "date": "CAST(date_trunc('{period}', sent_at) AS DATE)",
+    "domain": "recipient_domain",
+    "mailbox_provider": mailbox_provider_sql(),
+    "provider": "provider",
+    "source": "source",
+}
+
+
+@cache
+def sql_file(name: str) -> str:
+    """The text of ``analytics/sql/<name>``."""
+    return resources.files("analytics").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+def messages_sql() -> str:
+    """One row per message over the ``events`` view (parameters: since, until, campaign)."""
+    return sql_file("messages.sql").format(**agent_rules.sql_parameters())
+
+
+def metric_names(names: Sequence[str] | None) -> list[str]:
+    """Validate metric names (all of them when None), in registry order."""
+    if names is None:
+        return [metric.name for metric in REGISTRY]
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise BadQuery(f"unknown metric {unknown[0]!r}; known: {', '.join(METRICS)}")
+    return list(names)
+
+
+def metrics_sql(by: str | None, metrics: Sequence[str] | None = None, period: str = "day") -> str:
+    """Metrics per value of ``by`` (or one overall row when ``by`` is None)."""
+    if by is not None and by not in DIMENSIONS:
+        raise BadQuery(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}")
+    if period not in PERIODS:
+        raise BadQuery(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
+    columns = ",\n    ".join(f"{METRICS[name].sql()} AS {name}" for name in metric_names(metrics))
+    if by is None:
+        return f"WITH messages AS (\n{messages_sql()}\n)\nSELECT\n    {columns}\nFROM messages"
+    dimension = DIMENSIONS[by].format(period=period)
+    return (
+        f"WITH messages AS (\n{messages_sql()}\n)\n"
+        f"SELECT\n    {dimension} AS {by},\n    {columns}\n"
+        f"FROM messages\nGROUP BY 1\nORDER BY 1 NULLS LAST"
+    )
+
+
+def timing_sql(by: str | None, period: str = "day") -> str:
+    """Median and 90th percentile seconds from send to delivery, first open, first click."""
+    spans = {
+        "to_delivery": "first_delivered_at - sent_at",
+        "to_first_open": "first_human_open_at - first_delivered_at",
+        "to_first_click": "first_human_click_at - first_delivered_at",
+    }
+    columns = []
+    for name, span in spans.items():
+        seconds = f"epoch({span})"
+        columns += [
+            f"median({seconds}) AS median_seconds_{name}",
+            f"quantile_cont({seconds}, 0.9) AS p90_seconds_{name}",
+        ]
+    select = ",\n    ".join(columns)
+    where = "WHERE is_delivered"
+    if by is None:
+        return (
+            f"WITH messages AS (\n{messages_sql()}\n)\nSELECT\n    {select}\nFROM messages {where}"
+        )
+    dimension = DIMENSIONS[by].format(period=period)
+    return (
+        f"WITH messages AS (\n{messages_sql()}\n)\nSELECT\n    {dimension} AS {by},\n    {select}\n"
+        f"FROM messages {where}\nGROUP BY 1\nORDER BY 1 NULLS LAST"
+    )
