@@ -48,7 +48,7 @@ class Metric:
     def sql(self) -> str:
         """The SQL expression of this metric in the aggregate query."""
         if self.kind == "count":
-            return f"CAST({self.numerator_sql} AS BIGINT)"
+            return f"CAST(coalesce({self.numerator_sql}, 0) AS BIGINT)"
         assert self.denominator_sql is not None
         return (
             f"CASE WHEN ({self.denominator_sql}) > 0 "
