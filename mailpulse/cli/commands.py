@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import click
 
 from analytics.queries import DIMENSIONS, PERIODS
 from mailpulse.cli import cli
-from mailpulse.cli.common import EXIT_BUSY, config_option, load
+from mailpulse.cli.common import EXIT_BUSY, EXIT_NOT_SUPPRESSED, config_option, load
 from mailpulse.cli.output import print_frame
 
 
@@ -317,3 +318,80 @@ def demo(
     print_frame(table, "table", title="campaign performance")
     if result.failed:
         raise click.ClickException(f"{result.failed} requests were not accepted")
+
+
+@cli.group()
+def suppressions() -> None:
+    """Addresses that must not be mailed again: export them for an ESP, or explain one."""
+
+
+@suppressions.command("export")
+@config_option
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="File to write (default: <data_dir>/exports/suppressions-<format>.<ext>).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl", "sendgrid", "mailgun", "ses"]),
+    default="csv",
+    show_default=True,
+)
+@click.option(
+    "--changes-since-last",
+    is_flag=True,
+    help="Write only additions and removals since the previous export to this file.",
+)
+def suppressions_export(
+    config_path: str | None, out: str | None, fmt: str, changes_since_last: bool
+) -> None:
+    """Write the suppression list atomically, in a format the ESP imports.
+
+    Exit status 0 when the file is written (even with no rows), 1 when it cannot be.
+
+    \b
+    Example (crontab, every night at 02:15):
+        15 2 * * * mailpulse suppressions export --format sendgrid --out /srv/supp.json
+    """
+    from analytics import open_lake
+    from analytics.exports import EXTENSIONS, export
+    from analytics.suppression import suppressions as compute
+
+    config = load(config_path, announce=False)
+    target = (
+        Path(out) if out else config.data_dir / "exports" / f"suppressions-{fmt}.{EXTENSIONS[fmt]}"
+    )
+    with open_lake(config) as lake:
+        frame = compute(lake, config.suppression)
+    result = export(frame, target, fmt, config.state_dir, changes_since_last=changes_since_last)
+    click.echo(
+        f"mailpulse: wrote {result.rows} rows to {result.path} ({result.total} suppressed; "
+        f"{result.added} added, {result.removed} removed since the last export)",
+        err=True,
+    )
+
+
+@suppressions.command("why")
+@config_option
+@click.argument("address")
+def suppressions_why(config_path: str | None, address: str) -> None:
+    """Explain whether ADDRESS is suppressed, by which rule, and on what evidence.
+
+    Exit status 0 when it is suppressed, 5 when it is not.
+
+    \b
+    Example:
+        mailpulse suppressions why ann@example.com
+    """
+    from analytics import open_lake
+    from analytics.suppression import explain
+
+    config = load(config_path, announce=False)
+    with open_lake(config) as lake:
+        explanation = explain(lake, config.suppression, address)
+    for line in explanation.lines():
+        click.echo(line)
+    if not explanation.suppressed:
+        sys.exit(EXIT_NOT_SUPPRESSED)

@@ -15,6 +15,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
 EXIT_BUSY = 4
+EXIT_NOT_SUPPRESSED = 5
 
 F = TypeVar("F", bound=Callable[..., Any])
 
