@@ -11,7 +11,9 @@ and therefore always apply to the whole history:
 
 from __future__ import annotations
 
-RULES_VERSION = 2
+from ingest.agents import RULES_VERSION
+
+__all__ = ["BURST_CLICKS", "BURST_SECONDS", "RULES_VERSION", "SCANNER_CLICK_SECONDS"]
 SCANNER_CLICK_SECONDS = 10
 BURST_CLICKS = 3
 BURST_SECONDS = 5

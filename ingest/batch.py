@@ -132,7 +132,7 @@ class BatchBuilder:
             )
             return
         if event.event_type in ("opened", "clicked") and event.agent is None:
-            event.agent, event.agent_reason = classify(event.event_type, event.user_agent)
+            event.agent, event.agent_reason = classify(event.event_type, event.user_agent, event.ip)
         self.events[event.event_id] = (
             event,
             record.source,

@@ -10,6 +10,7 @@ import orjson
 import polars as pl
 
 from ingest import lake
+from ingest.agents import classify, is_rule_decision
 from ingest.batch import BatchBuilder
 from ingest.errors import LakeError
 from ingest.flusher import Flusher, FlushResult, flusher_lock
@@ -126,3 +127,64 @@ def replay_quarantine(flusher: Flusher, wait_seconds: float = 60.0) -> tuple[Flu
 
 def _micros(value: datetime) -> int:
     return int(value.timestamp() * 1_000_000)
+
+
+@dataclass
+class ReclassifyResult:
+    """What a reclassification changed."""
+
+    partitions: int = 0
+    rows_changed: int = 0
+
+
+def reclassify(flusher: Flusher, wait_seconds: float = 60.0) -> ReclassifyResult:
+    """Re-run the agent rules over every open and click whose agent a rule decided.
+
+    ESP flags are kept as they are. Each changed partition is rewritten as one journaled
+    batch, like a compaction, so readers never see a partial or doubled partition.
+    """
+    config = flusher.config
+    result = ReclassifyResult()
+    with flusher_lock(config.state_dir, wait_seconds):
+        state = FlusherState(config.state_dir)
+        try:
+            state.recover()
+            for day in lake.partitions(config.lake_dir, "events"):
+                files = lake.list_files(config.lake_dir, "events", day)
+                if not files:
+                    continue
+                frame = pl.read_parquet(files, hive_partitioning=False)
+                updated, changed = _reclassified(frame)
+                if not changed:
+                    continue
+                batch = state.last_batch() + 1
+                target = lake.plan_path(config.lake_dir, "events", day, batch)
+                state.begin(batch, [target], files)
+                lake.write_atomic(updated.select(list(lake.EVENTS_SCHEMA)), target)
+                lake.fsync_directories([target])
+                state.commit(Commit(batch=batch, offsets={}, seen_ids=[], seen_at=0, counters={}))
+                state.finish(batch)
+                result.partitions += 1
+                result.rows_changed += changed
+        finally:
+            state.close()
+    return result
+
+
+def _reclassified(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    agents = frame["agent"].to_list()
+    reasons = frame["agent_reason"].to_list()
+    changed = 0
+    rows = zip(frame["event_type"], frame["user_agent"], frame["ip"], strict=True)
+    for index, (event_type, user_agent, ip) in enumerate(rows):
+        if event_type not in ("opened", "clicked") or not is_rule_decision(reasons[index]):
+            continue
+        agent, reason = classify(event_type, user_agent, ip)
+        if (agent, reason) != (agents[index], reasons[index]):
+            agents[index], reasons[index] = agent, reason
+            changed += 1
+    updated = frame.with_columns(
+        pl.Series("agent", agents, dtype=pl.String()),
+        pl.Series("agent_reason", reasons, dtype=pl.String()),
+    )
+    return updated, changed

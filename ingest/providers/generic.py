@@ -135,6 +135,6 @@ class GenericProvider(Provider):
                 reason=optional_str(item.get("reason")),
                 bounce_class=bounce_class,
                 agent=agent,
-                agent_reason="sender flag" if agent else None,
+                agent_reason="esp flag: agent field" if agent else None,
             )
         ]

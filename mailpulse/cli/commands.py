@@ -395,3 +395,25 @@ def suppressions_why(config_path: str | None, address: str) -> None:
         click.echo(line)
     if not explanation.suppressed:
         sys.exit(EXIT_NOT_SUPPRESSED)
+
+
+@cli.command()
+@config_option
+def reclassify(config_path: str | None) -> None:
+    """Re-run the open and click agent rules over the whole lake (after the rules change).
+
+    Agents the ESP flagged are kept; rule decisions are recomputed partition by partition.
+
+    \b
+    Example:
+        mailpulse reclassify --config /etc/mailpulse.toml
+    """
+    from ingest.flusher import Flusher
+    from ingest.maintenance import reclassify as run
+
+    config = load(config_path)
+    result = run(Flusher(config))
+    click.echo(
+        f"reclassified {result.rows_changed} opens and clicks in {result.partitions} partitions",
+        err=True,
+    )
