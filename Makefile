@@ -30,8 +30,10 @@ pytest: install
 	$(BIN)/pytest
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/receive.py
 	$(BIN)/python bench/flush.py
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis
