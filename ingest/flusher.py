@@ -133,10 +133,15 @@ class Flusher:
         state = FlusherState(self.config.state_dir)
         try:
             state.recover()
+            # Drain what is spooled now, not what keeps arriving: under steady traffic a
+            # pass must still end, release the lock and report its status.
+            # (At least one batch runs: it also deletes segments that were read and sealed.)
+            remaining = self._pending_bytes(state)
             while True:
-                result = self._batch(state)
+                result, consumed = self._batch(state)
                 total.add(result)
-                if result.requests == 0:
+                remaining -= consumed
+                if result.requests == 0 or remaining <= 0:
                     break
             self._maybe_prune(state)
             self._write_status(state)
@@ -154,7 +159,8 @@ class Flusher:
             )
         return total
 
-    def _batch(self, state: FlusherState) -> FlushResult:
+    def _batch(self, state: FlusherState) -> tuple[FlushResult, int]:
+        """One batch; returns what it did and how many spool bytes it consumed."""
         offsets = state.offsets()
         builder = BatchBuilder(self.providers, self.campaign_fields)
         new_offsets: dict[str, int] = {}
@@ -178,17 +184,13 @@ class Flusher:
                 )
             if sealed and (read.end_offset >= read.file_size or read.corrupt_at is not None):
                 finished.append(path)
+        consumed = self.batch_bytes - budget
         if not builder.raw:
             self._remove_segments(state, finished, offsets)
-            return FlushResult()
-        result = self._commit(state, builder, new_offsets)
+            return FlushResult(), consumed
+        result = self.write_batch(state, builder, new_offsets)
         self._remove_segments(state, finished, {**offsets, **new_offsets})
-        return result
-
-    def _commit(
-        self, state: FlusherState, builder: BatchBuilder, new_offsets: dict[str, int]
-    ) -> FlushResult:
-        return self.write_batch(state, builder, new_offsets)
+        return result, consumed
 
     def write_batch(
         self,
@@ -288,7 +290,8 @@ class Flusher:
         state.prune_seen(now - self.config.lake.dedup_window_days * 86_400)
         state.set_meta("last_prune", now)
 
-    def _write_status(self, state: FlusherState) -> None:
+    def _pending_bytes(self, state: FlusherState) -> int:
+        """Spooled bytes not yet in the lake."""
         offsets = state.offsets()
         pending = 0
         for path in spool.list_segments(self.config.spool_dir):
@@ -296,6 +299,10 @@ class Flusher:
                 pending += max(0, path.stat().st_size - offsets.get(path.name, 0))
             except FileNotFoundError:
                 continue
+        return pending
+
+    def _write_status(self, state: FlusherState) -> None:
+        pending = self._pending_bytes(state)
         events: dict[str, dict[str, int]] = {}
         for key, value in state.counters("events:").items():
             source, _, outcome = key.rpartition(":")

@@ -134,3 +134,37 @@ def test_spool_segments_are_deleted_once_read_and_sealed(
     Flusher(config).flush()
     assert list(config.spool_dir.glob("*.seg")) == []
     assert FlusherState(config.state_dir).offsets() == {}
+
+
+def test_a_flush_ends_while_requests_keep_arriving(config: Config, secret: str) -> None:
+    """A pass drains what was spooled when it started, so it ends under steady traffic."""
+    import threading
+
+    from ingest import create_app
+
+    app = create_app(config)
+    client = app.test_client()
+    stop = threading.Event()
+
+    def keep_posting() -> None:
+        n = 0
+        while not stop.is_set():
+            post(client, secret, [event(f"steady-{n}")])
+            n += 1
+
+    for n in range(200):
+        post(client, secret, [event(f"early-{n}")])
+    sender = threading.Thread(target=keep_posting)
+    sender.start()
+    try:
+        result = Flusher(config, batch_bytes=8192).flush(wait_seconds=0)
+    finally:
+        stop.set()
+        sender.join()
+    assert result.events >= 200
+    # It stopped at what was there when it began (plus at most the batch in hand).
+    assert result.requests < 200 + 60, result
+    app.extensions["mailpulse"].spool.close()
+    Flusher(config).flush()
+    ids = {r["event_id"] for r in lake_rows(config.data_dir)}
+    assert {f"early-{n}" for n in range(200)} <= ids
