@@ -121,6 +121,15 @@ def export(
     return ExportResult(out, len(rows), len(added), len(removed), len(current))
 
 
+def preview(frame: pl.DataFrame, out: Path, fmt: str, state_dir: Path) -> pl.DataFrame:
+    """What the next export to ``out`` would add and remove, without writing anything."""
+    current = set(frame["address"].to_list())
+    previous = set(_load(state_dir / "exports" / f"{_key(out, fmt)}.json"))
+    rows = [{"address": a, "change": "added"} for a in sorted(current - previous)]
+    rows += [{"address": a, "change": "removed"} for a in sorted(previous - current)]
+    return pl.DataFrame(rows, schema={"address": pl.String(), "change": pl.String()})
+
+
 def _key(out: Path, fmt: str) -> str:
     return hashlib.sha256(f"{out.resolve()}\0{fmt}".encode()).hexdigest()[:24]
 

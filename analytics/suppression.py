@@ -56,23 +56,26 @@ class AddressHistory:
     rules: SuppressionConfig
     findings: dict[str, Finding] = field(default_factory=dict)
     lifted: list[str] = field(default_factory=list)  # what lifted a finding, for ``why``
-    _soft: list[tuple[datetime, str, str | None]] = field(default_factory=list)
+    # soft bounces since the last delivery, inside the window: (time, event id, reason)
+    soft_bounces: list[tuple[datetime, str, str | None]] = field(default_factory=list)
 
     def see(self, event: dict[str, Any]) -> None:
         """Apply one event."""
         kind, at, event_id = event["event_type"], event["occurred_at"], event["event_id"]
         reason = event["reason"]
         if kind == "delivered":
-            self._soft.clear()
+            self.soft_bounces.clear()
             if self.findings.pop("soft_bounces", None) is not None:
                 self.lifted.append(f"soft_bounces lifted by delivery {event_id} at {at}")
         elif kind == "bounced" and event["bounce_class"] == "hard":
             self._first("hard_bounce", at, [event_id], reason)
         elif kind == "bounced" and event["bounce_class"] == "soft":
             window = timedelta(days=self.rules.soft_bounce_window_days)
-            self._soft = [s for s in self._soft if at - s[0] <= window] + [(at, event_id, reason)]
-            if len(self._soft) >= self.rules.soft_bounce_limit:
-                ids = [s[1] for s in self._soft]
+            self.soft_bounces = [s for s in self.soft_bounces if at - s[0] <= window] + [
+                (at, event_id, reason)
+            ]
+            if len(self.soft_bounces) >= self.rules.soft_bounce_limit:
+                ids = [s[1] for s in self.soft_bounces]
                 self._first("soft_bounces", at, ids, reason)
         elif kind == "complained":
             self._first("complaint", at, [event_id], reason)
@@ -136,6 +139,32 @@ def suppressions(lake: Lake, rules: SuppressionConfig) -> pl.DataFrame:
             }
         )
     return pl.DataFrame(rows, schema=SCHEMA)
+
+
+def near_the_soft_bounce_limit(lake: Lake, rules: SuppressionConfig) -> pl.DataFrame:
+    """Addresses one soft bounce away from suppression: their recent soft bounces, newest last."""
+    rows = []
+    for address, history in sorted(histories(lake, rules).items()):
+        if "soft_bounces" in history.findings or not history.soft_bounces:
+            continue
+        if len(history.soft_bounces) == rules.soft_bounce_limit - 1:
+            rows.append(
+                {
+                    "address": address,
+                    "soft_bounces": len(history.soft_bounces),
+                    "last_soft_bounce_at": history.soft_bounces[-1][0],
+                    "event_ids": [s[1] for s in history.soft_bounces],
+                }
+            )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "address": pl.String(),
+            "soft_bounces": pl.Int64(),
+            "last_soft_bounce_at": pl.Datetime("us", "UTC"),
+            "event_ids": pl.List(pl.String()),
+        },
+    )
 
 
 @dataclass(frozen=True)

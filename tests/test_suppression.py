@@ -244,3 +244,31 @@ def test_cli_export_and_why_exit_codes(tmp_path: Path) -> None:
     unwritable = mailpulse("suppressions", "export", "--out", "/proc/nope/x.csv", config=config)
     assert unwritable.returncode == 1
     assert unwritable.stderr.count("\n") == 1 and "cannot write" in unwritable.stderr
+
+
+def test_addresses_near_the_soft_bounce_limit_and_the_export_preview(tmp_path: Path) -> None:
+    from analytics.exports import preview
+    from analytics.suppression import near_the_soft_bounce_limit
+
+    write_lake(
+        tmp_path,
+        [
+            soft("close@x.io", 1, 0 * D),
+            soft("close@x.io", 2, 1 * D),
+            soft("far@x.io", 1, 0 * D),
+            soft("over@x.io", 1, 0 * D),
+            soft("over@x.io", 2, 1 * D),
+            soft("over@x.io", 3, 2 * D),
+        ],
+    )
+    with open_lake(tmp_path) as lake:
+        near = near_the_soft_bounce_limit(lake, RULES)
+        frame = suppressions(lake, RULES)
+    assert near["address"].to_list() == ["close@x.io"]
+    assert near["event_ids"].to_list() == [["close@x.io-s1", "close@x.io-s2"]]
+    out = tmp_path / "x.csv"
+    assert preview(frame, out, "csv", tmp_path / "state").to_dicts() == [
+        {"address": "over@x.io", "change": "added"}
+    ]
+    export(frame, out, "csv", tmp_path / "state")
+    assert preview(frame, out, "csv", tmp_path / "state").is_empty()
