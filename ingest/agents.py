@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 
 RULES_VERSION = 2
 
@@ -37,13 +38,19 @@ _GOOGLE_PROXY_NETWORKS = (
 def classify(event_type: str, user_agent: str | None, ip: str | None = None) -> tuple[str, str]:
     """``(agent, reason)`` for an open or click the ESP did not flag."""
     version = f"rules v{RULES_VERSION}"
-    network = _network(ip)
     if user_agent and _GMAIL_PROXY.search(user_agent):
         return "gmail_proxy", f"{version}: Google image proxy user agent"
-    if event_type == "opened" and network == "apple":
+    network = _network(ip) if event_type == "opened" and ip else None
+    if network == "apple":
         return "apple_mpp", f"{version}: open from Apple's network"
-    if event_type == "opened" and network == "google":
+    if network == "google":
         return "gmail_proxy", f"{version}: open from Google's image proxy network"
+    return _by_user_agent(event_type, user_agent)
+
+
+@lru_cache(maxsize=65_536)  # user agents repeat: a handful of clients send most events
+def _by_user_agent(event_type: str, user_agent: str | None) -> tuple[str, str]:
+    version = f"rules v{RULES_VERSION}"
     if not user_agent:
         return "unknown", f"{version}: no user agent"
     if event_type == "opened" and _APPLE_MPP.match(user_agent.strip()):
@@ -60,9 +67,8 @@ def is_rule_decision(reason: str | None) -> bool:
     return reason is None or reason.startswith("rules v")
 
 
-def _network(ip: str | None) -> str | None:
-    if not ip:
-        return None
+@lru_cache(maxsize=65_536)
+def _network(ip: str) -> str | None:
     try:
         address = ipaddress.ip_address(ip.strip())
     except ValueError:

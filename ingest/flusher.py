@@ -171,7 +171,7 @@ class Flusher:
                 break
             sealed = spool.is_sealed(path)  # before reading: nothing can follow a sealed read
             start = offsets.get(path.name, 0)
-            read = spool.read_segment(path, start, budget)
+            read = spool.read_segment(path, start, budget, self.batch_records - len(builder.raw))
             for record in read.records:
                 builder.add_request(record)
             budget -= read.end_offset - start

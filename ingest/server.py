@@ -67,7 +67,8 @@ def serve(
     stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
-        stop.set()
+        # Only forward: the flusher's last pass must come after gunicorn has answered (and so
+        # spooled) every in-flight request, which is when gunicorn.wait() below returns.
         if gunicorn.poll() is None:
             gunicorn.send_signal(signal.SIGTERM)  # graceful: finish in-flight requests
 

@@ -322,12 +322,22 @@ class SegmentRead:
     corrupt_at: int | None  # offset of a record that fails its checks, if any
 
 
-def read_segment(path: Path, offset: int, max_bytes: int) -> SegmentRead:
-    """Read complete records from ``offset``, up to about ``max_bytes``."""
+def read_segment(
+    path: Path, offset: int, max_bytes: int, max_records: int | None = None
+) -> SegmentRead:
+    """Read complete records from ``offset``: about ``max_bytes`` and ``max_records`` at most.
+
+    A first record larger than ``max_bytes`` is still read, alone, so a batch always moves on.
+    """
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         handle.seek(offset)
         data = handle.read(max(0, min(size - offset, max_bytes)))
+        if len(data) >= _FRAME.size and offset + len(data) < size:
+            magic, header_len, body_len, _crc = _FRAME.unpack_from(data, 0)
+            first = _FRAME.size + header_len + body_len
+            if magic == MAGIC and first > len(data):
+                data += handle.read(min(size - offset, first) - len(data))
     records: list[SpoolRecord] = []
     position = 0
     corrupt_at: int | None = None
@@ -337,9 +347,8 @@ def read_segment(path: Path, offset: int, max_bytes: int) -> SegmentRead:
             break
         records.append(SpoolRecord.decode(header, body))
         position = start + _FRAME.size + len(header) + len(body)
-    # A record longer than max_bytes is still read whole, alone.
-    if not records and corrupt_at is None and size - offset > len(data):
-        return read_segment(path, offset, size - offset)
+        if max_records is not None and len(records) >= max_records:
+            break
     return SegmentRead(records, offset + position, size, corrupt_at)
 
 
