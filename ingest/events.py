@@ -119,11 +119,13 @@ def recipient_domain(address: str) -> str:
 
 def optional_str(value: Any, *, limit: int = 8192) -> str | None:
     """A field that should be a short string: numbers become text, empty becomes None."""
-    if value is None or value == "":
+    if type(value) is str:  # the common case first: this runs for every field of every event
+        return value[:limit] if value else None
+    if value is None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str | int | float):
+    if isinstance(value, int | float):
         return str(value)[:limit]
     raise MappingError(f"expected a string, got {type(value).__name__}")
 
@@ -132,10 +134,15 @@ def string_list(value: Any) -> list[str]:
     """Tags or categories: a string or a list of strings becomes a list of strings."""
     if value is None:
         return []
-    if isinstance(value, str):
+    if type(value) is str:
         return [value]
-    if isinstance(value, list) and all(isinstance(item, str | int) for item in value):
-        return [str(item) for item in value]
+    if type(value) is list:
+        try:
+            "".join(value)  # checks every item is a string, in C
+            return value
+        except TypeError:
+            if all(isinstance(item, str | int) and not isinstance(item, bool) for item in value):
+                return [str(item) for item in value]
     raise MappingError("tags must be a string or a list of strings")
 
 

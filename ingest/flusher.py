@@ -182,7 +182,7 @@ class Flusher:
                     "spool segment has a corrupt tail; skipping it",
                     extra={"segment": path.name, "offset": read.corrupt_at},
                 )
-            if sealed and (read.end_offset >= read.file_size or read.corrupt_at is not None):
+            if sealed and (read.at_end or read.corrupt_at is not None):
                 finished.append(path)
         consumed = self.batch_bytes - budget
         if not builder.raw:
@@ -295,10 +295,8 @@ class Flusher:
         offsets = state.offsets()
         pending = 0
         for path in spool.list_segments(self.config.spool_dir):
-            try:
-                pending += max(0, path.stat().st_size - offsets.get(path.name, 0))
-            except FileNotFoundError:
-                continue
+            start = offsets.get(path.name, 0)
+            pending += spool.data_end(path, start) - start
         return pending
 
     def _write_status(self, state: FlusherState) -> None:

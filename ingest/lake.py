@@ -18,11 +18,13 @@ import os
 import re
 import uuid
 from collections.abc import Iterable
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
 
 TIMESTAMP = pl.Datetime("us", "UTC")
+EPOCH = date(1970, 1, 1)
 
 EVENTS_SCHEMA: dict[str, pl.DataType] = {
     "event_id": pl.String(),
@@ -118,10 +120,12 @@ def split_by_date(frame: pl.DataFrame, table: str) -> dict[str, pl.DataFrame]:
     if frame.is_empty():
         return {}
     column = PARTITION_TIME[table]
-    keyed = frame.with_columns(pl.col(column).dt.date().cast(pl.String).alias("__date"))
+    # Partition on the day number (an integer), then name the few partitions found.
+    keyed = frame.with_columns(pl.col(column).dt.epoch("d").alias("__day"))
+    parts = keyed.partition_by("__day", as_dict=True, maintain_order=True)
     return {
-        str(key[0]): part.drop("__date")
-        for key, part in keyed.partition_by("__date", as_dict=True, maintain_order=True).items()
+        (EPOCH + timedelta(days=int(key[0]))).isoformat(): part.drop("__day")
+        for key, part in parts.items()
     }
 
 

@@ -32,7 +32,6 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ MAGIC = b"MPS1"
 _FRAME = struct.Struct("<4sIII")
 SEGMENT_SUFFIX = ".seg"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+PREALLOCATE_BYTES = 4 * 1024 * 1024
 _USAGE_REFRESH_SECONDS = 1.0
 _SYNC_WAIT_SECONDS = 10.0  # a sync slower than this is a storage failure, answered 503
 
@@ -126,7 +126,8 @@ class Spool:
         self._pid = os.getpid()
         self._cond = threading.Condition()
         self._fd: int | None = None
-        self._segment_size = 0
+        self._segment_size = 0  # bytes of records written to the current segment
+        self._allocated = 0  # bytes of the current segment already on disk (zeros past the data)
         self._queue: list[bytes] = []
         self._queued_seq = 0  # sequence number of the last record queued
         self._durable_seq = 0  # every record up to this one is on disk
@@ -185,10 +186,14 @@ class Spool:
             self._open_segment()
         assert self._fd is not None
         try:
+            if self._segment_size + len(data) > self._allocated:
+                self._preallocate(self._segment_size + len(data))
             view = memoryview(data)
+            position = self._segment_size
             while view:
-                written = os.write(self._fd, view)
+                written = os.pwrite(self._fd, view, position)
                 view = view[written:]
+                position += written
             os.fdatasync(self._fd)
         except OSError:
             # The tail of this segment is now unknown: never write after it again.
@@ -197,12 +202,26 @@ class Spool:
         self._segment_size += len(data)
         self._usage += len(data)
 
+    def _preallocate(self, needed: int) -> None:
+        """Write zeros ahead of the data, so syncing a record does not change the file's size.
+
+        A sync that only flushes data blocks is much cheaper than one that must also commit a
+        new file size to the journal; readers stop at the first all-zero frame header.
+        """
+        assert self._fd is not None
+        target = max(needed, self._allocated + PREALLOCATE_BYTES)
+        zeros = bytes(min(target - self._allocated, PREALLOCATE_BYTES))
+        while self._allocated < target:
+            chunk = zeros[: target - self._allocated]
+            self._allocated += os.pwrite(self._fd, chunk, self._allocated)
+        os.fsync(self._fd)
+
     def _open_segment(self) -> None:
         self._close_segment()
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         temporary = self.directory / f".{name}.new"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             # Locked before it gets its visible name, so the flusher never sees it unlocked.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -213,6 +232,7 @@ class Spool:
             raise
         self._fd = fd
         self._segment_size = 0
+        self._allocated = 0
 
     def _close_segment(self) -> None:
         if self._fd is not None:
@@ -223,7 +243,8 @@ class Spool:
     def _check_quota(self, incoming: int) -> None:
         now = time.monotonic()
         if now - self._usage_checked > _USAGE_REFRESH_SECONDS:
-            self._usage = spool_usage(self.directory)
+            # Our own preallocated zeros hold no requests: they do not count.
+            self._usage = spool_usage(self.directory) - (self._allocated - self._segment_size)
             self._usage_checked = now
         if self._usage + incoming > self.max_bytes:
             raise SpoolUnavailable(
@@ -318,8 +339,11 @@ class SegmentRead:
 
     records: list[SpoolRecord]
     end_offset: int  # just past the last complete record read
-    file_size: int
+    at_end: bool  # nothing follows: the end of the file, or preallocated zeros
     corrupt_at: int | None  # offset of a record that fails its checks, if any
+
+
+_ZERO_MAGIC = bytes(4)
 
 
 def read_segment(
@@ -328,6 +352,7 @@ def read_segment(
     """Read complete records from ``offset``: about ``max_bytes`` and ``max_records`` at most.
 
     A first record larger than ``max_bytes`` is still read, alone, so a batch always moves on.
+    In a segment still being written, an incomplete last record is simply not read yet.
     """
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
@@ -338,36 +363,48 @@ def read_segment(
             first = _FRAME.size + header_len + body_len
             if magic == MAGIC and first > len(data):
                 data += handle.read(min(size - offset, first) - len(data))
+    whole_file = offset + len(data) == size
+    view = memoryview(data)
     records: list[SpoolRecord] = []
     position = 0
-    corrupt_at: int | None = None
-    for start, header, body in _frames(data):
-        if header is None:
-            corrupt_at = offset + start
-            break
-        records.append(SpoolRecord.decode(header, body))
-        position = start + _FRAME.size + len(header) + len(body)
-        if max_records is not None and len(records) >= max_records:
-            break
-    return SegmentRead(records, offset + position, size, corrupt_at)
-
-
-def _frames(data: bytes) -> Iterator[tuple[int, bytes | None, bytes]]:
-    """Yield ``(start, header, body)``; header None marks a corrupt record. Stops at a torn tail."""
-    view = memoryview(data)
-    position = 0
-    while len(data) - position >= _FRAME.size:
+    while max_records is None or len(records) < max_records:
+        rest = len(data) - position
+        head = data[position : position + 4]
+        if head == _ZERO_MAGIC[: len(head)]:  # nothing left, or the preallocated zeros
+            return SegmentRead(records, offset + position, whole_file or rest >= 4, None)
+        if rest < _FRAME.size:
+            break  # a header still being written, or cut by the read budget
         magic, header_len, body_len, crc = _FRAME.unpack_from(data, position)
-        end = position + _FRAME.size + header_len + body_len
         if magic != MAGIC:
-            yield position, None, b""
-            return
+            return SegmentRead(records, offset + position, False, offset + position)
+        end = position + _FRAME.size + header_len + body_len
         if end > len(data):
-            return  # incomplete: still being written, or torn by a crash
+            break  # still being written, or cut by the read budget
         header = bytes(view[position + _FRAME.size : position + _FRAME.size + header_len])
         body = bytes(view[position + _FRAME.size + header_len : end])
         if zlib.crc32(body, zlib.crc32(header)) != crc:
-            yield position, None, b""
-            return
-        yield position, header, body
+            return SegmentRead(records, offset + position, False, offset + position)
+        records.append(SpoolRecord.decode(header, body))
         position = end
+    return SegmentRead(records, offset + position, False, None)
+
+
+def data_end(path: Path, offset: int) -> int:
+    """Where the records of a segment end (its size, or where preallocated zeros start).
+
+    Walks frame headers from ``offset`` without reading bodies; used for the pending-bytes
+    gauge, not for reading records.
+    """
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            position = offset
+            while position + _FRAME.size <= size:
+                handle.seek(position)
+                magic, header_len, body_len, _crc = _FRAME.unpack(handle.read(_FRAME.size))
+                if magic != MAGIC:
+                    break
+                position += _FRAME.size + header_len + body_len
+            return min(position, size)
+    except FileNotFoundError:
+        return offset

@@ -12,6 +12,7 @@ from ingest.errors import SpoolUnavailable
 from ingest.spool import (
     Spool,
     SpoolRecord,
+    data_end,
     is_sealed,
     list_segments,
     new_request_id,
@@ -82,13 +83,29 @@ def test_a_torn_tail_is_not_read_and_a_sealed_segment_is_detected(tmp_path: Path
     assert not is_sealed(segment)  # the writer still holds it
     spool.close()
     assert is_sealed(segment)
-    whole = segment.read_bytes()
-    torn = record(99).encode()[:-10]  # a writer killed mid-write
-    segment.write_bytes(whole + torn)
-    read = read_segment(segment, 0, 1 << 20)
+    end = data_end(segment, 0)
+    assert end == 3 * len(record(0).encode())
+    assert segment.stat().st_size > end  # preallocated zeros follow the records
+    clean = read_segment(segment, 0, 1 << 30)
+    assert ([r.received_at for r in clean.records], clean.at_end) == ([0, 1, 2], True)
+
+    torn = record(99).encode()[:-10]  # a writer killed mid-write, into the zeros
+    with open(segment, "r+b") as handle:
+        handle.seek(end)
+        handle.write(torn)
+    read = read_segment(segment, 0, 1 << 30)
     assert [r.received_at for r in read.records] == [0, 1, 2]
-    assert read.end_offset == len(whole)
-    assert read.corrupt_at is None
+    assert (read.end_offset, read.corrupt_at) == (end, end)  # never acknowledged: skipped
+
+
+def test_a_record_cut_by_the_end_of_the_file_is_waited_for(tmp_path: Path) -> None:
+    """Without zeros after it, a partial record is one still being written."""
+    segment = tmp_path / "0001-1-abcdef01.seg"
+    whole = record(1).encode()
+    segment.write_bytes(whole + record(2).encode()[:30])
+    read = read_segment(segment, 0, 1 << 20)
+    assert [r.received_at for r in read.records] == [1]
+    assert (read.end_offset, read.at_end, read.corrupt_at) == (len(whole), False, None)
 
 
 def test_a_flipped_byte_is_caught_by_the_checksum(tmp_path: Path) -> None:
@@ -127,8 +144,10 @@ def test_quota_refuses_instead_of_filling_the_disk(tmp_path: Path) -> None:
             accepted += 1
     spool.close()
     assert 0 < accepted < 100
-    assert len(read_all(tmp_path)) == accepted
-    assert spool_usage(tmp_path) <= 2000
+    records = read_all(tmp_path)
+    assert len(records) == accepted
+    assert sum(len(r.encode()) for r in records) <= 2000
+    assert spool_usage(tmp_path) > 0
 
 
 def test_a_failed_write_is_refused_and_never_written_after(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ class InboundRequest:
 
     source: str
     method: str
-    url: str
+    url: str  # path and query string as received
     headers: Mapping[str, str]  # lower-cased names
     body: bytes
     remote_addr: str
