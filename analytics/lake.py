@@ -124,11 +124,10 @@ class Lake:
 
     def summary(self) -> dict[str, Any]:
         """Events, messages and the time span the lake covers."""
-        row = self.con.execute(
+        row = self.sql(
             "SELECT count(*), count(DISTINCT campaign), min(occurred_at), max(occurred_at) "
             "FROM events"
-        ).fetchone()
-        assert row is not None
+        ).row(0)
         return {"events": row[0], "campaigns": row[1], "first": row[2], "last": row[3]}
 
     def __repr__(self) -> str:

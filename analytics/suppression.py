@@ -17,7 +17,7 @@ Every suppression keeps its evidence: the event ids, their times and the reason 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -141,19 +141,28 @@ def suppressions(lake: Lake, rules: SuppressionConfig) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=SCHEMA)
 
 
-def near_the_soft_bounce_limit(lake: Lake, rules: SuppressionConfig) -> pl.DataFrame:
-    """Addresses one soft bounce away from suppression: their recent soft bounces, newest last."""
+def near_the_soft_bounce_limit(
+    lake: Lake, rules: SuppressionConfig, now: datetime | None = None
+) -> pl.DataFrame:
+    """Addresses one soft bounce away from suppression.
+
+    Only soft bounces still inside the window at ``now`` (default: the current time) count,
+    oldest first.
+    """
+    now = now or datetime.now(tz=UTC)
+    window = timedelta(days=rules.soft_bounce_window_days)
     rows = []
     for address, history in sorted(histories(lake, rules).items()):
-        if "soft_bounces" in history.findings or not history.soft_bounces:
+        if "soft_bounces" in history.findings:
             continue
-        if len(history.soft_bounces) == rules.soft_bounce_limit - 1:
+        recent = [s for s in history.soft_bounces if now - s[0] <= window]
+        if recent and len(recent) == rules.soft_bounce_limit - 1:
             rows.append(
                 {
                     "address": address,
-                    "soft_bounces": len(history.soft_bounces),
-                    "last_soft_bounce_at": history.soft_bounces[-1][0],
-                    "event_ids": [s[1] for s in history.soft_bounces],
+                    "soft_bounces": len(recent),
+                    "last_soft_bounce_at": recent[-1][0],
+                    "event_ids": [s[1] for s in recent],
                 }
             )
     return pl.DataFrame(

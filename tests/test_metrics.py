@@ -180,6 +180,16 @@ def test_timing(spring: Path) -> None:
     assert spring_row["median_seconds_to_first_open"] == pytest.approx((H - M).total_seconds())
 
 
+def test_summary_and_notebook_display_leave_the_lake_usable(spring: Path) -> None:
+    with open_lake(spring) as lake:
+        summary = lake.summary()
+        html = lake._repr_html_()
+        after = lake.metrics(None, metrics=["delivered"]).to_dicts()
+    assert summary["events"] == len(spring_rows()) and summary["campaigns"] == 1
+    assert "mailpulse lake" in html and str(spring) in html
+    assert after == [{"delivered": 9}]
+
+
 def test_an_empty_lake_gives_zeros_not_errors(tmp_path: Path) -> None:
     write_lake(tmp_path, [])
     with open_lake(tmp_path) as lake:

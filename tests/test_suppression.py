@@ -262,10 +262,12 @@ def test_addresses_near_the_soft_bounce_limit_and_the_export_preview(tmp_path: P
         ],
     )
     with open_lake(tmp_path) as lake:
-        near = near_the_soft_bounce_limit(lake, RULES)
+        near = near_the_soft_bounce_limit(lake, RULES, now=T0 + 5 * D)
+        stale = near_the_soft_bounce_limit(lake, RULES, now=T0 + 60 * D)
         frame = suppressions(lake, RULES)
     assert near["address"].to_list() == ["close@x.io"]
     assert near["event_ids"].to_list() == [["close@x.io-s1", "close@x.io-s2"]]
+    assert stale.is_empty()  # bounces older than the window no longer bring it close
     out = tmp_path / "x.csv"
     assert preview(frame, out, "csv", tmp_path / "state").to_dicts() == [
         {"address": "over@x.io", "change": "added"}
