@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench clean
+.PHONY: install demo test lint typecheck pytest bench notebooks clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ bench: install
 	$(BIN)/python bench/receive.py
 	$(BIN)/python bench/flush.py
 	$(BIN)/python bench/report.py
+
+notebooks: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis
