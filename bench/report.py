@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -181,9 +180,21 @@ def run_side(side: str, data_dir: Path, repeat: int) -> dict[str, Any]:
     rows = result.to_dicts() if hasattr(result, "to_dicts") else result.to_dict("records")
     return {
         "seconds": seconds,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_mb": peak_rss_mb(),
         "rows": rows,
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since exec (VmHWM).
+
+    Not ru_maxrss: Linux carries that over from the parent across fork and exec, so a side
+    would report the peak of the process that generated the lake.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def in_subprocess(side: str, data_dir: Path, repeat: int) -> dict[str, Any]:

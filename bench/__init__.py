@@ -1,0 +1,1 @@
+"""Benchmarks for mailpulse (see BENCHMARKS.md); a package so gunicorn can import the apps."""
