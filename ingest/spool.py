@@ -1,10 +1,10 @@
 """The durable intake: append-only segment files with group commit.
 
 Promise 1 lives here: :meth:`Spool.append` returns only once the request's bytes are written
-and ``fdatasync``'d. Many threads of one worker share one fsync ("group commit"): the first
-thread to find no sync under way becomes the leader, writes everything queued so far in one
-``write`` and syncs once, then wakes every thread whose record that sync covered. A blocked
-worker per fsync is what makes naive durability slow; one fsync per group is not.
+and ``fdatasync``'d. Many threads of one worker share one fsync ("group commit"): requests that
+arrive while a sync is under way form the next batch, whose first member writes it in one
+``write``, syncs once and wakes exactly the members of that batch. A blocked worker per fsync
+is what makes naive durability slow; one fsync per group is not.
 
 Each worker process owns its own segment file and holds an exclusive ``flock`` on it while it
 writes; the flusher reads segments up to their last complete record and knows a segment is
@@ -99,6 +99,17 @@ class SpoolRecord:
         )
 
 
+class _Batch:
+    """Records that share one write and one sync."""
+
+    __slots__ = ("done", "failure", "records")
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+        self.done = threading.Event()
+        self.failure: str | None = None
+
+
 def new_request_id() -> str:
     """A unique, roughly time-ordered request id."""
     return f"{time.time_ns():x}-{uuid.uuid4().hex[:12]}"
@@ -122,64 +133,59 @@ class Spool:
         self._reset()
 
     def _reset(self) -> None:
-        # Called again in a forked child: locks, file and queue belong to one process.
+        # Called again in a forked child: locks, file and batches belong to one process.
         self._pid = os.getpid()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # guards _pending
+        self._write_lock = threading.Lock()  # one batch written and synced at a time
+        self._pending = _Batch()
         self._fd: int | None = None
         self._segment_size = 0  # bytes of records written to the current segment
         self._allocated = 0  # bytes of the current segment already on disk (zeros past the data)
-        self._queue: list[bytes] = []
-        self._queued_seq = 0  # sequence number of the last record queued
-        self._durable_seq = 0  # every record up to this one is on disk
-        self._failed: dict[int, str] = {}  # sequence number -> why its sync failed
-        self._syncing = False
         self._usage = 0
         self._usage_checked = 0.0
 
     def append(self, record: SpoolRecord) -> None:
-        """Make ``record`` durable, or raise :class:`SpoolUnavailable`; never both."""
+        """Make ``record`` durable, or raise :class:`SpoolUnavailable`; never both.
+
+        The first request to join a batch leads it: it waits for the sync before it to end
+        (meanwhile later requests join its batch), writes the whole batch, syncs once and wakes
+        exactly that batch's members. Every other request sleeps until its own batch is done.
+        """
         if self._pid != os.getpid():
             self._reset()
         data = record.encode()
         self._check_quota(len(data))
-        with self._cond:
-            self._queue.append(data)
-            self._queued_seq += 1
-            mine = self._queued_seq
-            deadline = time.monotonic() + _SYNC_WAIT_SECONDS
-            while self._durable_seq < mine:
-                if not self._syncing:
-                    self._lead_sync()
-                    continue
-                if not self._cond.wait(timeout=max(0.0, deadline - time.monotonic())):
-                    raise SpoolUnavailable(
-                        "the spool did not sync in time", retry_after=self.retry_after
-                    )
-            reason = self._failed.pop(mine, None)
-        if reason is not None:
-            raise SpoolUnavailable(reason, retry_after=self.retry_after)
+        with self._lock:
+            batch = self._pending
+            batch.records.append(data)
+            leads = len(batch.records) == 1
+        if leads:
+            self._lead(batch)
+        elif not batch.done.wait(_SYNC_WAIT_SECONDS):
+            raise SpoolUnavailable("the spool did not sync in time", retry_after=self.retry_after)
+        if batch.failure is not None:
+            raise SpoolUnavailable(batch.failure, retry_after=self.retry_after)
 
-    def _lead_sync(self) -> None:
-        """Write and sync everything queued. Called, and returns, with the condition held."""
-        self._syncing = True
-        batch, self._queue = self._queue, []
-        first = self._durable_seq + 1
-        last = self._queued_seq
-        self._cond.release()
-        failure: str | None = None
+    def _lead(self, batch: _Batch) -> None:
+        """Write and sync ``batch`` once the previous batch's sync is over."""
         try:
-            self._write_and_sync(b"".join(batch))
-        except OSError as exc:
-            failure = _describe(exc)
-            log.error("spool write failed", extra={"reason": failure, "records": len(batch)})
+            if not self._write_lock.acquire(timeout=_SYNC_WAIT_SECONDS):
+                batch.failure = "the spool did not sync in time"
+                return
+            try:
+                with self._lock:  # close the batch: whoever comes now starts the next one
+                    self._pending = _Batch()
+                self._write_and_sync(b"".join(batch.records))
+            except OSError as exc:
+                batch.failure = _describe(exc)
+                log.error(
+                    "spool write failed",
+                    extra={"reason": batch.failure, "records": len(batch.records)},
+                )
+            finally:
+                self._write_lock.release()
         finally:
-            self._cond.acquire()
-        if failure is not None:
-            for seq in range(first, last + 1):
-                self._failed[seq] = failure
-        self._durable_seq = last
-        self._syncing = False
-        self._cond.notify_all()
+            batch.done.set()
 
     def _write_and_sync(self, data: bytes) -> None:
         if self._fd is None or self._segment_size >= self.segment_bytes:
@@ -271,7 +277,7 @@ class Spool:
 
     def close(self) -> None:
         """Release this process's segment (the flusher may then delete it once read)."""
-        with self._cond:
+        with self._write_lock:
             self._close_segment()
 
 
