@@ -82,6 +82,18 @@ def flusher_lock(state_dir: Path, wait_seconds: float = 0.0) -> Iterator[None]:
         os.close(fd)
 
 
+@contextmanager
+def locked_state(state_dir: Path, wait_seconds: float = 0.0) -> Iterator[FlusherState]:
+    """The flusher lock and the recovered state: how every lake writer starts its work."""
+    with flusher_lock(state_dir, wait_seconds):
+        state = FlusherState(state_dir)
+        try:
+            state.recover()
+            yield state
+        finally:
+            state.close()
+
+
 class Flusher:
     """Moves spooled requests into the lake for one configuration."""
 
@@ -106,14 +118,14 @@ class Flusher:
 
     def flush(self, wait_seconds: float = 60.0) -> FlushResult:
         """Drain everything spooled so far into the lake (waits for a running flusher)."""
-        with flusher_lock(self.config.state_dir, wait_seconds):
-            return self._drain()
+        with locked_state(self.config.state_dir, wait_seconds) as state:
+            return self._drain(state)
 
     def try_flush(self) -> FlushResult | None:
         """One pass if no other flusher is busy; None when one is."""
         try:
-            with flusher_lock(self.config.state_dir):
-                return self._drain()
+            with locked_state(self.config.state_dir) as state:
+                return self._drain(state)
         except FlusherBusy:
             return None
 
@@ -128,25 +140,20 @@ class Flusher:
 
     # -- the work
 
-    def _drain(self) -> FlushResult:
+    def _drain(self, state: FlusherState) -> FlushResult:
         total = FlushResult()
-        state = FlusherState(self.config.state_dir)
-        try:
-            state.recover()
-            # Drain what is spooled now, not what keeps arriving: under steady traffic a
-            # pass must still end, release the lock and report its status.
-            # (At least one batch runs: it also deletes segments that were read and sealed.)
-            remaining = self._pending_bytes(state)
-            while True:
-                result, consumed = self._batch(state)
-                total.add(result)
-                remaining -= consumed
-                if result.requests == 0 or remaining <= 0:
-                    break
-            self._maybe_prune(state)
-            self._write_status(state)
-        finally:
-            state.close()
+        # Drain what is spooled now, not what keeps arriving: under steady traffic a
+        # pass must still end, release the lock and report its status.
+        # (At least one batch runs: it also deletes segments that were read and sealed.)
+        remaining = self._pending_bytes(state)
+        while True:
+            result, consumed = self._batch(state)
+            total.add(result)
+            remaining -= consumed
+            if result.requests == 0 or remaining <= 0:
+                break
+        self._maybe_prune(state)
+        self._write_status(state)
         if total.requests:
             log.info(
                 "flushed",

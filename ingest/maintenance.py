@@ -13,7 +13,7 @@ from ingest import lake
 from ingest.agents import classify, is_rule_decision
 from ingest.batch import BatchBuilder
 from ingest.errors import LakeError
-from ingest.flusher import Flusher, FlushResult, flusher_lock
+from ingest.flusher import Flusher, FlushResult, locked_state
 from ingest.spool import SpoolRecord
 from ingest.state import Commit, FlusherState
 
@@ -39,23 +39,18 @@ def compact(flusher: Flusher, date: str | None = None, wait_seconds: float = 60.
     """
     config = flusher.config
     result = CompactResult()
-    with flusher_lock(config.state_dir, wait_seconds):
-        state = FlusherState(config.state_dir)
-        try:
-            state.recover()
-            for table in _COMPACTED_TABLES:
-                dates = [date] if date else lake.partitions(config.lake_dir, table)
-                for day in dates:
-                    files = lake.list_files(config.lake_dir, table, day)
-                    if len(files) < 2:
-                        continue
-                    removed = _compact_partition(state, config.lake_dir, table, day, files)
-                    result.partitions += 1
-                    result.files_before += len(files)
-                    result.files_after += 1
-                    result.rows_removed += removed
-        finally:
-            state.close()
+    with locked_state(config.state_dir, wait_seconds) as state:
+        for table in _COMPACTED_TABLES:
+            dates = [date] if date else lake.partitions(config.lake_dir, table)
+            for day in dates:
+                files = lake.list_files(config.lake_dir, table, day)
+                if len(files) < 2:
+                    continue
+                removed = _compact_partition(state, config.lake_dir, table, day, files)
+                result.partitions += 1
+                result.files_before += len(files)
+                result.files_after += 1
+                result.rows_removed += removed
     return result
 
 
@@ -66,18 +61,33 @@ def _compact_partition(
         frame = pl.read_parquet(files, hive_partitioning=False)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise LakeError(f"cannot read partition {table}/date={day}: {exc}") from exc
-    sort_key = "received_at"
-    merged = frame.sort(sort_key, maintain_order=True).unique(
+    merged = frame.sort("received_at", maintain_order=True).unique(
         _UNIQUE_KEY[table], keep="first", maintain_order=True
     )
+    replace_partition(state, lake_dir, table, day, files, merged)
+    return frame.height - merged.height
+
+
+def replace_partition(
+    state: FlusherState,
+    lake_dir: Path,
+    table: str,
+    day: str,
+    files: list[Path],
+    frame: pl.DataFrame,
+) -> None:
+    """Swap a partition's ``files`` for one file holding ``frame``, as one journaled batch.
+
+    The new file appears, the commit records the swap, and only then are the old files
+    removed: a crash at any point leaves either the old files or the new one.
+    """
     batch = state.last_batch() + 1
     target = lake.plan_path(lake_dir, table, day, batch)
     state.begin(batch, [target], files)
-    lake.write_atomic(merged.select(list(lake.SCHEMAS[table])), target)
+    lake.write_atomic(frame.select(list(lake.SCHEMAS[table])), target)
     lake.fsync_directories([target])
     state.commit(Commit(batch=batch, offsets={}, seen_ids=[], seen_at=0, counters={}))
     state.finish(batch)
-    return frame.height - merged.height
 
 
 def quarantine_frame(flusher: Flusher) -> pl.DataFrame:
@@ -96,32 +106,27 @@ def replay_quarantine(flusher: Flusher, wait_seconds: float = 60.0) -> tuple[Flu
     quarantine with its new reason. Returns the result and how many remain quarantined.
     """
     config = flusher.config
-    with flusher_lock(config.state_dir, wait_seconds):
-        state = FlusherState(config.state_dir)
-        try:
-            state.recover()
-            files = lake.list_files(config.lake_dir, "quarantine")
-            if not files:
-                return FlushResult(), 0
-            frame = pl.read_parquet(files, hive_partitioning=False)
-            builder = BatchBuilder(flusher.providers, flusher.campaign_fields)
-            for row in frame.iter_rows(named=True):
-                record = SpoolRecord(
-                    request_id=row["request_id"],
-                    source=row["source"],
-                    received_at=_micros(row["received_at"]),
-                    remote_addr="",
-                    method="POST",
-                    url="",
-                    content_type="",
-                    headers=orjson.loads(row["headers"]) if row["headers"] else {},
-                    body=b"",
-                )
-                stage = "map" if row["stage"] == "map" else "parse"
-                builder.add_payload(record, stage=stage, payload=row["payload"])
-            result = flusher.write_batch(state, builder, {}, replaces=files, dedup_quarantine=False)
-        finally:
-            state.close()
+    with locked_state(config.state_dir, wait_seconds) as state:
+        files = lake.list_files(config.lake_dir, "quarantine")
+        if not files:
+            return FlushResult(), 0
+        frame = pl.read_parquet(files, hive_partitioning=False)
+        builder = BatchBuilder(flusher.providers, flusher.campaign_fields)
+        for row in frame.iter_rows(named=True):
+            record = SpoolRecord(
+                request_id=row["request_id"],
+                source=row["source"],
+                received_at=_micros(row["received_at"]),
+                remote_addr="",
+                method="POST",
+                url="",
+                content_type="",
+                headers=orjson.loads(row["headers"]) if row["headers"] else {},
+                body=b"",
+            )
+            stage = "map" if row["stage"] == "map" else "parse"
+            builder.add_payload(record, stage=stage, payload=row["payload"])
+        result = flusher.write_batch(state, builder, {}, replaces=files, dedup_quarantine=False)
     return result, len(builder.quarantined)
 
 
@@ -145,29 +150,18 @@ def reclassify(flusher: Flusher, wait_seconds: float = 60.0) -> ReclassifyResult
     """
     config = flusher.config
     result = ReclassifyResult()
-    with flusher_lock(config.state_dir, wait_seconds):
-        state = FlusherState(config.state_dir)
-        try:
-            state.recover()
-            for day in lake.partitions(config.lake_dir, "events"):
-                files = lake.list_files(config.lake_dir, "events", day)
-                if not files:
-                    continue
-                frame = pl.read_parquet(files, hive_partitioning=False)
-                updated, changed = _reclassified(frame)
-                if not changed:
-                    continue
-                batch = state.last_batch() + 1
-                target = lake.plan_path(config.lake_dir, "events", day, batch)
-                state.begin(batch, [target], files)
-                lake.write_atomic(updated.select(list(lake.EVENTS_SCHEMA)), target)
-                lake.fsync_directories([target])
-                state.commit(Commit(batch=batch, offsets={}, seen_ids=[], seen_at=0, counters={}))
-                state.finish(batch)
-                result.partitions += 1
-                result.rows_changed += changed
-        finally:
-            state.close()
+    with locked_state(config.state_dir, wait_seconds) as state:
+        for day in lake.partitions(config.lake_dir, "events"):
+            files = lake.list_files(config.lake_dir, "events", day)
+            if not files:
+                continue
+            frame = pl.read_parquet(files, hive_partitioning=False)
+            updated, changed = _reclassified(frame)
+            if not changed:
+                continue
+            replace_partition(state, config.lake_dir, "events", day, files, updated)
+            result.partitions += 1
+            result.rows_changed += changed
     return result
 
 
