@@ -45,6 +45,11 @@ HUMAN_AGENTS = (
     "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17928; Pro)",
 )
 APPLE_PROXY_AGENT = "Mozilla/5.0"
+CORPORATE = frozenset({"acme-corp.com", "example-bank.de"})
+# How a recipient's mailbox behaves over the campaigns: most are fine; "full" soft-bounces
+# every time, "filling" from the second campaign on, "unknown" does not exist.
+PROFILES = ("ok", "full", "filling", "unknown")
+PROFILE_WEIGHTS = (88, 5, 4, 3)
 GMAIL_PROXY_AGENT = (
     "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 )
@@ -53,21 +58,31 @@ GMAIL_PROXY_AGENT = (
 def generate_events(
     messages: int, *, seed: int = 7, now: float | None = None
 ) -> list[dict[str, Any]]:
-    """Generic-format events for ``messages`` messages, deterministic for a seed."""
+    """Generic-format events for ``messages`` messages, deterministic for a seed.
+
+    Each recipient gets one message per campaign, the campaigns a day apart, so histories
+    build up: some mailboxes are full (a soft bounce every time, so they end up suppressed),
+    some are nearly so, some addresses do not exist (a hard bounce, then the ESP drops them),
+    and corporate gateways click every link the moment a message arrives.
+    """
     rng = random.Random(seed)
     now = time.time() if now is None else now
     domains = [d for d, _ in DOMAINS]
     weights = [w for _, w in DOMAINS]
+    recipients = max(1, -(-messages // len(CAMPAIGNS)))
+    profiles = [
+        (rng.choices(domains, weights)[0], rng.choices(PROFILES, PROFILE_WEIGHTS)[0])
+        for _ in range(recipients)
+    ]
     events: list[dict[str, Any]] = []
     for n in range(messages):
-        campaign = CAMPAIGNS[n % len(CAMPAIGNS)]
-        domain = rng.choices(domains, weights)[0]
-        email = f"user{n:05d}@{domain}"
+        wave, recipient = n % len(CAMPAIGNS), n // len(CAMPAIGNS)
+        campaign = CAMPAIGNS[wave]
+        domain, profile = profiles[recipient]
         message_id = f"msg-{seed}-{n:06d}"
-        sent_at = now - rng.uniform(3600, 3 * 86_400)
-
+        sent_at = now - (len(CAMPAIGNS) - wave) * 86_400 + rng.uniform(0, 3600)
         base = {
-            "email": email,
+            "email": f"user{recipient:05d}@{domain}",
             "message_id": message_id,
             "campaign": campaign,
             "tags": [campaign.split("-")[0]],
@@ -84,9 +99,11 @@ def generate_events(
                 }
             )
 
+        if profile == "unknown" and wave > 0:
+            event("dropped", sent_at, bounce_class="bounced", reason="previously bounced address")
+            continue
         event("sent", sent_at)
-        roll = rng.random()
-        if roll < 0.02:
+        if profile == "unknown":
             event(
                 "bounced",
                 sent_at + 2,
@@ -95,7 +112,7 @@ def generate_events(
                 reason="550 5.1.1 user unknown",
             )
             continue
-        if roll < 0.05:
+        if profile == "full" or (profile == "filling" and wave > 0):
             event(
                 "bounced",
                 sent_at + 5,
@@ -104,17 +121,29 @@ def generate_events(
                 reason="452 4.2.2 mailbox full",
             )
             continue
-        if roll < 0.08:
+        if rng.random() < 0.05:
             event("deferred", sent_at + 1, smtp_status="4.7.0", reason="421 try again later")
-        event("delivered", sent_at + rng.uniform(1, 30))
+        delivered_at = sent_at + rng.uniform(1, 30)
+        event("delivered", delivered_at)
+        if domain in CORPORATE and rng.random() < 0.4:  # the gateway checks every link
+            for link in range(3):
+                event(
+                    "clicked",
+                    delivered_at + 0.5 + link * 0.3,
+                    user_agent=HUMAN_AGENTS[0],
+                    url=f"https://shop.example.com/{campaign}/link-{link}",
+                )
         if domain == "icloud.com" and rng.random() < 0.7:
             event(
-                "opened", sent_at + rng.uniform(5, 60), user_agent=APPLE_PROXY_AGENT, ip="17.58.0.1"
+                "opened",
+                delivered_at + rng.uniform(5, 60),
+                user_agent=APPLE_PROXY_AGENT,
+                ip="17.58.0.1",
             )
         if domain == "gmail.com" and rng.random() < 0.3:
-            event("opened", sent_at + rng.uniform(60, 600), user_agent=GMAIL_PROXY_AGENT)
+            event("opened", delivered_at + rng.uniform(60, 600), user_agent=GMAIL_PROXY_AGENT)
         if rng.random() < 0.35:
-            opened_at = sent_at + rng.uniform(60, 36_000)
+            opened_at = delivered_at + rng.uniform(60, 36_000)
             event("opened", opened_at, user_agent=rng.choice(HUMAN_AGENTS))
             if rng.random() < 0.3:
                 event(
@@ -123,10 +152,10 @@ def generate_events(
                     user_agent=rng.choice(HUMAN_AGENTS),
                     url=f"https://shop.example.com/{campaign}?utm_source=email",
                 )
-        if rng.random() < 0.004:
-            event("complained", sent_at + rng.uniform(600, 86_400))
-        elif rng.random() < 0.01:
-            event("unsubscribed", sent_at + rng.uniform(600, 86_400))
+        if rng.random() < 0.006:
+            event("complained", delivered_at + rng.uniform(600, 86_400))
+        elif rng.random() < 0.02:
+            event("unsubscribed", delivered_at + rng.uniform(600, 86_400))
     return events
 
 
