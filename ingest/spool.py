@@ -170,6 +170,9 @@ class Spool:
         """Write and sync ``batch`` once the previous batch's sync is over."""
         try:
             if not self._write_lock.acquire(timeout=_SYNC_WAIT_SECONDS):
+                with self._lock:  # close it, or later requests would join a failed batch
+                    if self._pending is batch:
+                        self._pending = _Batch()
                 batch.failure = "the spool did not sync in time"
                 return
             try:

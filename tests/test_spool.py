@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,33 @@ def test_a_forked_child_writes_its_own_segment(tmp_path: Path) -> None:
     spool.close()
     assert len(list_segments(tmp_path)) == 2
     assert sorted(r.received_at for r in read_all(tmp_path)) == [1, 2, 3]
+
+
+def test_a_stuck_sync_fails_its_waiters_and_the_spool_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one sync hangs, the next batch times out with 503; afterwards appends succeed."""
+    import ingest.spool as spool_module
+
+    monkeypatch.setattr(spool_module, "_SYNC_WAIT_SECONDS", 0.2)
+    spool = Spool(tmp_path, max_bytes=1 << 30)
+    spool.append(record(0))
+    release = threading.Event()
+    real_fdatasync = os.fdatasync
+
+    def slow_fdatasync(fd: int) -> None:
+        release.wait(5)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+    stuck = threading.Thread(target=spool.append, args=(record(1),))
+    stuck.start()
+    time.sleep(0.05)  # the first append now holds the write lock, syncing
+    with pytest.raises(SpoolUnavailable, match="did not sync in time"):
+        spool.append(record(2))
+    release.set()
+    stuck.join()
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+    spool.append(record(3))  # a fresh batch: not the failed one
+    spool.close()
+    assert sorted(r.received_at for r in read_all(tmp_path)) == [0, 1, 3]
