@@ -180,3 +180,21 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
         text = requests.get(f"{server.base_url}/metrics", timeout=5).text
         assert 'mailpulse_events_total{outcome="stored",source="in_house"} 30.0' in text
         assert "mailpulse_spool_pending_bytes 0.0" in text
+
+
+def test_the_background_flusher_moves_events_while_serving(tmp_path: Path) -> None:
+    """With no `mailpulse flush`, events reach the lake within a few flush intervals."""
+    with running_server(tmp_path, flush_interval_seconds=0.3) as server:
+        assert server.post([event("bg-1"), event("bg-2")]).status_code == 200
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if {r["event_id"] for r in lake_rows(tmp_path / "data")} == {"bg-1", "bg-2"}:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the background flusher did not run:\n{server.log()}")
+        metrics = requests.get(f"{server.base_url}/metrics", timeout=5).text
+        lag = next(
+            line for line in metrics.splitlines() if line.startswith("mailpulse_flush_lag_seconds ")
+        )
+        assert float(lag.split()[1]) < 10
