@@ -97,20 +97,8 @@ def render(spool_dir: Path, state_dir: Path) -> bytes:
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    else:
-        from prometheus_client import REGISTRY
-
+    else:  # one process (tests, a single worker): its own counters are the whole truth
         for collector in (REQUESTS, SIGNATURE_FAILURES, REQUEST_SECONDS):
-            registry.register(_Forward(collector, REGISTRY))
+            registry.register(collector)
     registry.register(FlusherStatusCollector(spool_dir, state_dir))
     return generate_latest(registry)
-
-
-class _Forward(Collector):
-    """Expose one collector of the default registry inside a per-scrape registry."""
-
-    def __init__(self, collector: Collector, _registry: object) -> None:
-        self.collector = collector
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self.collector.collect()

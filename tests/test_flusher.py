@@ -168,3 +168,16 @@ def test_a_flush_ends_while_requests_keep_arriving(config: Config, secret: str) 
     Flusher(config).flush()
     ids = {r["event_id"] for r in lake_rows(config.data_dir)}
     assert {f"early-{n}" for n in range(200)} <= ids
+
+
+def test_metrics_in_one_process_count_requests_and_read_the_flusher_status(
+    client: FlaskClient, config: Config, secret: str, monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    post(client, secret, [event("m-1"), {"id": "bad"}])
+    Flusher(config).flush()
+    text = client.get("/metrics").data.decode()
+    assert 'mailpulse_events_total{outcome="stored",source="in_house"} 1.0' in text
+    assert 'mailpulse_events_total{outcome="quarantined",source="in_house"} 1.0' in text
+    assert "mailpulse_quarantine_requests 1.0" in text
+    assert text.count("# TYPE mailpulse_requests_total counter") == 1
