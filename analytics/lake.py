@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from analytics import queries
+from analytics import queries, rollup
 from analytics.errors import LakeNotFound
 from ingest.lake import EVENTS_SCHEMA
 from mailpulse.config import Config, load_config
@@ -34,8 +34,11 @@ When = date | datetime | str | None
 class Lake:
     """A read-only view of one data directory's lake."""
 
-    def __init__(self, data_dir: str | Path, *, config: Config | None = None) -> None:
+    def __init__(
+        self, data_dir: str | Path, *, config: Config | None = None, use_rollup: bool = True
+    ) -> None:
         self.data_dir = Path(data_dir)
+        self.use_rollup = use_rollup  # False: always group the events (to check the rollup)
         if not self.data_dir.is_dir():
             raise LakeNotFound(
                 f"no data directory at {self.data_dir}; run `mailpulse demo` or point "
@@ -91,14 +94,14 @@ class Lake:
         week, month) applies to ``date``. Messages are selected by the UTC date they were first
         seen: ``since`` inclusive, ``until`` exclusive.
         """
-        query = queries.metrics_sql(by, metrics, period)
+        query = queries.metrics_sql(by, metrics, period, self._state())
         return self.sql(query, _filters(since, until, campaign))
 
     def messages(
         self, *, since: When = None, until: When = None, campaign: str | None = None
     ) -> pl.DataFrame:
         """The per-message table every metric counts (one row per message and recipient)."""
-        return self.sql(queries.messages_sql(), _filters(since, until, campaign))
+        return self.sql(queries.messages_sql(self._state()), _filters(since, until, campaign))
 
     def timing(
         self,
@@ -110,7 +113,13 @@ class Lake:
         campaign: str | None = None,
     ) -> pl.DataFrame:
         """Seconds from send to delivery, and from delivery to the first human open and click."""
-        return self.sql(queries.timing_sql(by, period), _filters(since, until, campaign))
+        return self.sql(
+            queries.timing_sql(by, period, self._state()), _filters(since, until, campaign)
+        )
+
+    def _state(self) -> str | None:
+        """The per-message state: from the rollup when one covers the lake, else None."""
+        return rollup.state_source(self.data_dir / "lake") if self.use_rollup else None
 
     def close(self) -> None:
         """Close the DuckDB connection."""

@@ -35,9 +35,23 @@ def sql_file(name: str) -> str:
     return resources.files("analytics").joinpath("sql", name).read_text(encoding="utf-8")
 
 
-def messages_sql() -> str:
-    """One row per message over the ``events`` view (parameters: since, until, campaign)."""
-    return sql_file("messages.sql").format(**agent_rules.sql_parameters())
+def state_sql(events: str = "events") -> str:
+    """The mergeable per-message state over a relation of events."""
+    return sql_file("message_state.sql").format(events=events)
+
+
+def merge_sql(states: str) -> str:
+    """Per-message states of one relation merged into one row per message."""
+    return sql_file("message_state_merge.sql").format(states=states)
+
+
+def messages_sql(state: str | None = None) -> str:
+    """One row per message with its outcome flags (parameters: since, until, campaign).
+
+    ``state`` is a relation of per-message states; by default the state of the ``events`` view.
+    """
+    source = state or f"({state_sql()})"
+    return sql_file("messages.sql").format(state=source, **agent_rules.sql_parameters())
 
 
 def metric_names(names: Sequence[str] | None) -> list[str]:
@@ -50,7 +64,12 @@ def metric_names(names: Sequence[str] | None) -> list[str]:
     return list(names)
 
 
-def metrics_sql(by: str | None, metrics: Sequence[str] | None = None, period: str = "day") -> str:
+def metrics_sql(
+    by: str | None,
+    metrics: Sequence[str] | None = None,
+    period: str = "day",
+    state: str | None = None,
+) -> str:
     """Metrics per value of ``by`` (or one overall row when ``by`` is None)."""
     if by is not None and by not in DIMENSIONS:
         raise BadQuery(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}")
@@ -58,16 +77,16 @@ def metrics_sql(by: str | None, metrics: Sequence[str] | None = None, period: st
         raise BadQuery(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     columns = ",\n    ".join(f"{METRICS[name].sql()} AS {name}" for name in metric_names(metrics))
     if by is None:
-        return f"WITH messages AS (\n{messages_sql()}\n)\nSELECT\n    {columns}\nFROM messages"
+        return f"WITH messages AS (\n{messages_sql(state)}\n)\nSELECT\n    {columns}\nFROM messages"
     dimension = DIMENSIONS[by].format(period=period)
     return (
-        f"WITH messages AS (\n{messages_sql()}\n)\n"
+        f"WITH messages AS (\n{messages_sql(state)}\n)\n"
         f"SELECT\n    {dimension} AS {by},\n    {columns}\n"
         f"FROM messages\nGROUP BY 1\nORDER BY 1 NULLS LAST"
     )
 
 
-def timing_sql(by: str | None, period: str = "day") -> str:
+def timing_sql(by: str | None, period: str = "day", state: str | None = None) -> str:
     """Median and 90th percentile seconds from send to delivery, first open, first click."""
     spans = {
         "to_delivery": "first_delivered_at - sent_at",
@@ -82,13 +101,11 @@ def timing_sql(by: str | None, period: str = "day") -> str:
             f"quantile_cont({seconds}, 0.9) AS p90_seconds_{name}",
         ]
     select = ",\n    ".join(columns)
-    where = "WHERE is_delivered"
+    messages = f"WITH messages AS (\n{messages_sql(state)}\n)\n"
     if by is None:
-        return (
-            f"WITH messages AS (\n{messages_sql()}\n)\nSELECT\n    {select}\nFROM messages {where}"
-        )
+        return f"{messages}SELECT\n    {select}\nFROM messages WHERE is_delivered"
     dimension = DIMENSIONS[by].format(period=period)
     return (
-        f"WITH messages AS (\n{messages_sql()}\n)\nSELECT\n    {dimension} AS {by},\n    {select}\n"
-        f"FROM messages {where}\nGROUP BY 1\nORDER BY 1 NULLS LAST"
+        f"{messages}SELECT\n    {dimension} AS {by},\n    {select}\n"
+        "FROM messages WHERE is_delivered\nGROUP BY 1\nORDER BY 1 NULLS LAST"
     )

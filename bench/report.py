@@ -4,7 +4,11 @@ Sides, each in a fresh process so its peak memory is its own, each run ``--repea
 after one warm-up run (the table shows the median):
 
 * ``registry``: ``Lake.metrics("campaign")``, every registry metric, what
-  ``mailpulse report --by campaign --format json`` computes;
+  ``mailpulse report --by campaign --format json`` computes, reading the per-message rollup
+  that ``mailpulse compact`` builds (built first, and timed);
+* ``registry-events``: the same without the rollup, grouping every event;
+* ``registry-headline-newer-day``: the headline numbers from a rollup that leaves out the
+  newest day of files, as between two compactions;
 * ``bare-duckdb``: the same numbers as one hand-written DuckDB query straight over the Parquet
   files: no view, no registry;
 * ``registry-headline`` and ``pandas``: the headline numbers (sent, delivered, bounced, bounce
@@ -154,10 +158,15 @@ def run_side(side: str, data_dir: Path, repeat: int) -> dict[str, Any]:
     from analytics import open_lake
 
     work: Callable[[], Any]
+    from analytics import Lake
+
     if side == "registry":
         lake = open_lake(data_dir)
         work = lambda: lake.metrics("campaign")  # noqa: E731
-    elif side == "registry-headline":
+    elif side == "registry-events":
+        lake = Lake(data_dir, use_rollup=False)
+        work = lambda: lake.metrics("campaign")  # noqa: E731
+    elif side in ("registry-headline", "registry-headline-newer-day"):
         lake = open_lake(data_dir)
         work = lambda: lake.metrics("campaign", metrics=HEADLINE)  # noqa: E731
     elif side == "bare-duckdb":
@@ -273,16 +282,33 @@ def main() -> None:
 
         print(f"generating {args.events:,} events into {args.data_dir} ...", flush=True)
         generate(args.data_dir, events=args.events)
-    results = {
-        side: in_subprocess(side, args.data_dir, args.repeat)
-        for side in ("bare-duckdb", "registry", "registry-headline", "pandas")
-    }
+    from analytics import rollup
+
+    lake_dir = args.data_dir / "lake"
+    files = rollup.events_files(lake_dir)
+    started = time.perf_counter()
+    rollup.build(lake_dir)  # what `mailpulse compact` does when it finishes
+    build_seconds = time.perf_counter() - started
+    sides = ("bare-duckdb", "registry-events", "registry", "registry-headline", "pandas")
+    results = {side: in_subprocess(side, args.data_dir, args.repeat) for side in sides}
+    # Between two compactions the flusher adds files: leave the newest day out of the rollup.
+    rollup.build(lake_dir, files[:-1])
+    results["registry-headline-newer-day"] = in_subprocess(
+        "registry-headline-newer-day", args.data_dir, args.repeat
+    )
+    rollup.build(lake_dir)
     results["cli"] = time_cli(args.data_dir, args.repeat)
     from analytics import REGISTRY
 
     all_names = [m.name for m in REGISTRY]
-    same_all = agree(results["registry"]["rows"], results["bare-duckdb"]["rows"], all_names)
-    same_headline = agree(results["registry-headline"]["rows"], results["pandas"]["rows"], HEADLINE)
+    same_all = all(
+        agree(results[side]["rows"], results["bare-duckdb"]["rows"], all_names)
+        for side in ("registry", "registry-events")
+    )
+    same_headline = all(
+        agree(results[side]["rows"], results["pandas"]["rows"], HEADLINE)
+        for side in ("registry-headline", "registry-headline-newer-day")
+    )
     median = {side: statistics.median(r["seconds"]) for side, r in results.items()}
     print(
         f"\nlake: {args.data_dir} ({sum(1 for _ in args.data_dir.glob('lake/events/*/*'))} files)"
@@ -291,8 +317,13 @@ def main() -> None:
     for side, result in results.items():
         runs = " ".join(f"{s:.2f}" for s in result["seconds"])
         print(f"{side:<20}{median[side]:>10.2f}{runs:>28}{result['rss_mb']:>14.0f}")
+    print(f"rollup build (as at the end of `mailpulse compact`): {build_seconds:.2f} s")
     ratio_bare = median["registry"] / median["bare-duckdb"]
     ratio_pandas = median["pandas"] / median["registry-headline"]
+    ratio_newer = median["pandas"] / median["registry-headline-newer-day"]
+    ratio_events = median["registry-events"] / median["bare-duckdb"]
+    print(f"registry without the rollup / bare DuckDB: {ratio_events:.2f}x")
+    print(f"pandas / registry (headline, rollup plus a newer day of files): {ratio_newer:.1f}x")
     print(
         f"\nregistry / bare DuckDB: {ratio_bare:.2f}x (target <= 1.5x) "
         f"{'PASS' if ratio_bare <= 1.5 else 'MISS'}; same numbers: {same_all}"

@@ -51,7 +51,15 @@ def compact(flusher: Flusher, date: str | None = None, wait_seconds: float = 60.
                 result.files_before += len(files)
                 result.files_after += 1
                 result.rows_removed += removed
+        _refresh_rollup(config.lake_dir)
     return result
+
+
+def _refresh_rollup(lake_dir: Path) -> None:
+    """Rebuild the per-message rollup reports read (under the lock: no files move meanwhile)."""
+    from analytics.rollup import build
+
+    build(lake_dir)
 
 
 def _compact_partition(
@@ -162,6 +170,8 @@ def reclassify(flusher: Flusher, wait_seconds: float = 60.0) -> ReclassifyResult
             replace_partition(state, config.lake_dir, "events", day, files, updated)
             result.partitions += 1
             result.rows_changed += changed
+        if result.partitions:
+            _refresh_rollup(config.lake_dir)
     return result
 
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics import METRICS, REGISTRY, BadQuery, open_lake
+from analytics import METRICS, REGISTRY, BadQuery, Lake, open_lake, rollup
 from analytics.mailbox import mailbox_provider, mailbox_provider_sql
 from tests.lakes import T0, row, write_lake
 
@@ -282,3 +282,65 @@ def test_properties_of_every_metric(rows: list[dict[str, object]], split_day: in
         if metric.additive:
             assert before[metric.name] + after[metric.name] == whole[metric.name], metric.name
             assert sum(r[metric.name] for r in per_campaign) == whole[metric.name], metric.name
+
+
+# ---------------------------------------------------------------- the rollup
+
+
+@settings(max_examples=40, deadline=None)
+@given(first=lakes(), second=lakes())
+def test_the_rollup_and_newer_files_give_the_numbers_of_the_events(
+    first: list[dict[str, object]], second: list[dict[str, object]]
+) -> None:
+    """Reports from the rollup merged with files written since equal a full regrouping."""
+    second = [{**r, "event_id": f"late-{r['event_id']}"} for r in second]
+    with tempfile.TemporaryDirectory() as directory:
+        data = Path(directory)
+        write_lake(data, first, batch=1)
+        built = rollup.build(data / "lake")
+        write_lake(data, second, batch=2)
+        with open_lake(data) as lake, Lake(data, use_rollup=False) as raw:
+            assert (lake._state() is not None) == (built is not None)
+            for by in (None, "campaign", "date"):
+                assert lake.metrics(by).to_dicts() == raw.metrics(by).to_dicts()
+            assert lake.timing(None).to_dicts() == raw.timing(None).to_dicts()
+
+
+def test_a_rewritten_file_retires_the_rollup_until_compaction_rebuilds_it(
+    spring: Path, tmp_path: Path
+) -> None:
+    from ingest.flusher import Flusher
+    from ingest.maintenance import compact
+    from mailpulse.config import parse_config
+
+    lake_dir = spring / "lake"
+    assert rollup.build(lake_dir) is not None
+    with open_lake(spring) as lake:
+        assert lake._state() is not None
+        before = lake.metrics("campaign").to_dicts()
+    write_lake(
+        spring,
+        [row("x1", "delivered", "new@x.io", T0, message_id="mx", campaign="spring")],
+        batch=5,
+    )
+    config = parse_config({"data_dir": str(spring)}, env={})
+    compact(Flusher(config))  # rewrites the 2026-11-02 partition, then rebuilds the rollup
+    with open_lake(spring) as lake, Lake(spring, use_rollup=False) as raw:
+        assert lake._state() is not None
+        after = lake.metrics("campaign").to_dicts()
+        assert after == raw.metrics("campaign").to_dicts()
+    assert {r["campaign"]: r["delivered"] for r in after}["spring"] == (
+        {r["campaign"]: r["delivered"] for r in before}["spring"] + 1
+    )
+    (only,) = list((lake_dir / "messages").glob("rollup-*.parquet"))  # older ones removed
+    assert only.with_suffix(".json").exists()
+
+
+def test_a_stale_rollup_is_never_read(spring: Path) -> None:
+    """When a file the rollup covers is gone (rewritten), reports regroup the events."""
+    assert rollup.build(spring / "lake") is not None
+    (covered, *_rest) = sorted((spring / "lake" / "events").rglob("*.parquet"))
+    covered.rename(covered.with_name("part-0000000099-0badc0de.parquet"))
+    with open_lake(spring) as lake, Lake(spring, use_rollup=False) as raw:
+        assert lake._state() is None
+        assert lake.metrics("campaign").to_dicts() == raw.metrics("campaign").to_dicts()

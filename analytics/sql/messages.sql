@@ -9,41 +9,9 @@
 -- Contextual agent rules (v2) are applied here, per message:
 --   * a click within {scanner_click_seconds} s of delivery is a security scanner's;
 --   * {burst_clicks} or more clicks within {burst_seconds} s are a scanner clicking every link.
-WITH per_message AS (
-    SELECT
-        coalesce(message_id, '') AS message_id,
-        recipient,
-        any_value(recipient_domain) AS recipient_domain,
-        max(campaign) AS campaign,
-        max(provider) AS provider,
-        max(source) AS source,
-        min(occurred_at) AS sent_at,
-        bool_or(event_type IN ('sent', 'delivered', 'deferred', 'bounced')) AS was_sent,
-        bool_or(event_type = 'dropped') AS was_dropped,
-        bool_or(event_type = 'deferred') AS was_deferred,
-        min(CASE WHEN event_type = 'delivered' THEN occurred_at END) AS first_delivered_at,
-        max(CASE WHEN event_type = 'delivered' THEN occurred_at END) AS delivered_at,
-        max(CASE WHEN event_type = 'bounced' THEN occurred_at END) AS bounced_at,
-        arg_max(bounce_class, CASE WHEN event_type = 'bounced' THEN occurred_at END)
-            AS bounce_class,
-        count(CASE WHEN event_type = 'opened' THEN 1 END) AS open_events,
-        count(CASE WHEN event_type = 'opened'
-                    AND agent IN ('apple_mpp', 'gmail_proxy', 'scanner', 'bot') THEN 1 END)
-            AS machine_open_events,
-        min(CASE WHEN event_type = 'opened' AND agent = 'human' THEN occurred_at END)
-            AS first_human_open_at,
-        count(CASE WHEN event_type = 'clicked' THEN 1 END) AS click_events,
-        count(CASE WHEN event_type = 'clicked' AND agent = 'human' THEN 1 END) AS human_clicks,
-        min(CASE WHEN event_type = 'clicked' AND agent = 'human' THEN occurred_at END)
-            AS first_human_click_at,
-        max(CASE WHEN event_type = 'clicked' AND agent = 'human' THEN occurred_at END)
-            AS last_human_click_at,
-        bool_or(event_type = 'complained') AS complained,
-        max(CASE WHEN event_type = 'unsubscribed' THEN occurred_at END) AS unsubscribed_at,
-        max(CASE WHEN event_type = 'resubscribed' THEN occurred_at END) AS resubscribed_at
-    FROM events
-    GROUP BY coalesce(message_id, ''), recipient
-)
+-- The state comes from message_state.sql over the events, or from the rollup merged with the
+-- files written since (analytics/rollup.py).
+WITH per_message AS (SELECT * FROM {state})
 SELECT
     *,
     delivered_at IS NOT NULL AND (bounced_at IS NULL OR delivered_at >= bounced_at)
