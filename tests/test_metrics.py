@@ -344,3 +344,34 @@ def test_a_stale_rollup_is_never_read(spring: Path) -> None:
     with open_lake(spring) as lake, Lake(spring, use_rollup=False) as raw:
         assert lake._state() is None
         assert lake.metrics("campaign").to_dicts() == raw.metrics("campaign").to_dicts()
+
+
+def test_a_duplicate_delivery_of_an_event_counts_once(tmp_path: Path) -> None:
+    """An ESP retry of an open (same id, another request) adds nothing to any metric."""
+    import json
+
+    from ingest import create_app
+    from ingest.flusher import Flusher
+    from mailpulse.config import parse_config
+    from tests.helpers import event, signed_headers
+
+    config = parse_config(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "sources": {"s": {"provider": "generic", "secret": "k" * 32}},
+        },
+        env={},
+    )
+    app = create_app(config)
+    client = app.test_client()
+    opened = event("open-1", "opened", message_id="m1", email="a@x.io", user_agent=HUMAN_UA)
+    delivered = event("deliv-1", "delivered", message_id="m1", email="a@x.io")
+    for body in ([delivered, opened], [opened], [opened]):
+        raw = json.dumps(body).encode()
+        response = client.post("/webhooks/s", data=raw, headers=signed_headers("k" * 32, raw))
+        assert response.status_code == 200
+        Flusher(config).flush()
+    app.extensions["mailpulse"].spool.close()
+    with open_lake(config) as lake:
+        (totals,) = lake.metrics(None, metrics=["total_opens", "unique_opens"]).to_dicts()
+    assert totals == {"total_opens": 1, "unique_opens": 1}
