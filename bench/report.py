@@ -54,7 +54,9 @@ WITH m AS (
         bool_or(event_type = 'deferred') AS was_deferred,
         max(CASE WHEN event_type = 'delivered' THEN occurred_at END) AS d_at,
         max(CASE WHEN event_type = 'bounced' THEN occurred_at END) AS b_at,
-        arg_max(bounce_class, CASE WHEN event_type = 'bounced' THEN occurred_at END) AS b_class,
+        arg_max(bounce_class, CASE WHEN event_type = 'bounced'
+                THEN epoch_us(occurred_at) * 4 + CASE bounce_class WHEN 'hard' THEN 3
+                    WHEN 'soft' THEN 2 WHEN 'undetermined' THEN 1 ELSE 0 END END) AS b_class,
         count(CASE WHEN event_type = 'opened' THEN 1 END) AS opens,
         count(CASE WHEN event_type = 'opened'
                    AND agent IN ('apple_mpp', 'gmail_proxy', 'scanner', 'bot') THEN 1 END)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from analytics import METRICS, REGISTRY, BadQuery, Lake, open_lake, rollup
 from analytics.mailbox import mailbox_provider, mailbox_provider_sql
+from ingest.events import EVENT_TYPES
 from tests.lakes import T0, row, write_lake
 
 M, H, D = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
@@ -219,20 +220,7 @@ def test_mailbox_provider_python_and_sql_agree(spring: Path) -> None:
 
 # ---------------------------------------------------------------- properties
 
-event_types = st.sampled_from(
-    [
-        "sent",
-        "delivered",
-        "deferred",
-        "bounced",
-        "dropped",
-        "opened",
-        "clicked",
-        "complained",
-        "unsubscribed",
-        "resubscribed",
-    ]
-)
+event_types = st.sampled_from(sorted(EVENT_TYPES))
 agents = st.sampled_from(["human", "apple_mpp", "gmail_proxy", "scanner", "bot", "unknown"])
 
 
@@ -375,3 +363,18 @@ def test_a_duplicate_delivery_of_an_event_counts_once(tmp_path: Path) -> None:
     with open_lake(config) as lake:
         (totals,) = lake.metrics(None, metrics=["total_opens", "unique_opens"]).to_dicts()
     assert totals == {"total_opens": 1, "unique_opens": 1}
+
+
+def test_two_bounces_at_the_same_instant_count_as_the_more_severe(tmp_path: Path) -> None:
+    """Ties are broken the same way from the events and from the rollup: hard beats soft."""
+    write_lake(tmp_path, [row("s", "bounced", "a@x.io", T0, message_id="m", bounce_class="soft")])
+    rollup.build(tmp_path / "lake")
+    write_lake(
+        tmp_path, [row("h", "bounced", "a@x.io", T0, message_id="m", bounce_class="hard")], batch=2
+    )
+    names = ["hard_bounced", "soft_bounced"]
+    with open_lake(tmp_path) as lake, Lake(tmp_path, use_rollup=False) as raw:
+        assert lake._state() is not None
+        expected = [{"hard_bounced": 1, "soft_bounced": 0}]
+        assert lake.metrics(None, metrics=names).to_dicts() == expected
+        assert raw.metrics(None, metrics=names).to_dicts() == expected

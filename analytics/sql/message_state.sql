@@ -16,8 +16,13 @@ SELECT
     min(CASE WHEN event_type = 'delivered' THEN occurred_at END) AS first_delivered_at,
     max(CASE WHEN event_type = 'delivered' THEN occurred_at END) AS delivered_at,
     max(CASE WHEN event_type = 'bounced' THEN occurred_at END) AS bounced_at,
-    arg_max(bounce_class, CASE WHEN event_type = 'bounced' THEN occurred_at END)
-        AS bounce_class,
+    -- The class of the last bounce; two bounces at the same instant: the more severe one.
+    arg_max(
+        bounce_class,
+        CASE WHEN event_type = 'bounced' THEN epoch_us(occurred_at) * 4 + CASE bounce_class
+                WHEN 'hard' THEN 3 WHEN 'soft' THEN 2 WHEN 'undetermined' THEN 1 ELSE 0
+            END END
+    ) AS bounce_class,
     count(CASE WHEN event_type = 'opened' THEN 1 END) AS open_events,
     count(CASE WHEN event_type = 'opened'
                 AND agent IN ('apple_mpp', 'gmail_proxy', 'scanner', 'bot') THEN 1 END)

@@ -15,7 +15,13 @@ SELECT
     min(first_delivered_at) AS first_delivered_at,
     max(delivered_at) AS delivered_at,
     max(bounced_at) AS bounced_at,
-    arg_max(bounce_class, bounced_at) AS bounce_class,
+    arg_max(
+        bounce_class,
+        epoch_us(bounced_at) * 4
+            + CASE bounce_class
+                WHEN 'hard' THEN 3 WHEN 'soft' THEN 2 WHEN 'undetermined' THEN 1 ELSE 0
+            END
+    ) AS bounce_class,
     sum(open_events)::BIGINT AS open_events,
     sum(machine_open_events)::BIGINT AS machine_open_events,
     min(first_human_open_at) AS first_human_open_at,
