@@ -23,6 +23,7 @@ import duckdb
 import orjson
 
 from analytics.queries import merge_sql, state_sql
+from ingest.lake import fsync_file
 
 _ROLLUP = re.compile(r"^rollup-(\d+)\.json$")
 
@@ -75,22 +76,21 @@ def build(lake_dir: Path, files: list[str] | None = None) -> Rollup | None:
         return None
     parquet = folder / f"rollup-{number}.parquet"
     temporary = folder / f".rollup-{number}.parquet.tmp"
-    listing = ", ".join("'" + str(lake_dir / f).replace("'", "''") + "'" for f in files)
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(
-            f"COPY ({state_sql(f'read_parquet([{listing}], hive_partitioning = true)')}) "
+            f"COPY ({state_sql(_read(lake_dir, files))}) "
             f"TO '{_quote(temporary)}' (FORMAT parquet, COMPRESSION zstd)"
         )
     finally:
         con.close()
-    _fsync(temporary)
+    fsync_file(temporary)
     os.replace(temporary, parquet)
     manifest = folder / f"rollup-{number}.json"
     manifest_tmp = folder / f".rollup-{number}.json.tmp"
     manifest_tmp.write_bytes(orjson.dumps({"covers": files}))
-    _fsync(manifest_tmp)
+    fsync_file(manifest_tmp)
     os.replace(manifest_tmp, manifest)  # the rollup exists from here on
     _remove_older(folder, number)
     return Rollup(parquet, frozenset(files))
@@ -108,8 +108,7 @@ def state_source(lake_dir: Path) -> str | None:
     newer = sorted(files - rollup.covers)
     if not newer:
         return base
-    listing = ", ".join("'" + str(lake_dir / f).replace("'", "''") + "'" for f in newer)
-    fresh = f"({state_sql(f'read_parquet([{listing}], hive_partitioning = true)')})"
+    fresh = f"({state_sql(_read(lake_dir, newer))})"
     # Messages the newer files mention are merged; every other message is taken as stored.
     return f"""(
     WITH fresh AS {fresh},
@@ -122,19 +121,17 @@ def state_source(lake_dir: Path) -> str | None:
 )"""
 
 
+def _read(lake_dir: Path, files: list[str]) -> str:
+    """SQL reading exactly these events files (paths relative to the lake directory)."""
+    listing = ", ".join(f"'{_quote(lake_dir / name)}'" for name in files)
+    return f"read_parquet([{listing}], hive_partitioning = true)"
+
+
 def _remove_older(folder: Path, keep_from: int) -> None:
     for path in folder.glob("rollup-*"):
         number = path.name.split("-")[1].split(".")[0]
         if number.isdigit() and int(number) < keep_from:
             path.unlink(missing_ok=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _quote(path: Path) -> str:

@@ -17,7 +17,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ if str(REPO) not in sys.path:
 from bench.apps import DATA_DIR_ENV, SECRET_ENV, SOURCE  # noqa: E402
 from ingest.providers.generic import sign  # noqa: E402
 from ingest.spool import list_segments, read_segment, spool_usage  # noqa: E402
+from mailpulse.demo import free_port  # noqa: E402
 
 TARGET_RATIO = 75.0  # full path req/s as a percentage of the no-op's
 TARGET_P99_MS = 25.0
@@ -101,13 +101,6 @@ def parse_wrk(text: str) -> dict[str, Any]:
         "non2xx": int(non2xx[1]) if non2xx else 0,
         "socket_errors": sum(int(n) for n in errors.groups()) if errors else 0,
     }
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_gunicorn(

@@ -7,7 +7,6 @@ Unix epoch (UTC) until the moment they are written, which keeps the flusher's ho
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -154,16 +153,3 @@ def json_text(value: Any) -> str | None:
         return orjson.dumps(value).decode()
     except TypeError as exc:
         raise MappingError(f"metadata is not JSON-serializable: {exc}") from None
-
-
-def composite_event_id(*parts: object) -> str:
-    """A stable id for providers that send none: SHA-256 of the identifying fields."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(b"\x1f" + str("" if part is None else part).encode())
-    return "sha256:" + digest.hexdigest()
-
-
-def now_micros() -> int:
-    """The current time in epoch microseconds."""
-    return int(datetime.now(tz=UTC).timestamp() * MICROS)

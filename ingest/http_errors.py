@@ -12,7 +12,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from ingest.errors import RateLimited, Rejected, SpoolUnavailable, UnreadableBody
+from ingest.errors import RateLimited, Rejected, SpoolUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ def register(app: Flask) -> None:
             response.headers["Retry-After"] = str(error.retry_after)
         if error.status == 405:
             response.headers["Allow"] = "POST"
-        if isinstance(error, UnreadableBody):
-            response.headers["Connection"] = "close"  # the stream is out of step; start afresh
         return response
 
     @app.errorhandler(SpoolUnavailable)

@@ -15,7 +15,6 @@ the file to the flusher's journal (see :mod:`ingest.state`).
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from collections.abc import Iterable
 from datetime import date, timedelta
@@ -80,7 +79,6 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
 
 SCHEMAS = {"events": EVENTS_SCHEMA, "raw": RAW_SCHEMA, "quarantine": QUARANTINE_SCHEMA}
 PARTITION_TIME = {"events": "occurred_at", "raw": "received_at", "quarantine": "received_at"}
-_PART = re.compile(r"^part-(\d{10})-[0-9a-f]{8}\.parquet$")
 
 
 def table_dir(lake_dir: Path, table: str) -> Path:
@@ -92,12 +90,6 @@ def plan_path(lake_dir: Path, table: str, date: str, batch: int) -> Path:
     """A new, not yet existing file name for ``batch`` in one partition."""
     name = f"part-{batch:010d}-{uuid.uuid4().hex[:8]}.parquet"
     return table_dir(lake_dir, table) / f"date={date}" / name
-
-
-def batch_of(path: Path) -> int | None:
-    """The batch number in a lake file's name, or None for a foreign file."""
-    match = _PART.match(path.name)
-    return int(match.group(1)) if match else None
 
 
 def list_files(lake_dir: Path, table: str, date: str | None = None) -> list[Path]:
@@ -134,12 +126,17 @@ def write_atomic(frame: pl.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     frame.write_parquet(temporary, compression="zstd", statistics=True)
-    fd = os.open(temporary, os.O_RDONLY)
+    fsync_file(temporary)
+    os.replace(temporary, path)
+
+
+def fsync_file(path: Path) -> None:
+    """Make a written file's contents durable before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(temporary, path)
 
 
 def fsync_directories(paths: Iterable[Path]) -> None:

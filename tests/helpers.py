@@ -19,6 +19,7 @@ import duckdb
 import requests
 
 from ingest.providers.generic import sign
+from mailpulse.demo import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,15 +105,6 @@ class Server:
     def log(self) -> str:
         """What the server printed."""
         return self.log_path.read_text(errors="replace")
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def mailpulse(
