@@ -7,6 +7,7 @@ Unix epoch (UTC) until the moment they are written, which keeps the flusher's ho
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -153,3 +154,16 @@ def json_text(value: Any) -> str | None:
         return orjson.dumps(value).decode()
     except TypeError as exc:
         raise MappingError(f"metadata is not JSON-serializable: {exc}") from None
+
+
+def composite_id(*parts: object) -> str:
+    """A stable event id from identifying fields, for ESPs that send no id of their own.
+
+    DESIGN.md: a SHA-256 of (source-independent) type, message id, recipient, timestamp, url.
+    ``None`` and empty values are kept distinct from each other by a separator byte.
+    """
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(b"\x00" if part is None else str(part).encode())
+        digest.update(b"\x1f")
+    return digest.hexdigest()

@@ -75,6 +75,8 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
     req: Request = request._get_current_object()  # type: ignore[attr-defined]  # hot path
     method = req.method
     if method != "POST":
+        if method in runtime.provider.probe_methods:  # the ESP checking the URL exists
+            return Response(b'{"status":"ok"}', mimetype="application/json")
         raise MethodNotAllowed(f"webhooks are POSTed; {method} is not accepted")
     client_ip = req.remote_addr or ""
     if runtime.config.allow_ips and not _allowed(client_ip, runtime):
@@ -134,6 +136,7 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
         body=body,
     )
     receiver.spool.append(record)
+    runtime.provider.accepted(inbound)
     return Response(
         b'{"status":"stored","request_id":"' + record.request_id.encode() + b'"}',
         mimetype="application/json",

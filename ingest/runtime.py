@@ -11,6 +11,7 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from ingest.providers import PROVIDERS, Provider
+from ingest.replay import SqliteReplayGuard
 from ingest.spool import Spool
 from mailpulse.config import Config, SourceConfig
 
@@ -39,12 +40,14 @@ class ReceiverState:
 def build_state(config: Config, clock: Callable[[], float] | None = None) -> ReceiverState:
     """Instantiate providers, the spool and the rate limiter for ``config``."""
     sources: dict[str, SourceRuntime] = {}
+    # One guard for every source and worker: tokens are keyed by source inside providers.
+    replay = SqliteReplayGuard(config.spool_dir / "replay.sqlite")
     for name, source in config.sources.items():
         limit = parse(source.rate_limit) if source.rate_limit else None
         retry_after = max(1, int(limit.get_expiry())) if limit else 1
         sources[name] = SourceRuntime(
             config=source,
-            provider=PROVIDERS[source.provider](source),
+            provider=PROVIDERS[source.provider](source, replay=replay),
             rate_limit=limit,
             retry_after=retry_after,
         )

@@ -12,16 +12,23 @@ A provider knows three things about its ESP:
    quarantines that object alone).
 
 Steps 2 and 3 run in the flusher, never while the ESP waits for an answer.
+
+For ``mailpulse simulate`` and the demo, a provider also speaks the ESP's side:
+
+4. ``encode``: simulated events (in mailpulse's vocabulary) become one request exactly as the
+   ESP would send it, batched as the ESP batches (at most ``max_batch`` events) and
+   authenticated with the sender's keys.
+5. ``demo_credentials``: a fresh pair of receiver settings and sender keys for a demo source.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
-from ingest.events import Event
+from ingest.events import EVENT_TYPES, Event
 from mailpulse.config import SourceConfig
 
 
@@ -48,6 +55,54 @@ class NormalizeContext:
     campaign_field: str | None  # the source's ``campaign`` override, if any
 
 
+class ReplayGuard(Protocol):
+    """Remembers single-use values (a Mailgun token) across every worker until they expire."""
+
+    def first_use(self, key: str, *, now: float, expires_at: float) -> bool:
+        """True unless ``key`` was recorded before and has not expired at ``now``.
+
+        ``now`` is the receiver's clock (tests pin it); ``expires_at`` is when a replay of
+        the key would fail the timestamp check anyway.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedEvent:
+    """One event the simulator makes happen, in mailpulse's vocabulary: its ground truth.
+
+    ``sequence`` is unique within a run; ESP-side ids derive from it (and the run's seed), so
+    a retry of the same event carries the same ids. ``agent`` is set only when the ESP itself
+    would flag the event (an Apple proxy open SendGrid marks ``sg_machine_open``, a Mailgun
+    ``client-info.bot``); heuristics are the flusher's business.
+    """
+
+    sequence: int
+    event_type: str
+    recipient: str
+    occurred_at: float  # unix seconds
+    message_id: str
+    campaign: str | None = None
+    tags: tuple[str, ...] = ()
+    url: str | None = None
+    user_agent: str | None = None
+    ip: str | None = None
+    agent: str | None = None
+    bounce_class: str | None = None
+    smtp_status: str | None = None
+    reason: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRequest:
+    """One request as the ESP sends it: what ``encode`` returns and the simulator POSTs."""
+
+    headers: Mapping[str, str]
+    body: bytes
+    method: str = "POST"
+
+
 class Provider(ABC):
     """Base class of provider modules; see the module docstring for the contract."""
 
@@ -66,9 +121,17 @@ class Provider(ABC):
     credential_headers: ClassVar[frozenset[str]] = frozenset({"authorization"})
     #: Bump when ``normalize`` changes what it writes, so history can be re-normalized.
     parser_version: ClassVar[int] = 1
+    #: Methods other than POST the ESP uses to check the URL (Mandrill's HEAD): answered 200,
+    #: never stored.
+    probe_methods: ClassVar[frozenset[str]] = frozenset()
+    #: The most events the ESP puts in one request (1: one event per POST).
+    max_batch: ClassVar[int] = 1
+    #: The event types (mailpulse vocabulary) this ESP can report; the simulator sends only these.
+    emits: ClassVar[frozenset[str]] = EVENT_TYPES
 
-    def __init__(self, source: SourceConfig) -> None:
+    def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
         self.source = source
+        self.replay = replay
 
     @classmethod
     def config_problems(cls, source: SourceConfig) -> list[str]:
@@ -93,3 +156,39 @@ class Provider(ABC):
     def campaign_field(self, context: NormalizeContext) -> str | None:
         """The field to read the campaign from for this source."""
         return context.campaign_field or self.default_campaign_field
+
+    def accepted(self, request: InboundRequest) -> None:
+        """Called once a request is durably stored; SNS confirms subscriptions here.
+
+        Must not block: anything slow runs on a background thread.
+        """
+        return None
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """A message id in the ESP's own format, for the simulator (deterministic)."""
+        return f"<{seed}.{sequence}@sim.mailpulse.dev>"
+
+    @abstractmethod
+    def encode(
+        self,
+        events: Sequence[SimulatedEvent],
+        *,
+        url: str,
+        now: float,
+        sender: Mapping[str, str],
+    ) -> OutboundRequest:
+        """One request carrying ``events`` as the ESP sends it, authenticated with ``sender``.
+
+        ``url`` is the full URL the request goes to (Mandrill signs it); ``now`` is the send
+        time in unix seconds; ``sender`` holds the sender-side keys (``demo_credentials``'s
+        second half, or the source's own symmetric credentials).
+        """
+
+    @classmethod
+    @abstractmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """Fresh credentials for a demo source at ``url``.
+
+        Returns the ``[sources.<name>]`` keys the receiver needs (besides ``provider``) and the
+        sender-side keys ``encode`` signs with (for symmetric schemes, the same secrets).
+        """

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+import secrets
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -27,7 +28,13 @@ from ingest.events import (
     parse_timestamp,
     string_list,
 )
-from ingest.providers.base import InboundRequest, NormalizeContext, Provider
+from ingest.providers.base import (
+    InboundRequest,
+    NormalizeContext,
+    OutboundRequest,
+    Provider,
+    SimulatedEvent,
+)
 
 TOLERANCE_SECONDS = 300
 TIMESTAMP_HEADER = "x-webhook-timestamp"
@@ -48,6 +55,7 @@ class GenericProvider(Provider):
     content_types = frozenset({"application/json"})
     dedup_key = "each event's `id`"
     credential_headers = frozenset({"authorization", SIGNATURE_HEADER})
+    max_batch = 50
 
     def authenticate(self, request: InboundRequest, now: float) -> None:
         """Check the HMAC over ``<timestamp>.<body>`` against every configured secret."""
@@ -138,3 +146,54 @@ class GenericProvider(Provider):
                 agent_reason="esp flag: agent field" if agent else None,
             )
         ]
+
+    def encode(
+        self,
+        events: Sequence[SimulatedEvent],
+        *,
+        url: str,
+        now: float,
+        sender: Mapping[str, str],
+    ) -> OutboundRequest:
+        """An array of generic events (a single object when there is one), HMAC-signed."""
+        items = [_generic_event(event) for event in events]
+        body = orjson.dumps(items[0] if len(items) == 1 else items)
+        timestamp = int(now)
+        return OutboundRequest(
+            headers={
+                "Content-Type": "application/json",
+                "X-Webhook-Timestamp": str(timestamp),
+                "X-Webhook-Signature": sign(sender["secret"], timestamp, body),
+            },
+            body=body,
+        )
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """One random secret, shared by both sides."""
+        secret = secrets.token_urlsafe(32)
+        return {"secret": secret}, {"secret": secret}
+
+
+def _generic_event(event: SimulatedEvent) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": f"sim-{event.sequence}",
+        "type": event.event_type,
+        "timestamp": round(event.occurred_at, 3),
+        "email": event.recipient,
+        "message_id": event.message_id,
+    }
+    optional = {
+        "campaign": event.campaign,
+        "tags": list(event.tags) or None,
+        "url": event.url,
+        "user_agent": event.user_agent,
+        "ip": event.ip,
+        "agent": event.agent,
+        "bounce_class": event.bounce_class,
+        "smtp_status": event.smtp_status,
+        "reason": event.reason,
+        "metadata": dict(event.metadata) or None,
+    }
+    item.update((key, value) for key, value in optional.items() if value is not None)
+    return item
