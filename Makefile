@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench notebooks clean
+.PHONY: install system-deps demo test lint typecheck pytest bench notebooks clean
 
 install: $(STAMP)
 
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Chromium and Redis from Debian's packages, for the tests that drive them for real.
+system-deps:
+	scripts/system-deps.sh
 
 demo: install
 	$(BIN)/mailpulse demo
@@ -26,7 +30,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install system-deps
 	$(BIN)/pytest
 
 bench: install

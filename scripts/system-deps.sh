@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Debian packages the test suite drives for real: Chromium (the dashboard's browser test) and
+# Redis (the rate limit shared by every worker). Installs only what is missing; needs root or
+# sudo when something is.
+set -euo pipefail
+
+PACKAGES=(chromium redis-server)
+COMMANDS=(chromium redis-server)
+
+missing=()
+for i in "${!PACKAGES[@]}"; do
+    command -v "${COMMANDS[$i]}" >/dev/null 2>&1 || missing+=("${PACKAGES[$i]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+    run=()
+elif command -v sudo >/dev/null 2>&1; then
+    run=(sudo)
+else
+    echo "system-deps: please install ${missing[*]} (apt-get install ${missing[*]})" >&2
+    exit 1
+fi
+echo "system-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+"${run[@]}" apt-get update -qq
+"${run[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
