@@ -123,7 +123,7 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
     )
     now = receiver.clock()
     runtime.provider.authenticate(inbound, now)
-    credential_headers = runtime.provider.credential_headers
+    credential_headers = runtime.provider.secret_headers
     record = SpoolRecord(
         request_id=new_request_id(),
         source=runtime.config.name,

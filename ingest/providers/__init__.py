@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from ingest.providers.base import InboundRequest, NormalizeContext, Provider
 from ingest.providers.generic import GenericProvider
+from ingest.providers.sendgrid import SendGridProvider
+from ingest.providers.sparkpost import SparkPostProvider
 
-PROVIDERS: dict[str, type[Provider]] = {provider.name: provider for provider in (GenericProvider,)}
+PROVIDERS: dict[str, type[Provider]] = {
+    provider.name: provider
+    for provider in (
+        GenericProvider,
+        SendGridProvider,
+        SparkPostProvider,
+    )
+}
 
 __all__ = ["PROVIDERS", "InboundRequest", "NormalizeContext", "Provider"]

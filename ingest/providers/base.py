@@ -132,6 +132,11 @@ class Provider(ABC):
     def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
         self.source = source
         self.replay = replay
+        # A source may name its own token header (``token_header``): it is a credential too.
+        token_header = source.options.get("token_header")
+        extra = {token_header.lower()} if isinstance(token_header, str) else set()
+        #: Headers removed before a request is stored: the class's, plus this source's own.
+        self.secret_headers: frozenset[str] = self.credential_headers | extra
 
     @classmethod
     def config_problems(cls, source: SourceConfig) -> list[str]:

@@ -1,0 +1,205 @@
+"""``sendgrid``: Twilio SendGrid's Event Webhook, with the Signed Event Webhook.
+
+Authentication: ECDSA P-256 / SHA-256 over ``X-Twilio-Email-Event-Webhook-Timestamp`` + the raw
+body, checked against every configured ``public_key`` (rotation; keys are loaded once, when the
+source is built). The body is never parsed here and hashed once per request. Optionally also
+``basic_auth`` (credentials in the URL) and/or ``header_token`` (SendGrid's OAuth 2.0 option:
+``Authorization: Bearer <token>``): when configured, they must pass as well.
+
+Timestamp tolerance: SendGrid documents none and its SDKs check none; it retries failed
+batches "for up to 24 hours" and does not say whether a retry is signed afresh. A request
+whose signed timestamp is up to 24 hours old is accepted (``timestamp_tolerance`` seconds
+changes that), one more than 5 minutes in the future is not. A replay inside the window can
+only re-deliver authentic events, which the flusher drops by ``sg_event_id``; a replay guard is
+not used, because refusing an identical retry of a request we failed to store would lose it.
+
+Mapping: see :mod:`ingest.providers.sendgrid.mapping`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from ingest.errors import AuthenticationFailed, MappingError, PayloadError
+from ingest.events import Event
+from ingest.providers import shared_secret
+from ingest.providers.base import (
+    InboundRequest,
+    NormalizeContext,
+    OutboundRequest,
+    Provider,
+    ReplayGuard,
+    SimulatedEvent,
+)
+from ingest.providers.sendgrid import signature
+from ingest.providers.sendgrid.mapping import normalize_event
+from ingest.providers.sendgrid.simulate import SENDGRID_EVENTS, message_id, sendgrid_event
+from mailpulse.config import SourceConfig
+
+PUBLIC_KEY = "public_key"
+TOLERANCE_OPTION = "timestamp_tolerance"
+DEFAULT_TOLERANCE_SECONDS = 24 * 3600
+FUTURE_SKEW_SECONDS = 300
+_MAX_TOLERANCE_SECONDS = 7 * 24 * 3600
+# A 13-digit timestamp header can only be milliseconds; it is signed as sent either way.
+_MILLIS_THRESHOLD = 100_000_000_000
+
+
+class SendGridProvider(Provider):
+    """SendGrid's Signed Event Webhook (JSON arrays of events)."""
+
+    name = "sendgrid"
+    credential_keys = frozenset({PUBLIC_KEY}) | shared_secret.KEYS
+    option_keys = frozenset({TOLERANCE_OPTION, shared_secret.TOKEN_HEADER_OPTION})
+    content_types = frozenset({"application/json"})
+    dedup_key = "`sg_event_id` (legacy events without one: a hash of event, message, time)"
+    default_campaign_field = "campaign"
+    credential_headers = frozenset({"authorization", signature.SIGNATURE_HEADER})
+    # The simulator's batch size; SendGrid's own batches are bounded by 768 KB, not a count.
+    max_batch = 1000
+    emits = frozenset(SENDGRID_EVENTS)
+
+    def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
+        super().__init__(source, replay=replay)
+        self._keys = signature.load_public_keys(
+            secret.reveal() for secret in source.credentials.get(PUBLIC_KEY, ())
+        )
+        self._shared = any(source.credentials.get(key) for key in shared_secret.KEYS)
+        tolerance = source.options.get(TOLERANCE_OPTION, DEFAULT_TOLERANCE_SECONDS)
+        self._tolerance = tolerance if _valid_tolerance(tolerance) else DEFAULT_TOLERANCE_SECONDS
+
+    @classmethod
+    def config_problems(cls, source: SourceConfig) -> list[str]:
+        """A loadable P-256 ``public_key``; well-formed extra credentials and options."""
+        keys = source.credentials.get(PUBLIC_KEY, ())
+        if not keys:
+            return [
+                "needs public_key (the verification key the SendGrid UI shows); "
+                "without it every request is refused"
+            ]
+        problems = []
+        for number, key in enumerate(keys, start=1):
+            try:
+                signature.load_public_key(key.reveal())
+            except signature.BadKey as exc:
+                problems.append(f"public_key entry {number}: {exc}")
+        if any(source.credentials.get(key) for key in shared_secret.KEYS):
+            problems.extend(shared_secret.config_problems(source))
+        tolerance = source.options.get(TOLERANCE_OPTION)
+        if tolerance is not None and not _valid_tolerance(tolerance):
+            problems.append(
+                f"{TOLERANCE_OPTION} must be a number of seconds from 1 to {_MAX_TOLERANCE_SECONDS}"
+            )
+        return problems
+
+    def authenticate(self, request: InboundRequest, now: float) -> None:
+        """Verify the ECDSA signature over the raw bytes (and Basic/Bearer when configured)."""
+        if not self._keys:
+            raise AuthenticationFailed(
+                "this source has no usable public_key configured", code="no_credentials"
+            )
+        headers = request.headers
+        given = headers.get(signature.SIGNATURE_HEADER)
+        timestamp = headers.get(signature.TIMESTAMP_HEADER)
+        if not given:
+            raise AuthenticationFailed(
+                "X-Twilio-Email-Event-Webhook-Signature header is missing",
+                code="missing_signature",
+            )
+        if not timestamp:
+            raise AuthenticationFailed(
+                "X-Twilio-Email-Event-Webhook-Timestamp header is missing",
+                code="missing_timestamp",
+            )
+        self._check_fresh(timestamp, now)
+        if self._shared:  # cheap, so before the ECDSA work
+            shared_secret.check(headers, self.source, default_token_header="authorization")
+        decoded = signature.decode_signature(given)
+        if decoded is None or not signature.verify(
+            self._keys, decoded, timestamp.encode(), request.body
+        ):
+            raise AuthenticationFailed("signature does not match", code="bad_signature")
+
+    def _check_fresh(self, timestamp: str, now: float) -> None:
+        if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 13:
+            raise AuthenticationFailed(
+                "X-Twilio-Email-Event-Webhook-Timestamp must be unix seconds",
+                code="bad_timestamp",
+            )
+        sent = int(timestamp)
+        if sent > _MILLIS_THRESHOLD:
+            sent //= 1000
+        if now - sent > self._tolerance or sent - now > FUTURE_SKEW_SECONDS:
+            raise AuthenticationFailed(
+                "X-Twilio-Email-Event-Webhook-Timestamp is outside the accepted window "
+                f"({self._tolerance} s back, {FUTURE_SKEW_SECONDS} s ahead)",
+                code="stale_timestamp",
+            )
+
+    def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
+        """The event array (a lone object, as some docs samples are, is one event)."""
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError(f"body is not JSON: {exc}") from None
+        if isinstance(document, list):
+            return document
+        if isinstance(document, dict):
+            return [document]
+        raise PayloadError("body must be a JSON array of SendGrid events")
+
+    def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
+        """One SendGrid event object to rows (see the mapping module for the rules)."""
+        try:
+            return normalize_event(item, context.campaign_field)
+        except MappingError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:  # odd values in shared helpers
+            raise MappingError(f"event cannot be mapped: {exc}") from None
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """An ``sg_message_id``-shaped id."""
+        return message_id(sequence, seed)
+
+    def encode(
+        self,
+        events: Sequence[SimulatedEvent],
+        *,
+        url: str,
+        now: float,
+        sender: Mapping[str, str],
+    ) -> OutboundRequest:
+        """A JSON array as SendGrid posts it, signed with the sender's ``private_key``."""
+        items = [sendgrid_event(event) for event in events]
+        body = orjson.dumps(items, option=orjson.OPT_SORT_KEYS) + b"\r\n"
+        timestamp = str(int(now))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "SendGrid Event API",
+            "X-Twilio-Email-Event-Webhook-Signature": signature.sign(
+                sender["private_key"], timestamp, body
+            ),
+            "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
+        }
+        if sender.get("header_token"):
+            headers["Authorization"] = f"Bearer {sender['header_token']}"
+        elif sender.get("basic_auth"):
+            headers["Authorization"] = shared_secret.basic_header(sender["basic_auth"])
+        return OutboundRequest(headers=headers, body=body)
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """A fresh P-256 pair: the public half for the receiver, the private PEM for SendGrid."""
+        public_key, private_key = signature.generate_key_pair()
+        return {PUBLIC_KEY: public_key}, {"private_key": private_key}
+
+
+def _valid_tolerance(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 < value <= _MAX_TOLERANCE_SECONDS
+    )

@@ -1,0 +1,119 @@
+"""``sparkpost``: SparkPost (Bird) event webhooks.
+
+SparkPost signs nothing. A source proves the sender with ``basic_auth`` (SparkPost's
+``auth_type: basic``) and/or ``header_token``: by default the legacy ``auth_token`` that SparkPost
+sends in ``X-MessageSystems-Webhook-Token``; for ``auth_type: oauth2`` set
+``token_header = "authorization"`` and list the access token(s) SparkPost obtains from your
+token URL as ``header_token`` (checked as ``Authorization: Bearer <token>``). Every configured
+mechanism must pass.
+
+The body is a JSON array of ``{"msys": {"<class>_event": {...}}}``; the validation ping
+``[{"msys": {}}]`` is accepted and yields no row. Mapping: :mod:`.mapping`; the ESP's side for
+the simulator: :mod:`.simulate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from ingest.errors import MappingError, PayloadError
+from ingest.events import Event
+from ingest.providers import shared_secret
+from ingest.providers.base import (
+    InboundRequest,
+    NormalizeContext,
+    OutboundRequest,
+    Provider,
+    SimulatedEvent,
+)
+from ingest.providers.sparkpost.mapping import normalize_element
+from ingest.providers.sparkpost.simulate import SPARKPOST_TYPES, event_id, sparkpost_event
+from mailpulse.config import SourceConfig
+
+TOKEN_HEADER = "x-messagesystems-webhook-token"
+BATCH_HEADER = "X-MessageSystems-Batch-ID"
+
+
+class SparkPostProvider(Provider):
+    """SparkPost's batched ``msys`` webhooks, authenticated by Basic and/or a token."""
+
+    name = "sparkpost"
+    credential_keys = shared_secret.KEYS
+    option_keys = frozenset({shared_secret.TOKEN_HEADER_OPTION})
+    content_types = frozenset({"application/json"})
+    dedup_key = "`event_id` (without one: a hash of type, message, recipient, time)"
+    default_campaign_field = "campaign_id"
+    credential_headers = frozenset({"authorization", TOKEN_HEADER})
+    max_batch = 350  # "1 to 350 or more events" per batch
+    emits = frozenset(SPARKPOST_TYPES)  # no resubscribe event exists
+
+    @classmethod
+    def config_problems(cls, source: SourceConfig) -> list[str]:
+        """``basic_auth`` and/or ``header_token``, well-formed."""
+        return shared_secret.config_problems(source)
+
+    def authenticate(self, request: InboundRequest, now: float) -> None:
+        """Basic credentials and/or the shared token, compared in constant time."""
+        shared_secret.check(request.headers, self.source, default_token_header=TOKEN_HEADER)
+
+    def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
+        """The batch's elements, each ``{"msys": {...}}``."""
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError(f"body is not JSON: {exc}") from None
+        if isinstance(document, list):
+            return document
+        if isinstance(document, dict) and "msys" in document:
+            return [document]
+        raise PayloadError('body must be a JSON array of {"msys": {...}} objects')
+
+    def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
+        """One batch element to rows (none for pings, relay and SMS events)."""
+        try:
+            return normalize_element(item, self.campaign_field(context))
+        except MappingError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:  # odd values in shared helpers
+            raise MappingError(f"event cannot be mapped: {exc}") from None
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """A SparkPost-shaped message id: 20 hex digits."""
+        return hashlib.sha256(f"message:{seed}:{sequence}".encode()).hexdigest()[:20]
+
+    def encode(
+        self,
+        events: Sequence[SimulatedEvent],
+        *,
+        url: str,
+        now: float,
+        sender: Mapping[str, str],
+    ) -> OutboundRequest:
+        """One batch as SparkPost posts it, with the sender's Basic credentials or token."""
+        items = [sparkpost_event(event) for event in events]
+        body = orjson.dumps(items)
+        ids = ",".join(event_id(event) for event in events)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "SparkPost",
+            # The same batch resent carries the same batch id.
+            BATCH_HEADER: hashlib.sha256(ids.encode()).hexdigest()[:32],
+        }
+        if sender.get("basic_auth"):
+            headers["Authorization"] = shared_secret.basic_header(sender["basic_auth"])
+        if sender.get("header_token"):
+            header = sender.get("token_header") or "X-MessageSystems-Webhook-Token"
+            token = sender["header_token"]
+            headers[header] = f"Bearer {token}" if header.lower() == "authorization" else token
+        return OutboundRequest(headers=headers, body=body)
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """Random Basic credentials (SparkPost's ``auth_type: basic``), the same on both sides."""
+        credential = f"sparkpost:{secrets.token_urlsafe(24)}"
+        return {shared_secret.BASIC_AUTH: credential}, {shared_secret.BASIC_AUTH: credential}

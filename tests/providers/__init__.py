@@ -1,0 +1,1 @@
+"""Tests of the provider modules, one file per ESP."""
