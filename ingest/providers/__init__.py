@@ -6,14 +6,18 @@ Adding a provider means one new module, one line here, and its tests.
 from __future__ import annotations
 
 from ingest.providers.base import InboundRequest, NormalizeContext, Provider
+from ingest.providers.brevo import BrevoProvider
 from ingest.providers.generic import GenericProvider
+from ingest.providers.mailjet import MailjetProvider
 from ingest.providers.sendgrid import SendGridProvider
 from ingest.providers.sparkpost import SparkPostProvider
 
 PROVIDERS: dict[str, type[Provider]] = {
     provider.name: provider
     for provider in (
+        BrevoProvider,
         GenericProvider,
+        MailjetProvider,
         SendGridProvider,
         SparkPostProvider,
     )

@@ -1,0 +1,152 @@
+"""``mailjet``: Mailjet's Event API ("Event Tracking") webhooks.
+
+Mailjet signs nothing and can only send credentials it finds in the webhook URL
+(``https://user:password@host/webhooks/<source>``, sent as ``Authorization: Basic``): list them
+as ``basic_auth``. ``header_token`` is accepted too, for a gateway in front that adds one
+(``Authorization: Bearer <token>`` unless ``token_header`` names another header).
+
+The body is one event object per POST (Version 1), or with "Group Events" (Version 2) a JSON
+array of the events of the last second, of mixed types. ``MessageID`` is an integer larger than
+2^53: :func:`loads` keeps every integer exact, whatever its size. Mapping: :mod:`.mapping`; the
+ESP's side for the simulator: :mod:`.simulate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from ingest.errors import MappingError, PayloadError
+from ingest.events import Event
+from ingest.providers import shared_secret
+from ingest.providers.base import (
+    InboundRequest,
+    NormalizeContext,
+    OutboundRequest,
+    Provider,
+    SimulatedEvent,
+)
+from ingest.providers.mailjet.mapping import normalize_event
+from ingest.providers.mailjet.simulate import MAILJET_EVENTS, dumps, mailjet_event
+from mailpulse.config import SourceConfig
+
+TOKEN_HEADER = "authorization"
+#: Simulated message ids lie in [2^54, 2^63): beyond a float's exact integers, inside 64 bits.
+_MESSAGE_ID_BASE = 2**54
+_MESSAGE_ID_SPAN = 2**63 - 2**54
+
+
+class MailjetProvider(Provider):
+    """Mailjet's Event API, authenticated by Basic credentials (and/or a gateway's token)."""
+
+    name = "mailjet"
+    credential_keys = shared_secret.KEYS
+    option_keys = frozenset({shared_secret.TOKEN_HEADER_OPTION})
+    content_types = frozenset({"application/json"})
+    dedup_key = "a hash of `MessageID` (else `Message_GUID`), event, `time`, `email` and `url`"
+    default_campaign_field = "customcampaign"
+    credential_headers = frozenset({"authorization"})
+    #: Version 2 groups "all the events of the last second"; Mailjet gives no upper bound,
+    #: so the simulator's groups stop at this many.
+    max_batch = 100
+    emits = frozenset(MAILJET_EVENTS)  # no "sent" (accepted), deferral or resubscribe events
+
+    @classmethod
+    def config_problems(cls, source: SourceConfig) -> list[str]:
+        """``basic_auth`` and/or ``header_token``, well-formed."""
+        return shared_secret.config_problems(source)
+
+    def authenticate(self, request: InboundRequest, now: float) -> None:
+        """Basic credentials and/or the token, compared in constant time."""
+        shared_secret.check(request.headers, self.source, default_token_header=TOKEN_HEADER)
+
+    def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
+        """One event object (Version 1) or the grouped array (Version 2)."""
+        document = loads(body)
+        if isinstance(document, list):
+            return document
+        if isinstance(document, dict):
+            return [document]
+        raise PayloadError("body must be a Mailjet event object or an array of them")
+
+    def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
+        """One event object to a row."""
+        try:
+            return normalize_event(item, self.campaign_field(context))
+        except MappingError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:  # odd values in shared helpers
+            raise MappingError(f"event cannot be mapped: {exc}") from None
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """A ``MessageID``: an odd integer above 2^53, so no float can carry it exactly."""
+        digest = hashlib.sha256(f"message:{seed}:{sequence}".encode()).digest()
+        number = _MESSAGE_ID_BASE + int.from_bytes(digest[:8]) % _MESSAGE_ID_SPAN
+        return str(number | 1)
+
+    def encode(
+        self,
+        events: Sequence[SimulatedEvent],
+        *,
+        url: str,
+        now: float,
+        sender: Mapping[str, str],
+    ) -> OutboundRequest:
+        """One event object (Version 1), or the grouped array when there are several."""
+        items = [mailjet_event(event) for event in events]
+        body = dumps(items[0] if len(items) == 1 else items)
+        headers = {"Content-Type": "application/json"}
+        if sender.get(shared_secret.BASIC_AUTH):
+            headers["Authorization"] = shared_secret.basic_header(sender[shared_secret.BASIC_AUTH])
+        if sender.get(shared_secret.HEADER_TOKEN):
+            header = sender.get(shared_secret.TOKEN_HEADER_OPTION) or "Authorization"
+            token = sender[shared_secret.HEADER_TOKEN]
+            headers[header] = f"Bearer {token}" if header.lower() == "authorization" else token
+        return OutboundRequest(headers=headers, body=body)
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """Random Basic credentials (the only scheme Mailjet sends), the same on both sides."""
+        credential = f"mailjet:{secrets.token_urlsafe(24)}"
+        return {shared_secret.BASIC_AUTH: credential}, {shared_secret.BASIC_AUTH: credential}
+
+
+def loads(body: bytes) -> Any:
+    """Parse a body keeping every integer exact.
+
+    orjson keeps integers exact up to 64 bits but turns larger ones into floats without a
+    word. Mailjet's payloads carry no floats, so when one appears the body is parsed again by
+    the standard library, whose integers have no size limit (its floats stay floats).
+
+    Raises:
+        PayloadError: when the body is not JSON.
+    """
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"body is not JSON: {exc}") from None
+    if not _has_float(document):
+        return document
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # e.g. more digits than int() allows
+        raise PayloadError(f"body is not JSON Mailjet could send: {exc}") from None
+
+
+def _has_float(document: Any) -> bool:
+    # Iterative: orjson accepts nesting deeper than Python's recursion limit.
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if type(value) is float:
+            return True
+        if type(value) is dict:
+            stack.extend(value.values())
+        elif type(value) is list:
+            stack.extend(value)
+    return False
