@@ -10,6 +10,7 @@ from ingest.providers.brevo import BrevoProvider
 from ingest.providers.generic import GenericProvider
 from ingest.providers.mailjet import MailjetProvider
 from ingest.providers.sendgrid import SendGridProvider
+from ingest.providers.ses import SesProvider
 from ingest.providers.sparkpost import SparkPostProvider
 
 PROVIDERS: dict[str, type[Provider]] = {
@@ -19,6 +20,7 @@ PROVIDERS: dict[str, type[Provider]] = {
         GenericProvider,
         MailjetProvider,
         SendGridProvider,
+        SesProvider,
         SparkPostProvider,
     )
 }
