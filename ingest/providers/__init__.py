@@ -8,7 +8,9 @@ from __future__ import annotations
 from ingest.providers.base import InboundRequest, NormalizeContext, Provider
 from ingest.providers.brevo import BrevoProvider
 from ingest.providers.generic import GenericProvider
+from ingest.providers.mailgun import MailgunProvider
 from ingest.providers.mailjet import MailjetProvider
+from ingest.providers.mandrill import MandrillProvider
 from ingest.providers.sendgrid import SendGridProvider
 from ingest.providers.ses import SesProvider
 from ingest.providers.sparkpost import SparkPostProvider
@@ -18,7 +20,9 @@ PROVIDERS: dict[str, type[Provider]] = {
     for provider in (
         BrevoProvider,
         GenericProvider,
+        MailgunProvider,
         MailjetProvider,
+        MandrillProvider,
         SendGridProvider,
         SesProvider,
         SparkPostProvider,

@@ -1,0 +1,208 @@
+"""``mailgun``: Mailgun's JSON webhooks, one event per POST.
+
+Body (``application/json``)::
+
+    {"signature": {"timestamp": "<unix s>", "token": "<50 chars>", "signature": "<hex>"
+                   [, "parent-signature": "<hex>"]},
+     "event-data": {"event": "...", "id": "...", "timestamp": 1529006854.329574, ...}}
+
+Authentication ("Securing Webhooks"): ``signature`` is the lowercase hex HMAC-SHA256 of
+``timestamp + token`` keyed with the domain's webhook signing key (credential
+``signing_key``). Events of a subaccount's domain also carry ``parent-signature``, the same
+HMAC keyed with the primary account's key (credential ``parent_signing_key``), so one
+receiver can accept every subaccount with one key. A request is authentic when its
+``signature`` matches a ``signing_key`` or its ``parent-signature`` matches a
+``parent_signing_key``; each key may be a list (rotation). The timestamp must be within
+300 s of our clock (the default of Mailgun's own Python SDK ``verify_webhook``), and each
+token is accepted once (the docs ask receivers to refuse a repeated token).
+
+Only ``timestamp + token`` is signed: ``event-data`` itself is not integrity-protected by
+Mailgun's scheme, which is why replay protection on the token matters.
+
+The legacy form-encoded webhooks (accounts from before mid-2018) carry other field names and
+another event vocabulary; they are not accepted (415), since current Mailgun sends JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from ingest.errors import AuthenticationFailed, PayloadError
+from ingest.events import Event
+from ingest.providers.base import (
+    InboundRequest,
+    NormalizeContext,
+    OutboundRequest,
+    Provider,
+    ReplayGuard,
+    SimulatedEvent,
+)
+from ingest.providers.mailgun import mapping, simulate
+from ingest.replay import MemoryReplayGuard
+from mailpulse.config import Secret, SourceConfig
+
+TOLERANCE_SECONDS = 300
+SIGNING_KEY = "signing_key"
+PARENT_SIGNING_KEY = "parent_signing_key"
+_MAX_TOKEN_CHARS = 256  # Mailgun's are 50; anything far longer is not Mailgun's
+
+
+def sign(key: str, timestamp: str, token: str) -> str:
+    """Mailgun's ``signature`` (and ``parent-signature``): hex HMAC-SHA256 of timestamp+token."""
+    return hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
+
+
+class MailgunProvider(Provider):
+    """Mailgun webhooks: HMAC over timestamp and single-use token, one event per POST."""
+
+    name = "mailgun"
+    credential_keys = frozenset({SIGNING_KEY, PARENT_SIGNING_KEY})
+    content_types = frozenset({"application/json"})
+    dedup_key = (
+        "`event-data.id` (unique within a day, per Mailgun) scoped by event type and the UTC "
+        "day of `event-data.timestamp`"
+    )
+    default_campaign_field = mapping.DEFAULT_CAMPAIGN_FIELD
+    credential_headers = frozenset({"authorization"})
+    max_batch = 1
+    emits = frozenset(simulate.EMITS)
+
+    def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
+        super().__init__(source, replay=replay)
+        # Unit tests construct providers without a shared guard; the receiver passes one.
+        self._guard: ReplayGuard = replay if replay is not None else MemoryReplayGuard()
+
+    @classmethod
+    def config_problems(cls, source: SourceConfig) -> list[str]:
+        """Either key kind is enough: a primary account may verify subaccounts' events only."""
+        if source.credentials.get(SIGNING_KEY) or source.credentials.get(PARENT_SIGNING_KEY):
+            return []
+        return [
+            "needs signing_key (and/or parent_signing_key for subaccount events) "
+            "(a source without credentials refuses nothing)"
+        ]
+
+    def authenticate(self, request: InboundRequest, now: float) -> None:
+        """Check the HMAC of timestamp+token, its freshness, then that the token is new."""
+        keys = self.source.credentials.get(SIGNING_KEY, ())
+        parent_keys = self.source.credentials.get(PARENT_SIGNING_KEY, ())
+        if not keys and not parent_keys:
+            raise AuthenticationFailed(
+                "this source has no signing key configured", code="no_credentials"
+            )
+        signature = _signature_object(request.body)
+        timestamp, token = _timestamp_and_token(signature)
+        if abs(now - int(timestamp)) > TOLERANCE_SECONDS:
+            raise AuthenticationFailed(
+                f"signature.timestamp is more than {TOLERANCE_SECONDS} s from our clock",
+                code="stale_timestamp",
+            )
+        signed = (timestamp + token).encode()
+        own = _any_match(signed, signature.get("signature"), keys)
+        parent = _any_match(signed, signature.get("parent-signature"), parent_keys)
+        if not (own or parent):
+            raise AuthenticationFailed("signature does not match", code="bad_signature")
+        if not self._guard.first_use(
+            f"{request.source}:{token}", now=now, expires_at=int(timestamp) + TOLERANCE_SECONDS
+        ):
+            raise AuthenticationFailed("signature.token was already used", code="replayed_token")
+
+    def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
+        """The one ``event-data`` object of the body."""
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError(f"body is not JSON: {exc}") from None
+        if not isinstance(document, dict) or not isinstance(document.get("event-data"), dict):
+            raise PayloadError('body must be an object with an "event-data" object')
+        return [document["event-data"]]
+
+    def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
+        """Map one ``event-data`` object (see :mod:`ingest.providers.mailgun.mapping`)."""
+        return mapping.normalize(item, self.campaign_field(context))
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """A Message-ID as Mailgun writes it in ``message.headers.message-id``."""
+        return simulate.message_id(sequence, seed)
+
+    def encode(
+        self,
+        events: Sequence[SimulatedEvent],
+        *,
+        url: str,
+        now: float,
+        sender: Mapping[str, str],
+    ) -> OutboundRequest:
+        """One JSON webhook, signed with a fresh token as each Mailgun attempt is."""
+        if len(events) != 1:
+            raise ValueError("Mailgun sends exactly one event per request")
+        timestamp = str(int(now))
+        token = secrets.token_hex(25)  # 50 characters, like Mailgun's
+        signature = {
+            "token": token,
+            "timestamp": timestamp,
+            "signature": sign(sender[SIGNING_KEY], timestamp, token),
+        }
+        if sender.get(PARENT_SIGNING_KEY):
+            signature["parent-signature"] = sign(sender[PARENT_SIGNING_KEY], timestamp, token)
+        body = orjson.dumps({"signature": signature, "event-data": simulate.event_data(events[0])})
+        return OutboundRequest(headers={"Content-Type": "application/json"}, body=body)
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """One random signing key, shared by both sides (Mailgun's keys are hex)."""
+        key = secrets.token_hex(16)
+        return {SIGNING_KEY: key}, {SIGNING_KEY: key}
+
+
+def _signature_object(body: bytes) -> dict[str, Any]:
+    # The signature travels inside the body: parsing the one small event is the only way in.
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise AuthenticationFailed(
+            "body is not JSON, so it carries no signature", code="missing_signature"
+        ) from None
+    signature = document.get("signature") if isinstance(document, dict) else None
+    if not isinstance(signature, dict):
+        raise AuthenticationFailed('body has no "signature" object', code="missing_signature")
+    return signature
+
+
+def _timestamp_and_token(signature: Mapping[str, Any]) -> tuple[str, str]:
+    timestamp = signature.get("timestamp")
+    token = signature.get("token")
+    if timestamp is None or not (signature.get("signature") or signature.get("parent-signature")):
+        raise AuthenticationFailed(
+            "signature object lacks timestamp or signature", code="missing_signature"
+        )
+    if isinstance(timestamp, int) and not isinstance(timestamp, bool) and timestamp >= 0:
+        timestamp = str(timestamp)  # the docs type it int; payloads send a string
+    if (
+        not isinstance(timestamp, str)
+        or not timestamp.isascii()
+        or not timestamp.isdigit()
+        or len(timestamp) > 12
+    ):
+        raise AuthenticationFailed("signature.timestamp must be unix seconds", code="bad_timestamp")
+    if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_CHARS:
+        raise AuthenticationFailed("signature.token is missing or malformed", code="bad_token")
+    return timestamp, token
+
+
+def _any_match(signed: bytes, given: Any, keys: Iterable[Secret]) -> bool:
+    if not isinstance(given, str) or not given:
+        return False
+    presented = given.strip().encode("utf-8", "replace")
+    matched = False
+    # Every key is tried (no early exit), so timing does not say which one matched.
+    for key in keys:
+        expected = hmac.new(key.reveal().encode(), signed, hashlib.sha256).hexdigest().encode()
+        matched |= hmac.compare_digest(expected, presented)
+    return matched
