@@ -11,6 +11,8 @@ from ingest.providers.generic import GenericProvider
 from ingest.providers.mailgun import MailgunProvider
 from ingest.providers.mailjet import MailjetProvider
 from ingest.providers.mandrill import MandrillProvider
+from ingest.providers.postmark import PostmarkProvider
+from ingest.providers.resend import ResendProvider
 from ingest.providers.sendgrid import SendGridProvider
 from ingest.providers.ses import SesProvider
 from ingest.providers.sparkpost import SparkPostProvider
@@ -23,6 +25,8 @@ PROVIDERS: dict[str, type[Provider]] = {
         MailgunProvider,
         MailjetProvider,
         MandrillProvider,
+        PostmarkProvider,
+        ResendProvider,
         SendGridProvider,
         SesProvider,
         SparkPostProvider,

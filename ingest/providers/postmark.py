@@ -1,0 +1,356 @@
+"""``postmark``: Postmark's webhooks (esp-formats.md §3).
+
+Postmark signs nothing. A source proves the sender with ``basic_auth`` (credentials in the
+webhook URL, or Postmark's ``HttpAuth``) and/or ``header_token``, a secret Postmark sends as a
+custom header (the webhook's ``HttpHeaders``); the header is ``X-Postmark-Webhook-Token``
+unless ``token_header`` names another. Every configured mechanism must pass; comparisons are
+constant-time (:mod:`ingest.providers.shared_secret`).
+
+One JSON object per POST; ``RecordType`` says what it is. Decisions where the docs are silent:
+
+* ``Delivery`` -> delivered; ``SpamComplaint`` -> complained; ``Open`` -> opened; ``Click`` ->
+  clicked (``OriginalLink``). Postmark has no machine-open flag, so ``agent`` stays empty.
+* ``Bounce`` is mapped by its ``Type`` string, never ``TypeCode`` (published codes conflict):
+  ``HardBounce`` -> bounced hard; ``SoftBounce``, ``Transient``, ``DnsError``, ``Blocked``,
+  ``DMARCPolicy`` -> bounced soft; ``BadEmailAddress`` -> dropped ``invalid``;
+  ``ManuallyDeactivated`` -> dropped ``suppressed``; ``Unconfirmed`` -> dropped ``policy``;
+  ``SMTPApiError`` -> dropped ``error``; ``TemplateRenderingFailed`` -> dropped ``template``;
+  ``SpamComplaint`` -> complained; auto-replies, address changes, challenge mails, virus and
+  spam notifications, ``Unknown`` and the like -> ``other``; a ``Type`` we have never seen ->
+  bounced ``undetermined``.
+* ``SubscriptionChange`` with ``SuppressSending: true``: ``SuppressionReason`` ``HardBounce``
+  -> dropped ``bounced`` and ``SpamComplaint`` -> dropped ``complained`` (Postmark deactivated
+  the address after an event it reports separately: these say "no more mail", not an
+  unsubscribe); ``ManualSuppression`` or anything else -> unsubscribed. ``false`` ->
+  resubscribed.
+* A body without ``RecordType`` (the older bounce format on postmarkapp.com) is read as
+  ``Bounce`` when it carries ``BouncedAt`` and ``Type``.
+* ``occurred_at``: ``DeliveredAt``, ``BouncedAt``, ``ReceivedAt`` or ``ChangedAt``.
+* ``event_id``: the ``X-PM-Webhook-Trace-Id`` header (retry-stable; stored, not a credential),
+  else a :func:`~ingest.events.composite_id` of record type, ``MessageID``, recipient, the time
+  field's text, the bounce ``ID`` and (clicks) ``OriginalLink``. ``MessageID`` alone is not
+  enough: a message has many opens and clicks.
+* Campaign: ``Tag`` by default (Postmark's one grouping field); a source's ``campaign`` names
+  another top-level field or a ``Metadata`` key. ``Tag`` is also the one tag; ``Metadata``
+  becomes ``metadata``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ingest.errors import MappingError, PayloadError
+from ingest.events import (
+    Event,
+    composite_id,
+    json_text,
+    normalize_recipient,
+    optional_str,
+    parse_timestamp,
+)
+from ingest.providers import shared_secret
+from ingest.providers.base import (
+    InboundRequest,
+    NormalizeContext,
+    OutboundRequest,
+    Provider,
+    SimulatedEvent,
+)
+from mailpulse.config import SourceConfig
+
+TOKEN_HEADER = "x-postmark-webhook-token"
+TRACE_HEADER = "x-pm-webhook-trace-id"
+_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+
+#: RecordType -> (mailpulse type, time field); Bounce and SubscriptionChange are refined.
+RECORDS = {
+    "Delivery": ("delivered", "DeliveredAt"),
+    "Bounce": ("bounced", "BouncedAt"),
+    "SpamComplaint": ("complained", "BouncedAt"),
+    "Open": ("opened", "ReceivedAt"),
+    "Click": ("clicked", "ReceivedAt"),
+    "SubscriptionChange": ("unsubscribed", "ChangedAt"),
+}
+#: Bounce ``Type`` -> (mailpulse type, bounce or drop class).
+BOUNCE_TYPES: dict[str, tuple[str, str | None]] = {
+    "HardBounce": ("bounced", "hard"),
+    "SoftBounce": ("bounced", "soft"),
+    "Transient": ("bounced", "soft"),
+    "DnsError": ("bounced", "soft"),
+    "Blocked": ("bounced", "soft"),
+    "DMARCPolicy": ("bounced", "soft"),
+    "BadEmailAddress": ("dropped", "invalid"),
+    "ManuallyDeactivated": ("dropped", "suppressed"),
+    "Unconfirmed": ("dropped", "policy"),
+    "SMTPApiError": ("dropped", "error"),
+    "TemplateRenderingFailed": ("dropped", "template"),
+    "SpamComplaint": ("complained", None),
+    **{
+        name: ("other", None)
+        for name in (
+            "AutoResponder",
+            "AddressChange",
+            "Subscribe",
+            "Unsubscribe",
+            "ChallengeVerification",
+            "OpenRelayTest",
+            "Unknown",
+            "VirusNotification",
+            "SpamNotification",
+        )
+    },
+}
+SUPPRESSION_DROPS = {"HardBounce": "bounced", "SpamComplaint": "complained"}
+
+
+class PostmarkProvider(Provider):
+    """Postmark's one-event JSON webhooks, authenticated by Basic and/or a header token."""
+
+    name = "postmark"
+    credential_keys = shared_secret.KEYS
+    option_keys = frozenset({shared_secret.TOKEN_HEADER_OPTION})
+    content_types = frozenset({"application/json"})
+    dedup_key = (
+        "the `X-PM-Webhook-Trace-Id` header (without it: a hash of RecordType, MessageID, "
+        "recipient, time, bounce ID and link)"
+    )
+    default_campaign_field = "Tag"
+    credential_headers = frozenset({"authorization", TOKEN_HEADER})
+    max_batch = 1
+    # No "sent" webhook; a send to a deactivated address is refused by the API, not reported.
+    emits = frozenset(
+        {
+            "delivered",
+            "bounced",
+            "opened",
+            "clicked",
+            "complained",
+            "unsubscribed",
+            "resubscribed",
+        }
+    )
+
+    @classmethod
+    def config_problems(cls, source: SourceConfig) -> list[str]:
+        """``basic_auth`` and/or ``header_token``, well-formed."""
+        return shared_secret.config_problems(source)
+
+    def authenticate(self, request: InboundRequest, now: float) -> None:
+        """Basic credentials and/or the shared token, compared in constant time."""
+        shared_secret.check(request.headers, self.source, default_token_header=TOKEN_HEADER)
+
+    def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
+        """The one record of the body."""
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError(f"body is not JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise PayloadError("body must be one JSON object")
+        return [document]
+
+    def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
+        """One record to one row."""
+        if not isinstance(item, dict):
+            raise MappingError("a record must be a JSON object")
+        try:
+            return [_row(item, context, self.campaign_field(context))]
+        except MappingError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise MappingError(f"record cannot be mapped: {exc}") from None
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """A Postmark-shaped ``MessageID``: a UUID, deterministic from seed and sequence."""
+        digest = hashlib.sha256(f"postmark:{seed}:{sequence}".encode()).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
+
+    def encode(
+        self,
+        events: Sequence[SimulatedEvent],
+        *,
+        url: str,
+        now: float,
+        sender: Mapping[str, str],
+    ) -> OutboundRequest:
+        """One record as Postmark posts it, with Basic credentials and/or the token header."""
+        (event,) = events
+        digest = hashlib.sha256(f"trace:{event.sequence}:{event.message_id}".encode()).digest()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "Postmark",
+            "X-PM-Webhook-Trace-Id": str(uuid.UUID(bytes=digest[:16], version=4)),
+        }
+        if sender.get(shared_secret.BASIC_AUTH):
+            headers["Authorization"] = shared_secret.basic_header(sender[shared_secret.BASIC_AUTH])
+        if sender.get(shared_secret.HEADER_TOKEN):
+            header = sender.get(shared_secret.TOKEN_HEADER_OPTION) or "X-Postmark-Webhook-Token"
+            token = sender[shared_secret.HEADER_TOKEN]
+            headers[header] = f"Bearer {token}" if header.lower() == "authorization" else token
+        return OutboundRequest(headers=headers, body=orjson.dumps(_postmark_record(event)))
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """Random Basic credentials and a header token, the same on both sides."""
+        basic = f"postmark:{secrets.token_urlsafe(24)}"
+        token = secrets.token_urlsafe(32)
+        keys = {shared_secret.BASIC_AUTH: basic, shared_secret.HEADER_TOKEN: token}
+        return dict(keys), keys
+
+
+def _record_type(item: dict[str, Any]) -> str:
+    record = item.get("RecordType")
+    if record is None and "BouncedAt" in item and "Type" in item:
+        return "SpamComplaint" if item.get("Type") == "SpamComplaint" else "Bounce"
+    if not isinstance(record, str) or record not in RECORDS:
+        raise MappingError(f"RecordType {str(record)[:40]!r} is not one Postmark sends")
+    return record
+
+
+def _row(item: dict[str, Any], context: NormalizeContext, campaign_field: str | None) -> Event:
+    record = _record_type(item)
+    event_type, time_field = RECORDS[record]
+    bounce_class: str | None = None
+    reason = smtp_status = None
+    if record == "Bounce":
+        bounce_type = optional_str(item.get("Type")) or ""
+        event_type, bounce_class = BOUNCE_TYPES.get(bounce_type, ("bounced", "undetermined"))
+        details = optional_str(item.get("Details"))
+        reason = details or optional_str(item.get("Description"))
+        match = _STATUS.search(details) if details else None
+        smtp_status = match.group(1) if match else None
+    elif record == "SubscriptionChange":
+        event_type, bounce_class, reason = _subscription(item)
+    recipient = normalize_recipient(item.get("Email") or item.get("Recipient"))
+    message_id = optional_str(item.get("MessageID"))
+    when = item.get(time_field)
+    url = optional_str(item.get("OriginalLink")) if record == "Click" else None
+    event_id = context.headers.get(TRACE_HEADER) or composite_id(
+        "postmark", record, message_id, recipient, when, item.get("ID"), url
+    )
+    metadata = item.get("Metadata")
+    geo = item.get("Geo")
+    engagement = record in ("Open", "Click")
+    tag = optional_str(item.get("Tag"))
+    return Event(
+        event_id=event_id,
+        event_type=event_type,
+        occurred_at=parse_timestamp(when, field_name=time_field),
+        recipient=recipient,
+        raw=orjson.dumps(item).decode(),
+        message_id=message_id,
+        campaign=_campaign(campaign_field, item, metadata),
+        tags=[tag] if tag else [],
+        metadata=json_text(metadata) if metadata else None,
+        url=url,
+        user_agent=optional_str(item.get("UserAgent")) if engagement else None,
+        ip=optional_str(geo.get("IP")) if engagement and isinstance(geo, dict) else None,
+        smtp_status=smtp_status,
+        reason=reason,
+        bounce_class=bounce_class,
+    )
+
+
+def _subscription(item: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    suppress = item.get("SuppressSending")
+    if not isinstance(suppress, bool):
+        raise MappingError("SubscriptionChange has no boolean SuppressSending")
+    reason = optional_str(item.get("SuppressionReason"))
+    if not suppress:
+        return "resubscribed", None, None
+    if reason in SUPPRESSION_DROPS:
+        return "dropped", SUPPRESSION_DROPS[reason], reason
+    return "unsubscribed", None, reason
+
+
+def _campaign(field: str | None, item: dict[str, Any], metadata: Any) -> str | None:
+    if not field:
+        return None
+    value = item.get(field)
+    if value is None and isinstance(metadata, dict):
+        value = metadata.get(field)
+    return optional_str(value) if isinstance(value, str | int | float) else None
+
+
+def _iso(seconds: float) -> str:
+    """Postmark's timestamps: ISO 8601 UTC with seven fractional digits."""
+    moment = datetime.fromtimestamp(round(seconds, 6), tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+_SIM_BOUNCES = {
+    "hard": ("HardBounce", "The server was unable to deliver your message."),
+    "soft": ("SoftBounce", "The server could not temporarily deliver your message."),
+}
+
+
+def _postmark_record(event: SimulatedEvent) -> dict[str, Any]:
+    """A simulated event in Postmark's wire format."""
+    record: dict[str, Any] = {
+        "ServerID": 23,
+        "MessageStream": "outbound",
+        "MessageID": event.message_id,
+        "Tag": event.campaign or "",
+        "Metadata": dict(event.metadata),
+    }
+    at = _iso(event.occurred_at)
+    kind = event.event_type
+    if kind in ("bounced", "complained"):
+        bounce_type, description = (
+            ("SpamComplaint", "The subscriber explicitly marked this message as spam.")
+            if kind == "complained"
+            else _SIM_BOUNCES.get(event.bounce_class or "", ("Unknown", "Unknown bounce."))
+        )
+        if kind == "bounced" and bounce_type == "Unknown":
+            bounce_type = "Unrecognized"  # maps to bounced, undetermined
+        bounce_id = int.from_bytes(hashlib.sha256(str(event.sequence).encode()).digest()[:6])
+        record |= {
+            "RecordType": "SpamComplaint" if kind == "complained" else "Bounce",
+            "ID": bounce_id,
+            "Type": bounce_type,
+            "Description": description,
+            "Details": f"smtp;{event.reason}" if event.reason else "",
+            "Email": event.recipient,
+            "BouncedAt": at,
+            "Inactive": bounce_type in ("HardBounce", "SpamComplaint"),
+        }
+    elif kind in ("unsubscribed", "resubscribed"):
+        record |= {
+            "RecordType": "SubscriptionChange",
+            "Recipient": event.recipient,
+            "ChangedAt": at,
+            "Origin": "Recipient",
+            "SuppressSending": kind == "unsubscribed",
+            "SuppressionReason": "ManualSuppression" if kind == "unsubscribed" else None,
+        }
+    else:
+        record |= _delivery_or_engagement(event, at)
+    return record
+
+
+def _delivery_or_engagement(event: SimulatedEvent, at: str) -> dict[str, Any]:
+    if event.event_type == "delivered":
+        return {
+            "RecordType": "Delivery",
+            "Recipient": event.recipient,
+            "DeliveredAt": at,
+            "Details": "smtp;250 2.0.0 OK",
+        }
+    engagement: dict[str, Any] = {
+        "Recipient": event.recipient,
+        "ReceivedAt": at,
+        "Platform": "Unknown",
+        "UserAgent": event.user_agent or "",
+        "Geo": {"IP": event.ip} if event.ip else {},
+    }
+    if event.event_type == "opened":
+        return {"RecordType": "Open", "FirstOpen": True, "ReadSeconds": 0, **engagement}
+    return {"RecordType": "Click", "ClickLocation": "HTML", "OriginalLink": event.url, **engagement}

@@ -1,0 +1,219 @@
+"""``resend``: Resend's webhooks, signed the Standard Webhooks / Svix way (esp-formats.md §5).
+
+Authentication: headers ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``, or the
+same three with the ``svix-`` prefix (Resend sends those); a request uses one family, chosen by
+which id header it carries. The signature header is a space-separated list of
+``v1,<base64>`` entries (other versions, such as ``v1a`` for ed25519, are ignored); any entry
+may match any configured ``secret`` (rotation). Each is HMAC-SHA256 over
+``<id>.<timestamp>.<raw body>`` with the key ``base64(secret without "whsec_")``, compared in
+constant time; the timestamp must be within 300 s of our clock either way. A byte-identical
+replay inside that window is refused (``replayed_token``); a retry is re-signed with a new
+timestamp by the sender, so it passes, and its repeated id makes it a duplicate.
+
+Mapping of the events and the decisions where Resend's docs are silent: :mod:`.mapping`; the
+ESP's side for the simulator: :mod:`.simulate`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from ingest.errors import AuthenticationFailed, MappingError, PayloadError
+from ingest.events import Event
+from ingest.providers.base import (
+    InboundRequest,
+    NormalizeContext,
+    OutboundRequest,
+    Provider,
+    ReplayGuard,
+    SimulatedEvent,
+)
+from ingest.providers.resend.mapping import normalize_event
+from ingest.providers.resend.simulate import resend_event
+from ingest.replay import MemoryReplayGuard
+from mailpulse.config import SourceConfig
+
+TOLERANCE_SECONDS = 300
+PREFIXES = ("webhook-", "svix-")
+SECRET_PREFIX = "whsec_"
+#: More entries than any rotation needs; bounds the work a forged header can cause.
+MAX_SIGNATURES = 16
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret; ``ValueError`` when it is malformed."""
+    encoded = secret.strip().removeprefix(SECRET_PREFIX)
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("secret is not whsec_ followed by base64") from None
+    if not key:
+        raise ValueError("secret is empty")
+    return key
+
+
+def sign(secret: str, msg_id: str, timestamp: int | str, body: bytes) -> str:
+    """The ``v1,<base64>`` signature entry of a message, as senders (and tests) compute it."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+class ResendProvider(Provider):
+    """Resend's one-event JSON webhooks, Svix-signed."""
+
+    name = "resend"
+    credential_keys = frozenset({"secret"})
+    content_types = frozenset({"application/json"})
+    dedup_key = "the `svix-id` / `webhook-id` header (`<id>:<recipient>` for several recipients)"
+    default_campaign_field = "campaign"
+    # The id and timestamp headers are kept: the id dedups at normalize time.
+    credential_headers = frozenset({"authorization", "webhook-signature", "svix-signature"})
+    max_batch = 1
+    emits = frozenset(
+        {"sent", "delivered", "deferred", "bounced", "dropped", "opened", "clicked", "complained"}
+    )
+
+    def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
+        super().__init__(source, replay=replay)
+        self._guard: ReplayGuard = replay if replay is not None else MemoryReplayGuard()
+        # Decoded once: the hot path only hashes. A malformed secret is a config problem and
+        # is skipped here, so it can never verify anything.
+        self._keys: list[bytes] = []
+        for secret in source.credentials.get("secret", ()):
+            try:
+                self._keys.append(secret_key(secret.reveal()))
+            except ValueError:
+                continue
+
+    @classmethod
+    def config_problems(cls, source: SourceConfig) -> list[str]:
+        """At least one secret, each ``whsec_`` plus non-empty base64."""
+        problems = super().config_problems(source)
+        for secret in source.credentials.get("secret", ()):
+            try:
+                secret_key(secret.reveal())
+            except ValueError:
+                problems.append('secret must be "whsec_" followed by the base64 key Resend shows')
+                break
+        return problems
+
+    def authenticate(self, request: InboundRequest, now: float) -> None:
+        """Verify any ``v1`` signature against any secret, then freshness and single use."""
+        headers = request.headers
+        prefix = next((p for p in PREFIXES if f"{p}id" in headers), None)
+        if prefix is None:
+            raise AuthenticationFailed("webhook-id / svix-id header is missing", code="missing_id")
+        msg_id = headers[f"{prefix}id"]
+        timestamp = headers.get(f"{prefix}timestamp")
+        signature = headers.get(f"{prefix}signature")
+        if not timestamp:
+            raise AuthenticationFailed(
+                f"{prefix}timestamp header is missing", code="missing_timestamp"
+            )
+        if not signature:
+            raise AuthenticationFailed(
+                f"{prefix}signature header is missing", code="missing_signature"
+            )
+        if not self._keys:
+            raise AuthenticationFailed(
+                "this source has no usable secret configured", code="no_credentials"
+            )
+        if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+            raise AuthenticationFailed(
+                f"{prefix}timestamp must be unix seconds", code="bad_timestamp"
+            )
+        if not self._signature_ok(msg_id, timestamp, signature, request.body):
+            raise AuthenticationFailed("signature does not match", code="bad_signature")
+        if abs(now - int(timestamp)) > TOLERANCE_SECONDS:
+            raise AuthenticationFailed(
+                f"{prefix}timestamp is more than {TOLERANCE_SECONDS} s from our clock",
+                code="stale_timestamp",
+            )
+        key = f"{self.source.name}:{msg_id}:{timestamp}"
+        if not self._guard.first_use(key, now=now, expires_at=int(timestamp) + TOLERANCE_SECONDS):
+            raise AuthenticationFailed(
+                "this signed request was already received", code="replayed_token"
+            )
+
+    def _signature_ok(self, msg_id: str, timestamp: str, header: str, body: bytes) -> bool:
+        signed = msg_id.encode("utf-8", "surrogateescape") + b"." + timestamp.encode() + b"."
+        signed += body
+        expected = [
+            base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()) for key in self._keys
+        ]
+        matched = False
+        for entry in header.split()[:MAX_SIGNATURES]:
+            version, _, given = entry.partition(",")
+            if version != "v1":
+                continue
+            given_bytes = given.encode("utf-8", "surrogateescape")
+            for digest in expected:
+                matched |= hmac.compare_digest(digest, given_bytes)
+        return matched
+
+    def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
+        """The one event object of the body."""
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError(f"body is not JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise PayloadError("body must be one event object")
+        return [document]
+
+    def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
+        """One event to one row per recipient (none for contact/domain events)."""
+        try:
+            return normalize_event(item, context.headers, self.campaign_field(context))
+        except MappingError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:  # odd values in shared helpers
+            raise MappingError(f"event cannot be mapped: {exc}") from None
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """A Resend-shaped ``email_id``: a UUID, deterministic from seed and sequence."""
+        digest = hashlib.sha256(f"resend:{seed}:{sequence}".encode()).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
+
+    def encode(
+        self,
+        events: Sequence[SimulatedEvent],
+        *,
+        url: str,
+        now: float,
+        sender: Mapping[str, str],
+    ) -> OutboundRequest:
+        """One event as Resend posts it, signed; ``svix-*`` and ``webhook-*`` headers alternate."""
+        (event,) = events
+        body = orjson.dumps(resend_event(event))
+        msg_id = (
+            "msg_"
+            + hashlib.sha256(f"{event.sequence}:{event.message_id}".encode()).hexdigest()[:27]
+        )
+        timestamp = int(now)
+        prefix = PREFIXES[event.sequence % 2]
+        return OutboundRequest(
+            headers={
+                "Content-Type": "application/json",
+                f"{prefix}id": msg_id,
+                f"{prefix}timestamp": str(timestamp),
+                f"{prefix}signature": sign(sender["secret"], msg_id, timestamp, body),
+            },
+            body=body,
+        )
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """One random ``whsec_`` secret, shared by both sides."""
+        secret = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
+        return {"secret": secret}, {"secret": secret}
