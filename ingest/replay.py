@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 _PRUNE_EVERY = 1024  # inserts between prunes of expired rows
@@ -32,13 +33,28 @@ class SqliteReplayGuard:
         if connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=5, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS used (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)"
-            )
+            self._set_up(connection)
             self._local.connection = connection
         return connection
+
+    @staticmethod
+    def _set_up(connection: sqlite3.Connection) -> None:
+        # Switching to WAL takes an exclusive lock and does not wait on SQLite's busy timeout,
+        # so workers opening the file at the same moment retry instead of failing a request.
+        for attempt in range(50):
+            try:
+                if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS used "
+                    "(key TEXT PRIMARY KEY, expires_at REAL NOT NULL)"
+                )
+                return
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
 
     def first_use(self, key: str, *, now: float, expires_at: float) -> bool:
         """Record ``key``; False when it was already recorded and has not expired at ``now``."""
