@@ -8,13 +8,15 @@ Unix epoch (UTC) until the moment they are written, which keeps the flusher's ho
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from ingest.errors import MappingError
+from ingest.errors import MappingError, PayloadError
 
 EVENT_TYPES = frozenset(
     {
@@ -167,3 +169,26 @@ def composite_id(*parts: object) -> str:
         digest.update(b"\x00" if part is None else str(part).encode())
         digest.update(b"\x1f")
     return digest.hexdigest()
+
+
+def load_json(body: bytes) -> Any:
+    """A request body as JSON, for ``split``; a body that is not JSON is a ``PayloadError``."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"body is not JSON: {exc}") from None
+
+
+@contextmanager
+def mapping_errors(what: str = "event") -> Iterator[None]:
+    """Turn the odd value a shared helper chokes on into a ``MappingError`` for quarantine.
+
+    ``normalize`` may raise only the project's errors (promise 4): a field of the wrong type
+    deep in an ESP's object must quarantine that object, not fail the flusher.
+    """
+    try:
+        yield
+    except MappingError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MappingError(f"{what} cannot be mapped: {exc}") from None

@@ -23,6 +23,7 @@ from ingest.events import (
     EVENT_TYPES,
     Event,
     json_text,
+    load_json,
     normalize_recipient,
     optional_str,
     parse_timestamp,
@@ -88,10 +89,7 @@ class GenericProvider(Provider):
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """One object, an array, or ``{"events": [...]}``."""
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise PayloadError(f"body is not JSON: {exc}") from None
+        document = load_json(body)
         if isinstance(document, list):
             return document
         if isinstance(document, dict):

@@ -52,19 +52,18 @@ from ingest.events import (
     Event,
     composite_id,
     json_text,
+    load_json,
+    mapping_errors,
     normalize_recipient,
     optional_str,
     parse_timestamp,
 )
 from ingest.providers import shared_secret
 from ingest.providers.base import (
-    InboundRequest,
     NormalizeContext,
     OutboundRequest,
-    Provider,
     SimulatedEvent,
 )
-from mailpulse.config import SourceConfig
 
 TOKEN_HEADER = "x-postmark-webhook-token"
 TRACE_HEADER = "x-pm-webhook-trace-id"
@@ -111,12 +110,11 @@ BOUNCE_TYPES: dict[str, tuple[str, str | None]] = {
 SUPPRESSION_DROPS = {"HardBounce": "bounced", "SpamComplaint": "complained"}
 
 
-class PostmarkProvider(Provider):
+class PostmarkProvider(shared_secret.SharedSecretProvider):
     """Postmark's one-event JSON webhooks, authenticated by Basic and/or a header token."""
 
     name = "postmark"
-    credential_keys = shared_secret.KEYS
-    option_keys = frozenset({shared_secret.TOKEN_HEADER_OPTION})
+    token_header = TOKEN_HEADER
     content_types = frozenset({"application/json"})
     dedup_key = (
         "the `X-PM-Webhook-Trace-Id` header (without it: a hash of RecordType, MessageID, "
@@ -138,21 +136,9 @@ class PostmarkProvider(Provider):
         }
     )
 
-    @classmethod
-    def config_problems(cls, source: SourceConfig) -> list[str]:
-        """``basic_auth`` and/or ``header_token``, well-formed."""
-        return shared_secret.config_problems(source)
-
-    def authenticate(self, request: InboundRequest, now: float) -> None:
-        """Basic credentials and/or the shared token, compared in constant time."""
-        shared_secret.check(request.headers, self.source, default_token_header=TOKEN_HEADER)
-
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """The one record of the body."""
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise PayloadError(f"body is not JSON: {exc}") from None
+        document = load_json(body)
         if not isinstance(document, dict):
             raise PayloadError("body must be one JSON object")
         return [document]
@@ -161,12 +147,8 @@ class PostmarkProvider(Provider):
         """One record to one row."""
         if not isinstance(item, dict):
             raise MappingError("a record must be a JSON object")
-        try:
+        with mapping_errors("record"):
             return [_row(item, context, self.campaign_field(context))]
-        except MappingError:
-            raise
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise MappingError(f"record cannot be mapped: {exc}") from None
 
     def message_id(self, sequence: int, seed: int) -> str:
         """A Postmark-shaped ``MessageID``: a UUID, deterministic from seed and sequence."""
@@ -189,12 +171,7 @@ class PostmarkProvider(Provider):
             "User-Agent": "Postmark",
             "X-PM-Webhook-Trace-Id": str(uuid.UUID(bytes=digest[:16], version=4)),
         }
-        if sender.get(shared_secret.BASIC_AUTH):
-            headers["Authorization"] = shared_secret.basic_header(sender[shared_secret.BASIC_AUTH])
-        if sender.get(shared_secret.HEADER_TOKEN):
-            header = sender.get(shared_secret.TOKEN_HEADER_OPTION) or "X-Postmark-Webhook-Token"
-            token = sender[shared_secret.HEADER_TOKEN]
-            headers[header] = f"Bearer {token}" if header.lower() == "authorization" else token
+        headers.update(self.sender_headers(sender))
         return OutboundRequest(headers=headers, body=orjson.dumps(_postmark_record(event)))
 
     @classmethod

@@ -7,7 +7,9 @@ only prove who they are with a secret they send back: ``basic_auth = ["user:pass
 ``authorization``). Every configured mechanism must pass; each accepts any of its listed
 values (rotation). Comparisons are constant-time.
 
-This is a helper module that provider modules use, not a provider.
+This is a helper module that provider modules use, not a provider: those ESPs subclass
+:class:`SharedSecretProvider`, which brings the credential keys, the config check and
+``authenticate``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from abc import ABC
 from collections.abc import Iterable, Mapping
+from typing import ClassVar
 
 from ingest.errors import AuthenticationFailed
+from ingest.providers.base import InboundRequest, Provider
 from mailpulse.config import Secret, SourceConfig
 
 BASIC_AUTH = "basic_auth"
@@ -25,6 +30,38 @@ HEADER_TOKEN = "header_token"
 #: The non-secret option naming the header a token arrives in.
 TOKEN_HEADER_OPTION = "token_header"
 KEYS = frozenset({BASIC_AUTH, HEADER_TOKEN})
+
+
+class SharedSecretProvider(Provider, ABC):
+    """A provider whose ESP proves itself only with Basic credentials and/or a header token."""
+
+    credential_keys = KEYS
+    option_keys = frozenset({TOKEN_HEADER_OPTION})
+    #: The header a token arrives in unless the source sets ``token_header``.
+    token_header: ClassVar[str]
+
+    @classmethod
+    def config_problems(cls, source: SourceConfig) -> list[str]:
+        """``basic_auth`` and/or ``header_token``, well-formed."""
+        return config_problems(source)
+
+    def authenticate(self, request: InboundRequest, now: float) -> None:
+        """Basic credentials and/or the token, compared in constant time."""
+        check(request.headers, self.source, default_token_header=self.token_header)
+
+    def sender_headers(self, sender: Mapping[str, str]) -> dict[str, str]:
+        """The credential headers the ESP sends, from the sender's Basic credentials or token."""
+        headers = {}
+        if sender.get(BASIC_AUTH):
+            headers["Authorization"] = basic_header(sender[BASIC_AUTH])
+        if sender.get(HEADER_TOKEN):
+            header = sender.get(TOKEN_HEADER_OPTION) or self.token_header
+            token = sender[HEADER_TOKEN]
+            if header.lower() == "authorization":
+                headers["Authorization"] = f"Bearer {token}"
+            else:
+                headers[header] = token
+        return headers
 
 
 def config_problems(source: SourceConfig) -> list[str]:

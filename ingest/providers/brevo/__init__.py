@@ -19,29 +19,25 @@ from typing import Any
 
 import orjson
 
-from ingest.errors import MappingError, PayloadError
-from ingest.events import Event
+from ingest.errors import PayloadError
+from ingest.events import Event, load_json, mapping_errors
 from ingest.providers import shared_secret
 from ingest.providers.base import (
-    InboundRequest,
     NormalizeContext,
     OutboundRequest,
-    Provider,
     SimulatedEvent,
 )
 from ingest.providers.brevo.mapping import normalize_event
 from ingest.providers.brevo.simulate import BREVO_EVENTS, brevo_event, webhook_id
-from mailpulse.config import SourceConfig
 
 TOKEN_HEADER = "authorization"
 
 
-class BrevoProvider(Provider):
+class BrevoProvider(shared_secret.SharedSecretProvider):
     """Brevo's transactional webhooks, authenticated by Basic credentials and/or a token."""
 
     name = "brevo"
-    credential_keys = shared_secret.KEYS
-    option_keys = frozenset({shared_secret.TOKEN_HEADER_OPTION})
+    token_header = TOKEN_HEADER
     content_types = frozenset({"application/json"})
     dedup_key = (
         "a hash of event, `message-id`, `email`, `ts_event` (and `link` for clicks); "
@@ -52,21 +48,9 @@ class BrevoProvider(Provider):
     max_batch = 1  # one event per POST unless the webhook is created with batched: true
     emits = frozenset(BREVO_EVENTS)  # no resubscribe event exists
 
-    @classmethod
-    def config_problems(cls, source: SourceConfig) -> list[str]:
-        """``basic_auth`` and/or ``header_token``, well-formed."""
-        return shared_secret.config_problems(source)
-
-    def authenticate(self, request: InboundRequest, now: float) -> None:
-        """Basic credentials and/or the bearer token, compared in constant time."""
-        shared_secret.check(request.headers, self.source, default_token_header=TOKEN_HEADER)
-
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """One event object, or the array a batched webhook posts."""
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise PayloadError(f"body is not JSON: {exc}") from None
+        document = load_json(body)
         if isinstance(document, list):
             return document
         if isinstance(document, dict):
@@ -75,12 +59,8 @@ class BrevoProvider(Provider):
 
     def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
         """One event object to a row (none for contact and SMS events)."""
-        try:
+        with mapping_errors("event"):
             return normalize_event(item, self.campaign_field(context))
-        except MappingError:
-            raise
-        except (TypeError, ValueError, OverflowError) as exc:  # odd values in shared helpers
-            raise MappingError(f"event cannot be mapped: {exc}") from None
 
     def message_id(self, sequence: int, seed: int) -> str:
         """A Brevo-shaped ``message-id``: ``<digits.digits@relay>``, in angle brackets."""
@@ -100,12 +80,7 @@ class BrevoProvider(Provider):
         items = [brevo_event(event, hook) for event in events]
         body = orjson.dumps(items[0] if len(items) == 1 else items)
         headers = {"Content-Type": "application/json"}
-        if sender.get(shared_secret.BASIC_AUTH):
-            headers["Authorization"] = shared_secret.basic_header(sender[shared_secret.BASIC_AUTH])
-        if sender.get(shared_secret.HEADER_TOKEN):
-            header = sender.get(shared_secret.TOKEN_HEADER_OPTION) or "Authorization"
-            token = sender[shared_secret.HEADER_TOKEN]
-            headers[header] = f"Bearer {token}" if header.lower() == "authorization" else token
+        headers.update(self.sender_headers(sender))
         return OutboundRequest(headers=headers, body=body)
 
     @classmethod

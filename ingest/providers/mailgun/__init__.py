@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from ingest.errors import AuthenticationFailed, PayloadError
-from ingest.events import Event
+from ingest.events import Event, load_json
 from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
@@ -115,10 +115,7 @@ class MailgunProvider(Provider):
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """The one ``event-data`` object of the body."""
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise PayloadError(f"body is not JSON: {exc}") from None
+        document = load_json(body)
         if not isinstance(document, dict) or not isinstance(document.get("event-data"), dict):
             raise PayloadError('body must be an object with an "event-data" object')
         return [document["event-data"]]

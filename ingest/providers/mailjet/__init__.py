@@ -19,21 +19,16 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
-
-from ingest.errors import MappingError, PayloadError
-from ingest.events import Event
+from ingest.errors import PayloadError
+from ingest.events import Event, load_json, mapping_errors
 from ingest.providers import shared_secret
 from ingest.providers.base import (
-    InboundRequest,
     NormalizeContext,
     OutboundRequest,
-    Provider,
     SimulatedEvent,
 )
 from ingest.providers.mailjet.mapping import normalize_event
 from ingest.providers.mailjet.simulate import MAILJET_EVENTS, dumps, mailjet_event
-from mailpulse.config import SourceConfig
 
 TOKEN_HEADER = "authorization"
 #: Simulated message ids lie in [2^54, 2^63): beyond a float's exact integers, inside 64 bits.
@@ -41,12 +36,11 @@ _MESSAGE_ID_BASE = 2**54
 _MESSAGE_ID_SPAN = 2**63 - 2**54
 
 
-class MailjetProvider(Provider):
+class MailjetProvider(shared_secret.SharedSecretProvider):
     """Mailjet's Event API, authenticated by Basic credentials (and/or a gateway's token)."""
 
     name = "mailjet"
-    credential_keys = shared_secret.KEYS
-    option_keys = frozenset({shared_secret.TOKEN_HEADER_OPTION})
+    token_header = TOKEN_HEADER
     content_types = frozenset({"application/json"})
     dedup_key = "a hash of `MessageID` (else `Message_GUID`), event, `time`, `email` and `url`"
     default_campaign_field = "customcampaign"
@@ -55,15 +49,6 @@ class MailjetProvider(Provider):
     #: so the simulator's groups stop at this many.
     max_batch = 100
     emits = frozenset(MAILJET_EVENTS)  # no "sent" (accepted), deferral or resubscribe events
-
-    @classmethod
-    def config_problems(cls, source: SourceConfig) -> list[str]:
-        """``basic_auth`` and/or ``header_token``, well-formed."""
-        return shared_secret.config_problems(source)
-
-    def authenticate(self, request: InboundRequest, now: float) -> None:
-        """Basic credentials and/or the token, compared in constant time."""
-        shared_secret.check(request.headers, self.source, default_token_header=TOKEN_HEADER)
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """One event object (Version 1) or the grouped array (Version 2)."""
@@ -76,12 +61,8 @@ class MailjetProvider(Provider):
 
     def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
         """One event object to a row."""
-        try:
+        with mapping_errors("event"):
             return normalize_event(item, self.campaign_field(context))
-        except MappingError:
-            raise
-        except (TypeError, ValueError, OverflowError) as exc:  # odd values in shared helpers
-            raise MappingError(f"event cannot be mapped: {exc}") from None
 
     def message_id(self, sequence: int, seed: int) -> str:
         """A ``MessageID``: an odd integer above 2^53, so no float can carry it exactly."""
@@ -101,12 +82,7 @@ class MailjetProvider(Provider):
         items = [mailjet_event(event) for event in events]
         body = dumps(items[0] if len(items) == 1 else items)
         headers = {"Content-Type": "application/json"}
-        if sender.get(shared_secret.BASIC_AUTH):
-            headers["Authorization"] = shared_secret.basic_header(sender[shared_secret.BASIC_AUTH])
-        if sender.get(shared_secret.HEADER_TOKEN):
-            header = sender.get(shared_secret.TOKEN_HEADER_OPTION) or "Authorization"
-            token = sender[shared_secret.HEADER_TOKEN]
-            headers[header] = f"Bearer {token}" if header.lower() == "authorization" else token
+        headers.update(self.sender_headers(sender))
         return OutboundRequest(headers=headers, body=body)
 
     @classmethod
@@ -126,10 +102,7 @@ def loads(body: bytes) -> Any:
     Raises:
         PayloadError: when the body is not JSON.
     """
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadError(f"body is not JSON: {exc}") from None
+    document = load_json(body)
     if not _has_float(document):
         return document
     try:

@@ -27,8 +27,8 @@ from typing import Any
 
 import orjson
 
-from ingest.errors import AuthenticationFailed, MappingError, PayloadError
-from ingest.events import Event
+from ingest.errors import AuthenticationFailed, PayloadError
+from ingest.events import Event, load_json, mapping_errors
 from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
@@ -163,22 +163,15 @@ class ResendProvider(Provider):
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """The one event object of the body."""
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise PayloadError(f"body is not JSON: {exc}") from None
+        document = load_json(body)
         if not isinstance(document, dict):
             raise PayloadError("body must be one event object")
         return [document]
 
     def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
         """One event to one row per recipient (none for contact/domain events)."""
-        try:
+        with mapping_errors("event"):
             return normalize_event(item, context.headers, self.campaign_field(context))
-        except MappingError:
-            raise
-        except (TypeError, ValueError, OverflowError) as exc:  # odd values in shared helpers
-            raise MappingError(f"event cannot be mapped: {exc}") from None
 
     def message_id(self, sequence: int, seed: int) -> str:
         """A Resend-shaped ``email_id``: a UUID, deterministic from seed and sequence."""

@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
-from ingest.errors import AuthenticationFailed, MappingError, PayloadError
-from ingest.events import Event
+from ingest.errors import AuthenticationFailed, PayloadError
+from ingest.events import Event, load_json, mapping_errors
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     InboundRequest,
@@ -141,10 +141,7 @@ class SendGridProvider(Provider):
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """The event array (a lone object, as some docs samples are, is one event)."""
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise PayloadError(f"body is not JSON: {exc}") from None
+        document = load_json(body)
         if isinstance(document, list):
             return document
         if isinstance(document, dict):
@@ -153,12 +150,8 @@ class SendGridProvider(Provider):
 
     def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
         """One SendGrid event object to rows (see the mapping module for the rules)."""
-        try:
+        with mapping_errors("event"):
             return normalize_event(item, context.campaign_field)
-        except MappingError:
-            raise
-        except (TypeError, ValueError, OverflowError) as exc:  # odd values in shared helpers
-            raise MappingError(f"event cannot be mapped: {exc}") from None
 
     def message_id(self, sequence: int, seed: int) -> str:
         """An ``sg_message_id``-shaped id."""

@@ -46,7 +46,7 @@ import orjson
 import requests
 
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
-from ingest.events import Event
+from ingest.events import Event, load_json
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     InboundRequest,
@@ -206,10 +206,7 @@ class SesProvider(Provider):
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """``{"MessageId", "Message"}`` with the SES event decoded; confirmations give none."""
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise PayloadError(f"body is not JSON: {exc}") from None
+        document = load_json(body)
         if not isinstance(document, dict):
             raise PayloadError("body must be a JSON object")
         if _is_raw(headers):

@@ -21,30 +21,26 @@ from typing import Any
 
 import orjson
 
-from ingest.errors import MappingError, PayloadError
-from ingest.events import Event
+from ingest.errors import PayloadError
+from ingest.events import Event, load_json, mapping_errors
 from ingest.providers import shared_secret
 from ingest.providers.base import (
-    InboundRequest,
     NormalizeContext,
     OutboundRequest,
-    Provider,
     SimulatedEvent,
 )
 from ingest.providers.sparkpost.mapping import normalize_element
 from ingest.providers.sparkpost.simulate import SPARKPOST_TYPES, event_id, sparkpost_event
-from mailpulse.config import SourceConfig
 
 TOKEN_HEADER = "x-messagesystems-webhook-token"
 BATCH_HEADER = "X-MessageSystems-Batch-ID"
 
 
-class SparkPostProvider(Provider):
+class SparkPostProvider(shared_secret.SharedSecretProvider):
     """SparkPost's batched ``msys`` webhooks, authenticated by Basic and/or a token."""
 
     name = "sparkpost"
-    credential_keys = shared_secret.KEYS
-    option_keys = frozenset({shared_secret.TOKEN_HEADER_OPTION})
+    token_header = TOKEN_HEADER
     content_types = frozenset({"application/json"})
     dedup_key = "`event_id` (without one: a hash of type, message, recipient, time)"
     default_campaign_field = "campaign_id"
@@ -52,21 +48,9 @@ class SparkPostProvider(Provider):
     max_batch = 350  # "1 to 350 or more events" per batch
     emits = frozenset(SPARKPOST_TYPES)  # no resubscribe event exists
 
-    @classmethod
-    def config_problems(cls, source: SourceConfig) -> list[str]:
-        """``basic_auth`` and/or ``header_token``, well-formed."""
-        return shared_secret.config_problems(source)
-
-    def authenticate(self, request: InboundRequest, now: float) -> None:
-        """Basic credentials and/or the shared token, compared in constant time."""
-        shared_secret.check(request.headers, self.source, default_token_header=TOKEN_HEADER)
-
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """The batch's elements, each ``{"msys": {...}}``."""
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise PayloadError(f"body is not JSON: {exc}") from None
+        document = load_json(body)
         if isinstance(document, list):
             return document
         if isinstance(document, dict) and "msys" in document:
@@ -75,12 +59,8 @@ class SparkPostProvider(Provider):
 
     def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
         """One batch element to rows (none for pings, relay and SMS events)."""
-        try:
+        with mapping_errors("event"):
             return normalize_element(item, self.campaign_field(context))
-        except MappingError:
-            raise
-        except (TypeError, ValueError, OverflowError) as exc:  # odd values in shared helpers
-            raise MappingError(f"event cannot be mapped: {exc}") from None
 
     def message_id(self, sequence: int, seed: int) -> str:
         """A SparkPost-shaped message id: 20 hex digits."""
@@ -104,12 +84,7 @@ class SparkPostProvider(Provider):
             # The same batch resent carries the same batch id.
             BATCH_HEADER: hashlib.sha256(ids.encode()).hexdigest()[:32],
         }
-        if sender.get("basic_auth"):
-            headers["Authorization"] = shared_secret.basic_header(sender["basic_auth"])
-        if sender.get("header_token"):
-            header = sender.get("token_header") or "X-MessageSystems-Webhook-Token"
-            token = sender["header_token"]
-            headers[header] = f"Bearer {token}" if header.lower() == "authorization" else token
+        headers.update(self.sender_headers(sender))
         return OutboundRequest(headers=headers, body=body)
 
     @classmethod
