@@ -1,4 +1,4 @@
-"""``postmark``: Postmark's webhooks (esp-formats.md §3).
+"""``postmark``: Postmark's webhooks.
 
 Postmark signs nothing. A source proves the sender with ``basic_auth`` (credentials in the
 webhook URL, or Postmark's ``HttpAuth``) and/or ``header_token``, a secret Postmark sends as a

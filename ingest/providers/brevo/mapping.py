@@ -1,4 +1,4 @@
-"""Brevo transactional webhook events -> mailpulse rows (esp-formats.md, section 7).
+"""Brevo transactional webhook events -> mailpulse rows.
 
 Decisions where the docs are silent:
 

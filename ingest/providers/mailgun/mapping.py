@@ -1,6 +1,6 @@
 """Mailgun ``event-data`` objects to mailpulse events.
 
-Event mapping (esp-formats.md §2, Mailgun "Webhook Payloads"):
+Event mapping (Mailgun's "Webhook Payloads" docs):
 
 =============================================  ==============================================
 ``accepted``                                   ``sent``

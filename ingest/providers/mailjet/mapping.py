@@ -1,4 +1,4 @@
-"""Mailjet Event API objects -> mailpulse rows (esp-formats.md, section 8).
+"""Mailjet Event API objects -> mailpulse rows.
 
 Decisions where the docs are silent:
 

@@ -1,4 +1,4 @@
-"""``resend``: Resend's webhooks, signed the Standard Webhooks / Svix way (esp-formats.md §5).
+"""``resend``: Resend's webhooks, signed the Standard Webhooks / Svix way.
 
 Authentication: headers ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``, or the
 same three with the ``svix-`` prefix (Resend sends those); a request uses one family, chosen by

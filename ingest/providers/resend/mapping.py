@@ -1,4 +1,4 @@
-"""Resend events -> mailpulse rows (esp-formats.md §5).
+"""Resend events -> mailpulse rows.
 
 Mapping (one event per POST, ``{"type", "created_at", "data"}``), with decisions where the docs
 are silent:

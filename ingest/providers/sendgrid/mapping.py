@@ -1,4 +1,4 @@
-"""SendGrid event objects -> mailpulse rows (esp-formats.md, section 1).
+"""SendGrid event objects -> mailpulse rows.
 
 Decisions where SendGrid's documentation is silent:
 

@@ -1,4 +1,4 @@
-"""SparkPost batch elements -> mailpulse rows (esp-formats.md, section 6).
+"""SparkPost batch elements -> mailpulse rows.
 
 Decisions where the docs are silent:
 
