@@ -11,6 +11,8 @@ import pytest
 
 from ingest.errors import SpoolUnavailable
 from ingest.spool import (
+    GROW_BATCH_BYTES,
+    PREALLOCATE_BYTES,
     Spool,
     SpoolRecord,
     data_end,
@@ -210,3 +212,34 @@ def test_a_stuck_sync_fails_its_waiters_and_the_spool_recovers(
     spool.append(record(3))  # a fresh batch: not the failed one
     spool.close()
     assert sorted(r.received_at for r in read_all(tmp_path)) == [0, 1, 3]
+
+
+def test_large_batches_grow_the_file_and_small_ones_still_find_zeros_after(
+    tmp_path: Path,
+) -> None:
+    """Big bodies (SendGrid's 1,000-event batches) are appended past the preallocated zeros;
+    every record, big or small, in any order, reads back whole and the data ends where the
+    records end."""
+    spool = Spool(tmp_path, max_bytes=1 << 32)
+    sizes = [GROW_BATCH_BYTES + 10, 100, 3 * PREALLOCATE_BYTES, 50, GROW_BATCH_BYTES * 2, 10]
+    for n, size in enumerate(sizes):
+        spool.append(record(n, size))
+    threads = [
+        threading.Thread(target=lambda t=t: spool.append(record(100 + t, 400_000)))
+        for t in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spool.append(record(200, 10))
+    spool.close()
+    records = read_all(tmp_path)
+    assert sorted(r.received_at for r in records) == [*range(len(sizes)), *range(100, 108), 200]
+    expected = {n: size for n, size in enumerate(sizes)} | {100 + t: 400_000 for t in range(8)}
+    expected[200] = 10
+    for r in records:
+        assert r.body == b"%d:" % r.received_at + b"x" * expected[r.received_at]
+    (segment,) = list_segments(tmp_path)
+    total = sum(len(r.encode()) for r in records)
+    assert data_end(segment, 0) == total
