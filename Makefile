@@ -36,7 +36,9 @@ pytest: install system-deps
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/receive.py
+	$(BIN)/python bench/receive_batches.py
 	$(BIN)/python bench/flush.py
+	$(BIN)/python bench/flush_providers.py
 	$(BIN)/python bench/report.py
 
 notebooks: install

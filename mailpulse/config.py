@@ -1,8 +1,9 @@
 """Configuration: ``mailpulse.toml`` plus the environment, validated once at start.
 
 Where the file is found, in order: the ``--config PATH`` option, ``MAILPULSE_CONFIG``, then
-``./mailpulse.toml``. With none, a demo setup applies (one ``generic`` source called ``demo``
-whose secret is generated into the data directory) and :attr:`Config.is_demo` says so.
+``./mailpulse.toml``. With none, a demo setup applies (one source per registered provider,
+named after it, whose credentials are generated into the data directory) and
+:attr:`Config.is_demo` says so.
 ``MAILPULSE_DATA_DIR`` overrides ``data_dir``. A relative ``data_dir`` in a file is taken
 relative to that file.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +29,6 @@ from typing import Any
 from mailpulse.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "mailpulse.toml"
-DEMO_SOURCE = "demo"
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -221,28 +220,26 @@ def parse_config(
 
 
 def _demo_config(env: Mapping[str, str]) -> Config:
-    """The built-in demo setup: one generic source whose secret lives in the data dir."""
+    """The built-in demo setup: one source per registered provider, named after it.
+
+    Credentials are generated once per provider into ``<data_dir>/demo_credentials.json``
+    (see :mod:`mailpulse.simulate.credentials`) and validated like a file's sources.
+    """
+    from dataclasses import replace
+
+    from mailpulse.simulate.credentials import ensure_demo_credentials
+
     data_dir = Path(env.get("MAILPULSE_DATA_DIR") or "data")
-    secret = ensure_demo_secret(data_dir)
-    source = SourceConfig(
-        name=DEMO_SOURCE, provider="generic", credentials={"secret": (Secret(secret),)}
-    )
-    return Config(data_dir=data_dir, sources={DEMO_SOURCE: source}, is_demo=True)
-
-
-def ensure_demo_secret(data_dir: Path) -> str:
-    """Read, or create once, the demo source's secret (a file only its owner can read)."""
-    path = data_dir / "demo_secret"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it first; read theirs
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32))
-    return path.read_text().strip()
+    stored = ensure_demo_credentials(data_dir)
+    document = {
+        "data_dir": str(data_dir),
+        "sources": {
+            name: {"provider": entry["provider"], **entry.get("receiver", {})}
+            for name, entry in stored.items()
+        },
+    }
+    config = parse_config(document, origin=str(data_dir / "demo_credentials.json"), env=env)
+    return replace(config, origin="built-in demo defaults", is_demo=True)
 
 
 def _unknown_keys(

@@ -227,6 +227,7 @@ def test_quarantine_list_as_json(tmp_path: Path, secret: str) -> None:
         ["compact"],
         ["report"],
         ["demo"],
+        ["simulate"],
         ["quarantine", "list"],
         ["quarantine", "replay"],
     ],
@@ -240,12 +241,16 @@ def test_every_command_has_help_with_an_example(command: list[str]) -> None:
 
 @pytest.mark.slow
 def test_demo_runs_the_whole_job_on_a_fresh_directory(tmp_path: Path) -> None:
-    from mailpulse.demo import generate_events
+    from ingest.providers import PROVIDERS
+    from mailpulse.simulate.truth import read_truth
 
-    result = mailpulse("demo", "--messages", "60", cwd=tmp_path, timeout=180)
+    result = mailpulse("demo", "--messages", "30", "--no-dashboard", cwd=tmp_path, timeout=180)
     assert result.returncode == 0, result.stderr
     assert "campaign performance" in result.stdout
-    expected = len(generate_events(60))
-    assert f"the lake holds {expected} unique events" in result.stderr
-    again = mailpulse("demo", "--messages", "60", cwd=tmp_path, timeout=180)
-    assert f"the lake holds {expected} unique events" in again.stderr  # duplicates dropped
+    truth = read_truth(tmp_path / "data" / "simulate" / "truth-7.jsonl")
+    assert {line["source"] for line in truth} == set(PROVIDERS)  # every provider sent
+    assert f"the lake holds {len(truth)} unique events" in result.stderr
+    credentials = tmp_path / "data" / "demo_credentials.json"
+    assert credentials.stat().st_mode & 0o077 == 0
+    again = mailpulse("demo", "--messages", "30", "--no-dashboard", cwd=tmp_path, timeout=180)
+    assert f"the lake holds {len(truth)} unique events" in again.stderr  # duplicates dropped

@@ -134,18 +134,27 @@ def test_file_lookup_order_and_data_dir_env(
     assert load_config(explicit, env=override).data_dir == tmp_path / "elsewhere"
 
 
-def test_demo_defaults_generate_a_private_secret(
+def test_demo_defaults_generate_private_credentials_per_provider(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from ingest.providers import PROVIDERS
+
     monkeypatch.chdir(tmp_path)
     config = load_config(None, env={"MAILPULSE_DATA_DIR": str(tmp_path / "d")})
     assert config.is_demo
-    secret_path = tmp_path / "d" / "demo_secret"
-    assert secret_path.stat().st_mode & 0o077 == 0
-    first = config.sources["demo"].credentials["secret"][0].reveal()
+    assert {name: s.provider for name, s in config.sources.items()} == {n: n for n in PROVIDERS}
+    path = tmp_path / "d" / "demo_credentials.json"
+    assert path.stat().st_mode & 0o077 == 0
+    first = config.sources["generic"].credentials["secret"][0].reveal()
     again = load_config(None, env={"MAILPULSE_DATA_DIR": str(tmp_path / "d")})
-    assert again.sources["demo"].credentials["secret"][0].reveal() == first
-    assert len(first) == 64
+    assert again.sources["generic"].credentials["secret"][0].reveal() == first
+    assert len(first) >= 32
+
+
+def test_an_older_demo_secret_keeps_signing_the_generic_source(tmp_path: Path) -> None:
+    (tmp_path / "demo_secret").write_text("f" * 64)
+    config = load_config(None, env={"MAILPULSE_DATA_DIR": str(tmp_path)})
+    assert config.sources["generic"].credentials["secret"][0].reveal() == "f" * 64
 
 
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -240,84 +239,6 @@ def quarantine_replay(config_path: str | None) -> None:
         f"{remaining} still quarantined",
         err=True,
     )
-
-
-@cli.command()
-@config_option
-@click.option(
-    "--messages",
-    default=150,
-    show_default=True,
-    type=click.IntRange(1, 1_000_000),
-    help="Messages to simulate (each yields several events).",
-)
-@click.option(
-    "--duplicate-rate",
-    default=0.15,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Share of requests sent twice, as ESP retries do.",
-)
-@click.option(
-    "--port", type=click.IntRange(0, 65535), help="Port for the receiver (default: free)."
-)
-@click.option("--seed", default=7, show_default=True, help="Seed of the generated traffic.")
-def demo(
-    config_path: str | None, messages: int, duplicate_rate: float, port: int | None, seed: int
-) -> None:
-    """Start a receiver on localhost, send signed traffic with duplicates, print the report.
-
-    With no mailpulse.toml this uses the demo setup in ./data (a generic source named
-    "demo" with a generated secret).
-
-    \b
-    Example:
-        mailpulse demo --messages 500
-    """
-    from analytics import HEADLINE, open_lake
-    from ingest.flusher import Flusher
-    from mailpulse import demo as traffic
-
-    config = load(config_path)
-    source, secret = traffic.demo_source(config)
-    port = port or traffic.free_port()
-    base = f"http://127.0.0.1:{port}"
-    config_args = ["--config", config_path] if config_path else []
-    env = dict(os.environ)
-    if config.is_demo:
-        env["MAILPULSE_DATA_DIR"] = str(config.data_dir.resolve())
-    server = traffic.start_server(config_args, port, env)
-    try:
-        traffic.wait_ready(base, server)
-        events = traffic.generate_events(messages, seed=seed)
-        bodies = list(traffic.request_bodies(events, seed=seed))
-        click.echo(
-            f"mailpulse: sending {len(events)} events in {len(bodies)} requests "
-            f"(+{duplicate_rate:.0%} duplicates) to {base}/webhooks/{source}",
-            err=True,
-        )
-        result = traffic.send(
-            f"{base}/webhooks/{source}", secret, bodies, duplicate_rate=duplicate_rate, seed=seed
-        )
-    finally:
-        status = traffic.stop_server(server)
-    click.echo(
-        f"mailpulse: {result.accepted} of {result.requests} requests accepted "
-        f"({result.duplicates_sent} were repeats); server stopped with status {status}",
-        err=True,
-    )
-    flushed = Flusher(config).flush()
-    with open_lake(config) as lake:
-        total = lake.sql("SELECT count(*) AS n FROM events")["n"][0]
-        table = lake.metrics("campaign", metrics=list(HEADLINE))
-    click.echo(
-        f"mailpulse: the lake holds {total} unique events "
-        f"({flushed.requests} requests left to flush at exit)",
-        err=True,
-    )
-    print_frame(table, "table", title="campaign performance")
-    if result.failed:
-        raise click.ClickException(f"{result.failed} requests were not accepted")
 
 
 @cli.group()

@@ -1,0 +1,210 @@
+"""Receive path with SendGrid-sized batches: 1,000 ECDSA-signed events per request.
+
+The full receiver (SendGrid's ECDSA P-256 check over the raw body, then the fsync'd spool)
+against the no-op Flask endpoint receiving the very same body, both served by gunicorn with
+the same settings and loaded by ``wrk``, alternately (noop, full, noop, full, ...) in one
+run; the median of each side is compared. The body is 1,000 events the simulator makes
+(``mailpulse.simulate``), encoded and signed by the ``sendgrid`` provider exactly as
+SendGrid posts them. See BENCHMARKS.md.
+
+    .venv/bin/python bench/receive_batches.py [--duration 10] [--rounds 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.apps import DATA_DIR_ENV, SOURCE  # noqa: E402
+from bench.receive import (  # noqa: E402
+    lua_string,
+    parse_wrk,
+    run_wrk,
+    spooled_records,
+    start_gunicorn,
+    stop_gunicorn,
+)
+from ingest.providers.base import OutboundRequest  # noqa: E402
+
+TARGET_RATIO = 50.0  # full path req/s as a percentage of the no-op's
+BATCH = 1000
+PUBLIC_KEY_ENV = "MAILPULSE_BENCH_SENDGRID_PUBLIC_KEY"
+
+
+def full() -> Any:
+    """Gunicorn app factory: the real receiver with one ``sendgrid`` source (public key only)."""
+    from ingest import create_app
+    from ingest.logs import configure
+    from mailpulse.config import parse_config
+
+    document = {
+        "data_dir": os.environ[DATA_DIR_ENV],
+        "sources": {SOURCE: {"provider": "sendgrid", "public_key": os.environ[PUBLIC_KEY_ENV]}},
+    }
+    configure()  # as ``python -m ingest.server`` does
+    return create_app(parse_config(document, origin="bench", env={}))
+
+
+def signed_batch() -> tuple[OutboundRequest, str]:
+    """1,000 simulated events as one signed SendGrid request, and the receiver's public key."""
+    from ingest.providers import PROVIDERS
+    from mailpulse.config import parse_config
+    from mailpulse.simulate.scenario import Scenario, generate
+
+    if "sendgrid" not in PROVIDERS:
+        raise SystemExit(
+            "bench/receive_batches.py needs the sendgrid provider "
+            "(ingest/providers/sendgrid), which is not registered in ingest/providers"
+        )
+    sendgrid = PROVIDERS["sendgrid"]
+    receiver, sender = sendgrid.demo_credentials(f"http://127.0.0.1/webhooks/{SOURCE}")
+    document = {"sources": {SOURCE: {"provider": "sendgrid", **receiver}}}
+    provider = sendgrid(parse_config(document, origin="bench", env={}).sources[SOURCE])
+    events = generate(provider, Scenario(messages=600, seed=11))
+    if len(events) < BATCH:
+        raise RuntimeError(f"the scenario made only {len(events)} events")
+    request = provider.encode(events[:BATCH], url="", now=time.time(), sender=sender)
+    return request, str(receiver["public_key"])
+
+
+def write_lua(path: Path, request: OutboundRequest) -> None:
+    """A wrk script POSTing the request's body with its headers (signed once, reused)."""
+    lines = [f'wrk.method = "{request.method}"', f"wrk.body = {lua_string(request.body)}"]
+    lines += [
+        f'wrk.headers["{name}"] = {lua_string(value.encode())}'
+        for name, value in request.headers.items()
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_side(
+    side: str, request: OutboundRequest, public_key: str, workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One warm-up plus one measured wrk run against a fresh server for ``side``."""
+    data_dir = workdir / "data"
+    metrics = workdir / "metrics"  # multiprocess metrics, as `mailpulse serve` runs them
+    metrics.mkdir(parents=True)
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics))
+    env |= {DATA_DIR_ENV: str(data_dir), PUBLIC_KEY_ENV: public_key}
+    script = workdir / "post.lua"
+    write_lua(script, request)
+    target = "bench.apps:noop()" if side == "noop" else "bench.receive_batches:full()"
+    process, base = start_gunicorn(target, workdir, args, env)
+    try:
+        url = f"{base}/webhooks/{SOURCE}"
+        warm = parse_wrk(run_wrk(url, script, args.warmup, args)) if args.warmup > 0 else None
+        result = parse_wrk(run_wrk(url, script, args.duration, args))
+    finally:
+        stop_gunicorn(process)
+    result |= {"side": side, "events_per_s": result["rps"] * BATCH}
+    if side == "full":
+        acknowledged = result["requests"] - result["non2xx"]
+        if warm is not None:
+            acknowledged += warm["requests"] - warm["non2xx"]
+        result["acknowledged"] = acknowledged
+        result["spool_records"] = spooled_records(data_dir / "spool")
+        result["spool_ok"] = result["spool_records"] >= acknowledged
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table, and return the exit status."""
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per run")
+    parser.add_argument("--rounds", type=int, default=3, help="noop+full pairs to run")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
+    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--threads-wrk", type=int, default=2, help="wrk threads")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt-get install -y wrk)")
+
+    request, public_key = signed_batch()
+    load_before = os.getloadavg()[0]  # other work on the machine skews both sides
+    print(
+        f"body {len(request.body):,} bytes ({BATCH} SendGrid events, ECDSA P-256); gunicorn:"
+        f" {args.workers} workers, {args.worker_class}, {args.threads} threads;"
+        f" wrk -t{args.threads_wrk} -c{args.connections} -d{args.duration:g}s after"
+        f" {args.warmup:g}s warm-up; {args.rounds} round(s); load average {load_before:.2f}"
+        f" on {os.cpu_count()} CPUs\n"
+    )
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="mailpulse-bench-batches-") as tmp:
+        for number in range(1, args.rounds + 1):
+            for side in ("noop", "full"):
+                result = run_side(side, request, public_key, Path(tmp) / f"{side}-{number}", args)
+                result["round"] = number
+                runs.append(result)
+                print(
+                    f"round {number} {side:4}: {result['rps']:8.1f} req/s"
+                    f" {result['events_per_s']:11,.0f} events/s  p99 {result['p99_ms']:7.2f} ms"
+                    f"  non-2xx {result['non2xx']}"
+                )
+
+    summary: dict[str, dict[str, float]] = {}
+    print(f"\n{'side':6}{'req/s':>9}{'events/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+    for side in ("noop", "full"):
+        mine = [run for run in runs if run["side"] == side]
+        summary[side] = {
+            key: float(statistics.median(run[key] for run in mine))
+            for key in ("rps", "events_per_s", "p50_ms", "p99_ms")
+        }
+        summary[side]["non2xx"] = sum(run["non2xx"] for run in mine)
+        s = summary[side]
+        print(
+            f"{side:6}{s['rps']:9.1f}{s['events_per_s']:12,.0f}{s['p50_ms']:9.2f}"
+            f"{s['p99_ms']:9.2f}{int(s['non2xx']):9d}"
+        )
+    ratio = 100.0 * summary["full"]["rps"] / summary["noop"]["rps"]
+    verdict = "PASS" if ratio >= TARGET_RATIO else "MISS"
+    print(f"\nfull/noop req/s: {ratio:.1f} % (target >= {TARGET_RATIO:.0f} %): {verdict}")
+
+    failures = []
+    for side in ("noop", "full"):
+        if summary[side]["non2xx"]:
+            failures.append(f"the {side} side answered {int(summary[side]['non2xx'])} non-2xx")
+    for run in runs:
+        if run["side"] == "full" and not run["spool_ok"]:
+            failures.append(
+                f"round {run['round']}: the spool holds {run['spool_records']} records"
+                f" for {run['acknowledged']} acknowledged requests"
+            )
+    for failure in failures:
+        print(f"FAILURE: {failure}")
+    if args.json:
+        report = {
+            "date": time.strftime("%Y-%m-%d"),
+            "load_before": load_before,
+            "settings": {k: str(v) for k, v in vars(args).items()}
+            | {"body_bytes": len(request.body), "events_per_request": BATCH},
+            "runs": runs,
+            "median": summary,
+            "ratio_percent": ratio,
+            "target_ratio_percent": TARGET_RATIO,
+            "failures": failures,
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
