@@ -106,6 +106,11 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
         raise UnreadableBody(f"the request body could not be read ({type(exc).__name__})") from exc
     if len(body) > limit:
         raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    if req.content_length is not None and len(body) != req.content_length:
+        # The client went away mid-body: what arrived is not the request it announced.
+        raise UnreadableBody(
+            f"the body ended after {len(body)} of {req.content_length} announced bytes"
+        )
     headers = {name.lower(): value for name, value in req.headers.items()}
     environ = req.environ
     # Path and query as received; cheaper than req.url, which re-quotes the whole URL.
