@@ -22,6 +22,7 @@ from ingest.errors import (
     PayloadTooLarge,
     RateLimited,
     Rejected,
+    RequestTimeout,
     SpoolUnavailable,
     UnknownSource,
     UnreadableBody,
@@ -98,11 +99,23 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
     # A chunked body has no length up front: read at most one byte past the limit, so an
     # oversized body is refused without ever being held whole in memory.
     req.max_content_length = limit + 1
+    sock = req.environ.get("gunicorn.socket")
+    if sock is not None:
+        # Each read of the body waits at most this long; gunicorn makes the socket
+        # non-blocking again (no timeout) when the connection goes back to keep-alive.
+        sock.settimeout(receiver.config.receiver.read_timeout_seconds)
     try:
         body = req.get_data(cache=False)
-    except HTTPException:
-        raise
-    except Exception as exc:  # the server's own parse error for a broken body, whatever its type
+    except Exception as exc:
+        # Werkzeug reports a read that failed as a disconnect (400); a timed-out read is 408.
+        if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+            raise RequestTimeout(
+                "the body stopped arriving for "
+                f"{receiver.config.receiver.read_timeout_seconds:g} s; send it whole"
+            ) from exc
+        if isinstance(exc, HTTPException):
+            raise
+        # The server's own parse error for a broken body, whatever its type.
         raise UnreadableBody(f"the request body could not be read ({type(exc).__name__})") from exc
     if len(body) > limit:
         raise PayloadTooLarge(f"body is larger than {limit} bytes")

@@ -66,6 +66,10 @@ def test_valid_config_reads_every_section(tmp_path: Path) -> None:
         ({"receiver": {"max_body_byte": 1}}, "receiver.max_body_byte: unknown key"),
         ({"receiver": {"max_body_bytes": "big"}}, "receiver.max_body_bytes must be int"),
         ({"receiver": {"workers": 0}}, "receiver.workers must be greater than zero"),
+        (
+            {"receiver": {"read_timeout_seconds": 0}},
+            "receiver.read_timeout_seconds must be greater than zero",
+        ),
         (generic(secret=""), "sources.s.secret is empty"),
         (generic(secret="x", secret_env="X"), "give only one of secret, secret_env"),
         (generic(secret_env="NOT_SET"), "environment variable NOT_SET is not set"),
