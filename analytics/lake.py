@@ -87,21 +87,30 @@ class Lake:
         since: When = None,
         until: When = None,
         campaign: str | None = None,
+        source: str | None = None,
     ) -> pl.DataFrame:
         """Registry metrics per ``by`` value (one overall row when ``by`` is None).
 
         ``by``: campaign, date, domain, mailbox_provider, provider or source; ``period`` (day,
         week, month) applies to ``date``. Messages are selected by the UTC date they were first
-        seen: ``since`` inclusive, ``until`` exclusive.
+        seen: ``since`` inclusive, ``until`` exclusive; ``campaign`` and ``source`` (the
+        configured source name) select messages too.
         """
         query = queries.metrics_sql(by, metrics, period, self._state())
-        return self.sql(query, _filters(since, until, campaign))
+        return self.sql(query, _filters(since, until, campaign, source))
 
     def messages(
-        self, *, since: When = None, until: When = None, campaign: str | None = None
+        self,
+        *,
+        since: When = None,
+        until: When = None,
+        campaign: str | None = None,
+        source: str | None = None,
     ) -> pl.DataFrame:
         """The per-message table every metric counts (one row per message and recipient)."""
-        return self.sql(queries.messages_sql(self._state()), _filters(since, until, campaign))
+        return self.sql(
+            queries.messages_sql(self._state()), _filters(since, until, campaign, source)
+        )
 
     def timing(
         self,
@@ -111,10 +120,12 @@ class Lake:
         since: When = None,
         until: When = None,
         campaign: str | None = None,
+        source: str | None = None,
     ) -> pl.DataFrame:
         """Seconds from send to delivery, and from delivery to the first human open and click."""
         return self.sql(
-            queries.timing_sql(by, period, self._state()), _filters(since, until, campaign)
+            queries.timing_sql(by, period, self._state()),
+            _filters(since, until, campaign, source),
         )
 
     def _state(self) -> str | None:
@@ -161,8 +172,15 @@ def open_lake(source: str | Path | Config | None = None) -> Lake:
     return Lake(source)
 
 
-def _filters(since: When, until: When, campaign: str | None) -> dict[str, Any]:
-    return {"since": _instant(since), "until": _instant(until), "campaign": campaign}
+def _filters(
+    since: When, until: When, campaign: str | None, source: str | None = None
+) -> dict[str, Any]:
+    return {
+        "since": _instant(since),
+        "until": _instant(until),
+        "campaign": campaign,
+        "source": source,
+    }
 
 
 def _instant(value: When) -> datetime | None:

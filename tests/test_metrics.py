@@ -378,3 +378,15 @@ def test_two_bounces_at_the_same_instant_count_as_the_more_severe(tmp_path: Path
         expected = [{"hard_bounced": 1, "soft_bounced": 0}]
         assert lake.metrics(None, metrics=names).to_dicts() == expected
         assert raw.metrics(None, metrics=names).to_dicts() == expected
+
+
+def test_the_source_filter_selects_messages_of_that_source(spring: Path) -> None:
+    with open_lake(spring) as lake:
+        everything = lake.metrics("campaign", metrics=["sent", "delivered"])
+        assert lake.metrics("campaign", metrics=["sent", "delivered"], source="test").equals(
+            everything
+        )
+        nothing = lake.metrics(None, metrics=["sent", "delivered"], source="elsewhere")
+        assert nothing.row(0) == (0, 0)
+        assert lake.messages(source="elsewhere").is_empty()
+        assert lake.timing(None, source="test").height == 1

@@ -34,3 +34,4 @@ FROM per_message
 WHERE ($until IS NULL OR sent_at < $until)
   AND ($since IS NULL OR sent_at >= $since)
   AND ($campaign IS NULL OR campaign = $campaign)
+  AND ($source IS NULL OR source = $source)
