@@ -1,1 +1,1 @@
-"""The Streamlit dashboard (pages arrive with the dashboard work; see README)."""
+"""The Streamlit dashboard: ``mailpulse dashboard`` serves ``dashboards/app.py``."""

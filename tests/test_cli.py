@@ -227,6 +227,7 @@ def test_quarantine_list_as_json(tmp_path: Path, secret: str) -> None:
         ["compact"],
         ["report"],
         ["demo"],
+        ["dashboard"],
         ["simulate"],
         ["quarantine", "list"],
         ["quarantine", "replay"],

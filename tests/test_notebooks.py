@@ -97,7 +97,9 @@ def _check_run(notebook: Any, data_dir: Path) -> list[tuple[str, str]]:
 def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh demo lake made by the real command in a directory without a mailpulse.toml."""
     workdir = tmp_path_factory.mktemp("demo").resolve()
-    result = mailpulse("demo", "--messages", "300", cwd=workdir, env=_environment())
+    result = mailpulse(
+        "demo", "--messages", "300", "--no-dashboard", cwd=workdir, env=_environment()
+    )
     assert result.returncode == 0, result.stderr
     assert any((workdir / "data" / "lake" / "events").glob("date=*/*.parquet")), result.stderr
     return workdir

@@ -1,0 +1,205 @@
+"""Everything the pages show, read through the analytics package and cached.
+
+Pages call these functions only: the numbers come from the metric registry
+(:meth:`analytics.lake.Lake.metrics`), the suppression engine and :mod:`analytics.activity`,
+never from SQL written here. Results are cached per lake *version* (the set of Parquet files
+and their modification times), so new data shows on the next rerun and nothing is computed
+twice for the same files.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import requests
+import streamlit as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from analytics import activity
+from analytics.lake import Lake
+from analytics.suppression import Explanation, explain, suppressions
+from ingest.metrics import read_status
+from mailpulse.config import Config, load_config
+
+HEADLINE_TILES = (
+    "sent",
+    "delivery_rate",
+    "unique_open_rate",
+    "unique_click_rate",
+    "bounce_rate",
+    "complaint_rate",
+)
+SILENT_AFTER = timedelta(hours=1)  # a source with no event for this long is flagged
+_LOCK = threading.Lock()  # one DuckDB connection serves every session: one query at a time
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the sidebar selects: a date range of message send dates, campaign, source."""
+
+    since: date
+    until: date  # exclusive
+    campaign: str | None = None
+    source: str | None = None
+
+    def previous(self) -> Filters:
+        """The period of the same length just before this one."""
+        length = self.until - self.since
+        return Filters(self.since - length, self.since, self.campaign, self.source)
+
+    def query(self) -> dict[str, Any]:
+        """Keyword arguments for the analytics functions."""
+        return {
+            "since": self.since,
+            "until": self.until,
+            "campaign": self.campaign,
+            "source": self.source,
+        }
+
+
+@st.cache_resource
+def config() -> Config:
+    """The configuration the dashboard was started with (``MAILPULSE_CONFIG``)."""
+    return load_config(os.environ.get("MAILPULSE_CONFIG"))
+
+
+@st.cache_resource
+def _lake(data_dir: str) -> Lake:
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    return Lake(data_dir)
+
+
+def lake() -> Lake:
+    """The lake of the configuration, opened once per process."""
+    return _lake(str(config().data_dir))
+
+
+def version() -> tuple[int, float]:
+    """How many event files the lake holds and the newest one's time: the cache key."""
+    files = list((config().data_dir / "lake" / "events").glob("date=*/*.parquet"))
+    rollups = list((config().data_dir / "lake" / "messages").glob("*.parquet"))
+    newest = max((path.stat().st_mtime for path in files + rollups), default=0.0)
+    return len(files), newest
+
+
+def _query(function: Any, *args: Any, **kwargs: Any) -> pl.DataFrame:
+    with _LOCK:
+        the_lake = lake()
+        the_lake.refresh()
+        frame: pl.DataFrame = function(the_lake, *args, **kwargs)
+        return frame
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def metrics(
+    by: str | None, filters: Filters, _version: tuple[int, float], period: str = "day"
+) -> pl.DataFrame:
+    """Registry metrics per ``by`` value (overall when None) for the filters."""
+    return _query(Lake.metrics, by, period=period, **filters.query())
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def summary(_version: tuple[int, float]) -> dict[str, Any]:
+    """Events, campaigns and the span the lake covers."""
+    with _LOCK:
+        the_lake = lake()
+        the_lake.refresh()
+        return the_lake.summary()
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def choices(_version: tuple[int, float]) -> tuple[list[str], list[str]]:
+    """Campaigns and sources present in the lake, for the filter boxes."""
+    campaigns = _query(Lake.metrics, "campaign", metrics=["sent"])["campaign"]
+    sources = _query(Lake.metrics, "source", metrics=["sent"])["source"]
+    return (
+        sorted(value for value in campaigns.to_list() if value),
+        sorted(value for value in sources.to_list() if value),
+    )
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def after_send(filters: Filters, _version: tuple[int, float]) -> pl.DataFrame:
+    """Opens and clicks by hour after sending."""
+    return _query(activity.activity_after_send, **filters.query())
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def links(filters: Filters, _version: tuple[int, float]) -> pl.DataFrame:
+    """The most clicked links."""
+    return _query(activity.top_links, **filters.query())
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def bounces(filters: Filters, _version: tuple[int, float]) -> pl.DataFrame:
+    """The commonest bounce reasons."""
+    return _query(activity.bounce_reasons, **filters.query())
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def suppressed(_version: tuple[int, float]) -> pl.DataFrame:
+    """Every suppressed address with its rule, reason and time."""
+    with _LOCK:
+        the_lake = lake()
+        the_lake.refresh()
+        return suppressions(the_lake, config().suppression)
+
+
+def why(address: str) -> Explanation:
+    """Why one address is (or is not) suppressed."""
+    with _LOCK:
+        return explain(lake(), config().suppression, address)
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def arrivals(_version: tuple[int, float], hours: int = 6) -> pl.DataFrame:
+    """Events per minute by source over the last ``hours``."""
+    start = datetime.now(UTC) - timedelta(hours=hours)
+    return _query(activity.events_per_minute, start)
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def sources_health(_version: tuple[int, float]) -> pl.DataFrame:
+    """Each source's last event, with ``silent`` set when it is older than ``SILENT_AFTER``."""
+    frame = _query(activity.last_event_per_source)
+    now = datetime.now(UTC)
+    return frame.with_columns(
+        (pl.lit(now) - pl.col("last_received_at") > SILENT_AFTER).alias("silent")
+    )
+
+
+def flusher_status() -> dict[str, Any]:
+    """The flusher's last status: pending spool bytes, last flush, quarantine rows."""
+    return read_status(config().state_dir)
+
+
+def signature_failures(url: str | None = None) -> pl.DataFrame | None:
+    """Signature failures by source and reason from the receiver's ``/metrics``.
+
+    None when the receiver cannot be reached (it may run elsewhere, or not at all).
+    """
+    target = url or os.environ.get("MAILPULSE_RECEIVER_URL", "http://127.0.0.1:8025")
+    try:
+        text = requests.get(f"{target.rstrip('/')}/metrics", timeout=1).text
+    except requests.RequestException:
+        return None
+    rows = [
+        {
+            "source": sample.labels.get("source", ""),
+            "reason": sample.labels.get("reason", ""),
+            "failures": int(sample.value),
+        }
+        for family in text_string_to_metric_families(text)
+        if family.name == "mailpulse_signature_failures"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    ]
+    return pl.DataFrame(
+        rows, schema={"source": pl.String, "reason": pl.String, "failures": pl.Int64}
+    )
