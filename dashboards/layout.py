@@ -40,3 +40,9 @@ def start(title: str) -> data.Filters | None:
 def percent(value: float | None) -> str:
     """A rate as people read it; an empty rate (no denominator) as a dash."""
     return "–" if value is None else f"{value:.1%}"
+
+
+def finish() -> None:
+    """Mark the page as drawn: the last element a page writes, so a browser (the tests, the
+    benchmark) can tell a finished page from one still computing."""
+    st.markdown('<div id="mailpulse-ready"></div>', unsafe_allow_html=True)

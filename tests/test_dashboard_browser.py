@@ -8,7 +8,6 @@ numbers against the analytics package, and saves a screenshot of each page into
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,34 +21,12 @@ import requests
 from playwright.sync_api import Page, sync_playwright
 
 from analytics.lake import open_lake
+from bench.browser import CHROMIUM_ARGS, PAGES, chromium, wait_ready
 from mailpulse.demo import free_port
 from tests.helpers import mailpulse
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
-PAGES = {
-    "overview": "Campaign performance",
-    "campaigns": "Campaigns",
-    "deliverability": "Deliverability",
-    "suppressions": "Suppressions",
-    "health": "Ingestion health",
-}
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert path, "Chromium is missing: `make test` installs Debian's package"
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -93,24 +70,6 @@ def page() -> Iterator[Page]:
         browser.close()
 
 
-def wait_ready(page: Page, title: str) -> None:
-    """Until the page's title shows and Streamlit has finished running the script."""
-    page.get_by_role("heading", name=title).first.wait_for(timeout=30_000)
-    # While the script runs, Streamlit shows a Stop button and marks old elements stale.
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"] button')"
-        " && !document.querySelector('[data-stale=\"true\"]')"
-        " && !document.querySelector('[data-testid=\"stSkeleton\"]')",
-        timeout=30_000,
-    )
-    # Charts draw after the script finishes: wait until every chart has its canvas or svg.
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]')]"
-        ".every(chart => chart.querySelector('canvas, svg'))",
-        timeout=30_000,
-    )
-
-
 def metric(page: Page, label: str) -> str:
     tile = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
     return tile.locator('[data-testid="stMetricValue"]').inner_text().strip()
@@ -129,12 +88,12 @@ def test_every_page_opens_and_the_numbers_are_the_analytics_numbers(
     query = f"?since={since}&until={until}"
     ARTIFACTS.mkdir(exist_ok=True)
     for path, title in PAGES.items():
-        page.goto(f"{base}/{'' if path == 'overview' else path}{query}")
+        page.goto(f"{base}/{path}{query}")
         wait_ready(page, title)
         assert not page.locator('[data-testid="stException"]').count(), path
         assert not page.get_by_text("Page not found").count(), path
-        page.screenshot(path=str(ARTIFACTS / f"dashboard-{path}.png"), full_page=True)
-        if path == "overview":
+        page.screenshot(path=str(ARTIFACTS / f"dashboard-{path or 'overview'}.png"))
+        if path == "":
             assert metric(page, "sent") == f"{row['sent']:,}"
             assert metric(page, "delivery rate") == f"{row['delivery_rate']:.1%}"
             assert metric(page, "bounce rate") == f"{row['bounce_rate']:.1%}"

@@ -86,3 +86,5 @@ if filters is not None:
             hide_index=True,
             column_config={"delivery_rate": RATE, "unique_open_rate": RATE},
         )
+
+layout.finish()

@@ -74,3 +74,5 @@ if filters is not None:
         else "No campaign is over a provider's limit."
     )
     st.dataframe(worst, hide_index=True, key="worst_offenders")
+
+layout.finish()

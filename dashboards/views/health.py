@@ -44,3 +44,5 @@ elif failures.is_empty():
     st.write("None since the receiver started.")
 else:
     st.dataframe(failures, hide_index=True, key="signature_failures")
+
+layout.finish()

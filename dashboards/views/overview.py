@@ -45,3 +45,5 @@ if filters is not None:
     )
     st.subheader("Per day")
     st.dataframe(trend, hide_index=True, key="overview_trend")
+
+layout.finish()

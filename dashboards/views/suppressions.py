@@ -34,3 +34,5 @@ if filters is not None:
     address = st.text_input("Why is this address suppressed?", key="why_address")
     if address.strip():
         st.code("\n".join(data.why(address).lines()), language=None)
+
+layout.finish()
