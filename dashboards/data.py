@@ -183,8 +183,10 @@ def signature_failures(url: str | None = None) -> pl.DataFrame | None:
     """Signature failures by source and reason from the receiver's ``/metrics``.
 
     None when the receiver cannot be reached (it may run elsewhere, or not at all).
+    The URL is ``url``, else ``$MAILPULSE_RECEIVER_URL``, else ``[dashboard] receiver_url``.
     """
-    target = url or os.environ.get("MAILPULSE_RECEIVER_URL", "http://127.0.0.1:8025")
+    # --receiver-url (via the environment) wins over the config's [dashboard] receiver_url.
+    target = url or os.environ.get("MAILPULSE_RECEIVER_URL") or config().dashboard.receiver_url
     try:
         text = requests.get(f"{target.rstrip('/')}/metrics", timeout=1).text
     except requests.RequestException:

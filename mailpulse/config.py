@@ -21,6 +21,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,14 @@ class SuppressionConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    """The ``[dashboard]`` table."""
+
+    # The receiver whose /metrics the ingestion-health page reads for signature failures.
+    receiver_url: str = "http://127.0.0.1:8025"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
 
@@ -114,6 +123,7 @@ class Config:
     receiver: ReceiverConfig = field(default_factory=ReceiverConfig)
     lake: LakeConfig = field(default_factory=LakeConfig)
     suppression: SuppressionConfig = field(default_factory=SuppressionConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
     origin: str = "built-in demo defaults"
     is_demo: bool = False
@@ -181,7 +191,10 @@ def parse_config(
     env = os.environ if env is None else env
     problems: list[str] = []
     _unknown_keys(
-        document, {"data_dir", "receiver", "lake", "suppression", "sources"}, "", problems
+        document,
+        {"data_dir", "receiver", "lake", "suppression", "dashboard", "sources"},
+        "",
+        problems,
     )
 
     data_dir_value = env.get("MAILPULSE_DATA_DIR") or document.get("data_dir", "data")
@@ -195,7 +208,10 @@ def parse_config(
     receiver = _section(document, "receiver", ReceiverConfig, problems)
     lake = _section(document, "lake", LakeConfig, problems)
     suppression = _section(document, "suppression", SuppressionConfig, problems)
+    dashboard = _section(document, "dashboard", DashboardConfig, problems)
     _check_receiver(receiver, problems)
+    if not _valid_http_url(dashboard.receiver_url):
+        problems.append("dashboard.receiver_url must be an http:// or https:// URL with a host")
     if lake.dedup_window_days < 30:
         problems.append("lake.dedup_window_days must be at least 30 (ESPs retry for days)")
     if lake.flush_batch_bytes < 4096:
@@ -217,6 +233,7 @@ def parse_config(
         receiver=receiver,
         lake=lake,
         suppression=suppression,
+        dashboard=dashboard,
         sources=sources,
         origin=origin,
     )
@@ -432,3 +449,8 @@ def _valid_rate_limit(text: str) -> bool:
         return bool(parse_many(text))
     except ValueError:
         return False
+
+
+def _valid_http_url(text: str) -> bool:
+    parts = urllib.parse.urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -174,3 +174,16 @@ def test_missing_credentials_reported_beside_other_mistakes() -> None:
     found = problems(generic(allow_ips=["nonsense"]))
     assert len(found) == 2
     assert any("needs secret" in p for p in found)
+
+
+def test_dashboard_receiver_url_default_and_validation() -> None:
+    assert parse_config({}).dashboard.receiver_url == "http://127.0.0.1:8025"
+    chosen = parse_config({"dashboard": {"receiver_url": "https://hooks.example.com:8443"}})
+    assert chosen.dashboard.receiver_url == "https://hooks.example.com:8443"
+    for bad in ("ftp://example.com", "not a url", "http://"):
+        with pytest.raises(ConfigError, match="dashboard.receiver_url must be an http"):
+            parse_config({"dashboard": {"receiver_url": bad}})
+    with pytest.raises(ConfigError, match="dashboard.receiver_url must be str"):
+        parse_config({"dashboard": {"receiver_url": 8025}})
+    with pytest.raises(ConfigError, match="dashboard.port"):
+        parse_config({"dashboard": {"port": 1}})
