@@ -1,0 +1,84 @@
+"""Client addresses: ``allow_ips`` for IPv4 and IPv6, and ``trusted_proxy_hops``.
+
+Only as many ``X-Forwarded-For`` entries as there are trusted proxies count, from the right;
+a client that forges the header directly changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from ingest import create_app
+from tests.helpers import event, signed_headers
+
+
+@pytest.fixture
+def receiver(make_config: Any, secret: str) -> Iterator[Any]:
+    """A test client factory for a config with ``allow_ips`` and proxy hops."""
+    apps = []
+
+    def build(allow_ips: list[str], hops: int = 0) -> FlaskClient:
+        config = make_config(
+            receiver={"trusted_proxy_hops": hops},
+            sources={"in_house": {"provider": "generic", "secret": secret, "allow_ips": allow_ips}},
+        )
+        app = create_app(config)
+        apps.append(app)
+        return app.test_client()
+
+    yield build
+    for app in apps:
+        app.extensions["mailpulse"].spool.close()
+
+
+def post(client: FlaskClient, secret: str, remote: str, forwarded: str | None = None) -> Any:
+    body = json.dumps(event("e1")).encode()
+    headers = signed_headers(secret, body)
+    if forwarded is not None:
+        headers["X-Forwarded-For"] = forwarded
+    return client.post(
+        "/webhooks/in_house", data=body, headers=headers, environ_base={"REMOTE_ADDR": remote}
+    )
+
+
+@pytest.mark.parametrize(
+    ("allow", "remote", "status"),
+    [
+        (["192.0.2.0/24"], "192.0.2.10", 200),
+        (["192.0.2.0/24"], "198.51.100.1", 403),
+        (["2001:db8::/32"], "2001:db8::7", 200),
+        (["2001:db8::/32"], "2001:db9::7", 403),
+        (["192.0.2.0/24"], "::ffff:192.0.2.10", 200),  # IPv4 through an IPv6 socket
+        (["192.0.2.0/24", "2001:db8::/32"], "2001:db8:1::1", 200),
+    ],
+)
+def test_allow_ips_for_ipv4_and_ipv6(
+    receiver: Any, secret: str, allow: list[str], remote: str, status: int
+) -> None:
+    response = post(receiver(allow), secret, remote)
+    assert response.status_code == status
+    if status == 403:
+        assert response.json["error"] == "forbidden_address"
+
+
+def test_a_forged_forwarded_for_from_the_client_changes_nothing(receiver: Any, secret: str) -> None:
+    client = receiver(["192.0.2.0/24"], hops=0)
+    assert post(client, secret, "198.51.100.1", forwarded="192.0.2.10").status_code == 403
+    assert post(client, secret, "192.0.2.10", forwarded="198.51.100.1").status_code == 200
+
+
+def test_behind_one_proxy_the_last_forwarded_address_is_the_client(
+    receiver: Any, secret: str
+) -> None:
+    client = receiver(["192.0.2.0/24", "2001:db8::/32"], hops=1)
+    proxy = "10.0.0.1"
+    assert post(client, secret, proxy, forwarded="192.0.2.10").status_code == 200
+    assert post(client, secret, proxy, forwarded="2001:db8::5").status_code == 200
+    assert post(client, secret, proxy, forwarded="198.51.100.1").status_code == 403
+    # The client put an allowed address first; the proxy appended the real one.
+    assert post(client, secret, proxy, forwarded="192.0.2.10, 198.51.100.1").status_code == 403
