@@ -650,7 +650,7 @@ STALLED_MANY = 200  # far more than the server's 2 workers x 8 threads, however 
     raises=AssertionError,
     reason="known limit: each stalled body is let go after read_timeout_seconds, but until "
     "then 200 of them hold every gthread worker thread, so authentic webhooks wait "
-    "(slowloris). A buffering reverse proxy in front removes it (docs/deploy.md).",
+    "(slowloris). A buffering reverse proxy in front removes it.",
 )
 def test_many_bodies_that_never_finish_do_not_starve_the_server(hub: Hub) -> None:
     stalled = [_stall(hub, "postmark") for _ in range(STALLED_MANY)]
