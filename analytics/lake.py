@@ -80,7 +80,7 @@ class Lake:
 
     def metrics(
         self,
-        by: str | None = "campaign",
+        by: str | Sequence[str] | None = "campaign",
         *,
         metrics: Sequence[str] | None = None,
         period: str = "day",
@@ -91,8 +91,9 @@ class Lake:
     ) -> pl.DataFrame:
         """Registry metrics per ``by`` value (one overall row when ``by`` is None).
 
-        ``by``: campaign, date, domain, mailbox_provider, provider or source; ``period`` (day,
-        week, month) applies to ``date``. Messages are selected by the UTC date they were first
+        ``by``: campaign, date, domain, mailbox_provider, provider or source, or several of them
+        (``("date", "provider")``: one row per date and provider); ``period`` (day, week,
+        month) applies to ``date``. Messages are selected by the UTC date they were first
         seen: ``since`` inclusive, ``until`` exclusive; ``campaign`` and ``source`` (the
         configured source name) select messages too.
         """

@@ -65,24 +65,35 @@ def metric_names(names: Sequence[str] | None) -> list[str]:
 
 
 def metrics_sql(
-    by: str | None,
+    by: str | Sequence[str] | None,
     metrics: Sequence[str] | None = None,
     period: str = "day",
     state: str | None = None,
 ) -> str:
-    """Metrics per value of ``by`` (or one overall row when ``by`` is None)."""
-    if by is not None and by not in DIMENSIONS:
-        raise BadQuery(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}")
+    """Metrics per value of ``by`` (or one overall row when ``by`` is None).
+
+    ``by`` may name several dimensions, e.g. ``("date", "provider")`` for a rate over time
+    per provider: one row per combination that has messages.
+    """
+    names = [by] if isinstance(by, str) else list(by or ())
+    for name in names:
+        if name not in DIMENSIONS:
+            raise BadQuery(f"cannot group by {name!r}; choose one of {', '.join(DIMENSIONS)}")
     if period not in PERIODS:
         raise BadQuery(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     columns = ",\n    ".join(f"{METRICS[name].sql()} AS {name}" for name in metric_names(metrics))
-    if by is None:
+    if not names:
         return f"WITH messages AS (\n{messages_sql(state)}\n)\nSELECT\n    {columns}\nFROM messages"
-    dimension = DIMENSIONS[by].format(period=period)
+    dimensions = "".join(
+        f"{DIMENSIONS[name].format(period=period)} AS {name},\n    " for name in names
+    )
+    positions = range(1, len(names) + 1)
+    group = ", ".join(str(n) for n in positions)
+    order = ", ".join(f"{n} NULLS LAST" for n in positions)
     return (
         f"WITH messages AS (\n{messages_sql(state)}\n)\n"
-        f"SELECT\n    {dimension} AS {by},\n    {columns}\n"
-        f"FROM messages\nGROUP BY 1\nORDER BY 1 NULLS LAST"
+        f"SELECT\n    {dimensions}{columns}\n"
+        f"FROM messages\nGROUP BY {group}\nORDER BY {order}"
     )
 
 
