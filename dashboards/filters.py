@@ -10,6 +10,19 @@ import streamlit as st
 from dashboards import data
 
 DEFAULT_DAYS = 7
+KEYS = ("since", "until", "campaign", "source")
+# The last filters of this browser session: switching pages drops the query string, and the
+# filters should follow the reader from page to page.
+_SAVED = "mailpulse_filters"
+
+
+def _params() -> dict[str, str]:
+    """The filter parameters of the URL; the session's last ones when the URL has none."""
+    params = {key: st.query_params[key] for key in KEYS if key in st.query_params}
+    saved = st.session_state.get(_SAVED)
+    if not params and isinstance(saved, dict):
+        return dict(saved)
+    return params
 
 
 def _date(value: str | None, default: date) -> date:
@@ -21,7 +34,7 @@ def _date(value: str | None, default: date) -> date:
 
 def read(campaigns: list[str], sources: list[str], today: date) -> data.Filters:
     """Filters from the query parameters; unknown or malformed values fall back to defaults."""
-    params = st.query_params
+    params = _params()
     until = _date(params.get("until"), today + timedelta(days=1))
     since = _date(params.get("since"), until - timedelta(days=DEFAULT_DAYS))
     if since >= until:
@@ -72,6 +85,7 @@ def sidebar(campaigns: list[str], sources: list[str], today: date) -> data.Filte
         params["campaign"] = chosen.campaign
     if chosen.source:
         params["source"] = chosen.source
+    st.session_state[_SAVED] = params
     if dict(st.query_params) != params:
         st.query_params.from_dict(params)
     return chosen

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import polars as pl
 import streamlit as st
 
 from dashboards import data
@@ -40,6 +42,17 @@ def start(title: str) -> data.Filters | None:
 def percent(value: float | None) -> str:
     """A rate as people read it; an empty rate (no denominator) as a dash."""
     return "–" if value is None else f"{value:.1%}"
+
+
+def column_formats(frame: pl.DataFrame) -> dict[str, Any]:
+    """Column settings for a registry table: rates as percentages, dates without a time."""
+    formats: dict[str, Any] = {}
+    for name, dtype in frame.schema.items():
+        if name.endswith("_rate"):
+            formats[name] = st.column_config.NumberColumn(format="percent")
+        elif dtype == pl.Date:
+            formats[name] = st.column_config.DateColumn(format="YYYY-MM-DD")
+    return formats
 
 
 def finish() -> None:

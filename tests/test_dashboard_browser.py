@@ -7,6 +7,7 @@ numbers against the analytics package, and saves a screenshot of each page into
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,13 +21,24 @@ import pytest
 import requests
 from playwright.sync_api import Page, sync_playwright
 
+from analytics import activity
 from analytics.lake import open_lake
+from analytics.suppression import suppressions
 from bench.browser import CHROMIUM_ARGS, PAGES, chromium, wait_ready
+from dashboards.thresholds import offenders
+from mailpulse.config import SuppressionConfig
 from mailpulse.demo import free_port
 from tests.helpers import mailpulse
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
+HEADLINE_RATES = (
+    "delivery_rate",
+    "unique_open_rate",
+    "unique_click_rate",
+    "bounce_rate",
+    "complaint_rate",
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +69,16 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
         os.killpg(process.pid, signal.SIGKILL)
         pytest.fail("the dashboard did not start")
     yield base, workdir
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
+    # SIGTERM to the command alone, as a service manager sends it: Streamlit must stop too.
+    process.send_signal(signal.SIGTERM)
+    try:
+        returncode = process.wait(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the group
+    assert returncode == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{base}/_stcore/health", timeout=1)
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +95,37 @@ def metric(page: Page, label: str) -> str:
     return tile.locator('[data-testid="stMetricValue"]').inner_text().strip()
 
 
+def whole_page(page: Page, title: str, path: Path) -> None:
+    """Screenshot all of a page: Streamlit scrolls inside its main block, not the document,
+    so the window is made as tall as that block for the picture."""
+    size = page.viewport_size or {"width": 1400, "height": 1000}
+    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": max(int(height), size["height"])})
+    wait_ready(page, title)
+    page.screenshot(path=str(path))
+    page.set_viewport_size(size)
+
+
 def test_every_page_opens_and_the_numbers_are_the_analytics_numbers(
     dashboard: tuple[str, Path], page: Page
 ) -> None:
+    """Each page renders without an exception and shows the analytics package's numbers."""
     base, workdir = dashboard
     with open_lake(workdir / "data") as lake:
         last = lake.summary()["last"].date()
         until = last + timedelta(days=1)
         since = until - timedelta(days=7)
         row = lake.metrics(None, since=since, until=until).row(0, named=True)
-        campaigns = lake.metrics("campaign", since=since, until=until)
+        by = {
+            name: lake.metrics(name, since=since, until=until)
+            for name in ("campaign", "provider", "source", "mailbox_provider")
+        }
+        first = by["campaign"]["campaign"][0]
+        funnel = lake.metrics(None, since=since, until=until, campaign=first).row(0, named=True)
+        suppressed = suppressions(lake, SuppressionConfig())
+        sources = activity.last_event_per_source(lake)["source"].to_list()
+    worst = offenders(by)
+    over = worst.filter(worst["over"] != "").height
     query = f"?since={since}&until={until}"
     ARTIFACTS.mkdir(exist_ok=True)
     for path, title in PAGES.items():
@@ -92,13 +133,46 @@ def test_every_page_opens_and_the_numbers_are_the_analytics_numbers(
         wait_ready(page, title)
         assert not page.locator('[data-testid="stException"]').count(), path
         assert not page.get_by_text("Page not found").count(), path
-        page.screenshot(path=str(ARTIFACTS / f"dashboard-{path or 'overview'}.png"))
+        name = path or "overview"
+        page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"))
+        whole_page(page, title, ARTIFACTS / f"dashboard-{name}-full.png")
         if path == "":
             assert metric(page, "sent") == f"{row['sent']:,}"
-            assert metric(page, "delivery rate") == f"{row['delivery_rate']:.1%}"
-            assert metric(page, "bounce rate") == f"{row['bounce_rate']:.1%}"
-            assert metric(page, "unique open rate") == f"{row['unique_open_rate']:.1%}"
+            for rate in HEADLINE_RATES:
+                assert metric(page, rate.replace("_", " ")) == f"{row[rate]:.1%}", rate
         if path == "campaigns":
-            # The table is drawn on a canvas; the details below it name the first campaign.
-            first = campaigns["campaign"][0]
+            # The table is drawn on a canvas; the details below it show the first campaign.
             page.get_by_text(f"{first}: funnel").wait_for(timeout=10_000)
+            assert metric(page, "delivered") == f"{funnel['delivered']:,}"
+            assert metric(page, "opened (people)") == f"{funnel['unique_opens']:,}"
+        if path == "deliverability":
+            expected = (
+                f"{over} of the worst {worst.height} are over a limit"
+                if over
+                else ("Nothing is over a provider's limit.")
+            )
+            assert page.get_by_text(expected).count(), expected
+        if path == "suppressions":
+            assert metric(page, "suppressed addresses") == f"{suppressed.height:,}"
+            address = suppressed["address"][0]
+            page.get_by_label("Why is this address suppressed?").fill(address)
+            page.keyboard.press("Enter")
+            page.get_by_text(f"{address} is suppressed").first.wait_for(timeout=15_000)
+            wait_ready(page, title)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-suppressions-search.png"))
+        if path == "health":
+            assert metric(page, "quarantined requests") == "0"
+            for source in sources:
+                assert page.get_by_text(source, exact=True).count(), source
+
+
+def test_filters_follow_the_reader_to_another_page(dashboard: tuple[str, Path], page: Page) -> None:
+    """A source chosen on one page is still chosen after the sidebar link to another."""
+    base, _ = dashboard
+    page.goto(f"{base}/?source=sendgrid")
+    wait_ready(page, PAGES[""])
+    page.get_by_role("link", name="Campaigns").first.click()
+    page.wait_for_url("**/campaigns?**")
+    wait_ready(page, PAGES["campaigns"])
+    assert "source=sendgrid" in page.url
+    assert page.get_by_role("combobox", name="Source").input_value() == "sendgrid"

@@ -19,7 +19,6 @@ COLUMNS = [
     "complaint_rate",
     "unsubscribe_rate",
 ]
-RATE = st.column_config.NumberColumn(format="percent")
 
 filters = layout.start("Campaigns")
 if filters is not None:
@@ -29,7 +28,7 @@ if filters is not None:
         table,
         hide_index=True,
         key="campaign_table",
-        column_config={name: RATE for name in COLUMNS if name.endswith("_rate")},
+        column_config=layout.column_formats(table),
     )
     names = [name for name in table["campaign"].to_list() if name]
     if names:
@@ -49,6 +48,8 @@ if filters is not None:
                 ],
             }
         )
+        for column, (stage, count) in zip(st.columns(4), funnel.iter_rows(), strict=True):
+            column.metric(stage, f"{count:,}")
         left, right = st.columns(2)
         left.altair_chart(charts.bars(funnel, "stage", "messages", "messages"), width="stretch")
         opens = pl.DataFrame(
@@ -64,6 +65,10 @@ if filters is not None:
             st.write("No opens or clicks yet.")
         else:
             st.altair_chart(charts.stacked_hours(hours))
+            st.caption(
+                "Machine opens and clicks (Apple Mail Privacy Protection, Gmail's image proxy, "
+                "link scanners) come within seconds of delivery; people's are spread out."
+            )
         left, right = st.columns(2)
         left.subheader("Top links")
         left.dataframe(data.links(one, version), hide_index=True, key="top_links")
@@ -71,20 +76,14 @@ if filters is not None:
         right.dataframe(data.bounces(one, version), hide_index=True, key="bounce_reasons")
         left, right = st.columns(2)
         left.subheader("Recipient domains")
-        left.dataframe(
-            data.metrics("domain", one, version).select(
-                "domain", "sent", "delivery_rate", "unique_open_rate", "bounce_rate"
-            ),
-            hide_index=True,
-            column_config={"delivery_rate": RATE, "unique_open_rate": RATE, "bounce_rate": RATE},
+        domains = data.metrics("domain", one, version).select(
+            "domain", "sent", "delivery_rate", "unique_open_rate", "bounce_rate"
         )
+        left.dataframe(domains, hide_index=True, column_config=layout.column_formats(domains))
         right.subheader("Mailbox providers")
-        right.dataframe(
-            data.metrics("mailbox_provider", one, version).select(
-                "mailbox_provider", "sent", "delivery_rate", "unique_open_rate", "machine_opens"
-            ),
-            hide_index=True,
-            column_config={"delivery_rate": RATE, "unique_open_rate": RATE},
+        mailboxes = data.metrics("mailbox_provider", one, version).select(
+            "mailbox_provider", "sent", "delivery_rate", "unique_open_rate", "machine_opens"
         )
+        right.dataframe(mailboxes, hide_index=True, column_config=layout.column_formats(mailboxes))
 
 layout.finish()

@@ -11,16 +11,18 @@ if filters is not None:
     version = data.version()
     now = data.metrics(None, filters, version).row(0, named=True)
     before = data.metrics(None, filters.previous(), version).row(0, named=True)
+    days = (filters.until - filters.since).days
     st.caption(
-        f"Messages sent {filters.since} to {filters.until} (exclusive), against the "
-        f"{(filters.until - filters.since).days} days before."
+        f"Messages sent {filters.since} to {filters.until} (exclusive); the changes compare "
+        f"with the {days} days before."
     )
     columns = st.columns(len(data.HEADLINE_TILES))
     for column, name in zip(columns, data.HEADLINE_TILES, strict=True):
         value, previous = now[name], before[name]
         label = name.replace("_", " ")
         if name == "sent":
-            delta = None if previous is None else f"{value - previous:+,}"
+            # Nothing sent before: a "+N" against zero says nothing.
+            delta = f"{value - previous:+,}" if previous else None
             column.metric(label, f"{value:,}", delta)
         else:
             delta = (
@@ -33,17 +35,34 @@ if filters is not None:
             column.metric(
                 label, layout.percent(value), delta, delta_color="inverse" if inverse else "normal"
             )
+    if not before["sent"]:
+        st.caption(f"No messages were sent in the {days} days before, so there is no change.")
     trend = data.metrics("date", filters, version)
-    left, right = st.columns(2)
+    left, middle, right = st.columns(3)
     left.altair_chart(
-        charts.rate_over_time(trend, "date", "unique_open_rate", "unique open rate"),
+        charts.volume_over_time(trend, "date", "sent", "messages sent"), width="stretch"
+    )
+    middle.altair_chart(
+        charts.rates_over_time(
+            trend,
+            "date",
+            {"unique_open_rate": "unique open rate", "unique_click_rate": "unique click rate"},
+            "engagement",
+        ),
         width="stretch",
     )
     right.altair_chart(
-        charts.rate_over_time(trend, "date", "bounce_rate", "bounce rate"),
+        charts.rates_over_time(
+            trend,
+            "date",
+            {"bounce_rate": "bounce rate", "complaint_rate": "complaint rate"},
+            "problems",
+        ),
         width="stretch",
     )
     st.subheader("Per day")
-    st.dataframe(trend, hide_index=True, key="overview_trend")
+    st.dataframe(
+        trend, hide_index=True, key="overview_trend", column_config=layout.column_formats(trend)
+    )
 
 layout.finish()

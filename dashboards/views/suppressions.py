@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
-import polars as pl
 import streamlit as st
 
-from dashboards import data, layout
+from dashboards import charts, data, layout
 
 filters = layout.start("Suppressions")
 if filters is not None:
     version = data.version()
-    table = data.suppressed(version)
-    st.metric("suppressed addresses", f"{table.height:,}")
-    if table.height:
-        by_day = (
-            table.with_columns(pl.col("suppressed_at").dt.date().alias("day"))
-            .group_by("day", "rule")
-            .len("addresses")
-            .sort("day")
+    total = data.suppressed(version).height
+    by_day = data.suppressions_per_day(filters, version)
+    left, right = st.columns(2)
+    left.metric("suppressed addresses", f"{total:,}")
+    right.metric("added in the selected dates", f"{int(by_day['addresses'].sum()):,}")
+    st.subheader("New suppressions per day, by rule")
+    if by_day.is_empty():
+        st.write("No address was suppressed in the selected dates.")
+    else:
+        st.altair_chart(
+            charts.stacked_per_day(by_day, "day", "addresses", "rule", "addresses suppressed"),
+            width="stretch",
         )
-        st.subheader("New suppressions per day, by rule")
-        st.bar_chart(
-            by_day, x="day", y="addresses", color="rule", x_label="day", y_label="addresses"
-        )
-        st.subheader("Latest additions")
-        st.dataframe(
-            table.sort("suppressed_at", descending=True)
-            .head(20)
-            .select("address", "rule", "reason", "suppressed_at"),
-            hide_index=True,
-            key="latest_suppressions",
-        )
-    address = st.text_input("Why is this address suppressed?", key="why_address")
+    st.subheader("Latest additions")
+    st.dataframe(data.latest_suppressions(version), hide_index=True, key="latest_suppressions")
+    address = st.text_input(
+        "Why is this address suppressed?", key="why_address", placeholder="name@example.com"
+    )
     if address.strip():
         st.code("\n".join(data.why(address).lines()), language=None)
 

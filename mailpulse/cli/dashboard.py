@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -42,22 +43,48 @@ def dashboard(config_path: str | None, host: str, port: int, receiver_url: str |
     command = [
         sys.executable,
         "-m",
-        "streamlit",
-        "run",
+        "dashboards.serve",  # `streamlit run`, with the heavy imports done before serving
         str(APP),
         "--server.headless=true",
         f"--server.address={host}",
         f"--server.port={port}",
         "--browser.gatherUsageStats=false",
         "--server.fileWatcherType=none",
+        "--client.toolbarMode=viewer",  # no "Deploy" button for stakeholders
     ]
     click.echo(f"mailpulse: dashboard on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the dashboard, not an error
-        process = subprocess.Popen(command, env=env)
-        try:
-            returncode = process.wait()
-        except KeyboardInterrupt:
-            process.terminate()
-            returncode = process.wait()
-        if returncode not in (0, -15):
-            raise SystemExit(returncode)
+    sys.exit(_run(command, env))
+
+
+def _run(command: list[str], env: dict[str, str]) -> int:
+    """Run Streamlit until it ends, or until Ctrl-C or SIGTERM ends it; 0 for a stop asked for.
+
+    A SIGTERM sent to this process alone (systemd, a container runtime, ``kill``) is passed on,
+    so Streamlit never outlives the command.
+    """
+    process = subprocess.Popen(command, env=env)
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        process.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            try:
+                # Wake up now and then: a signal that another thread of this process takes
+                # does not interrupt a blocking wait, and Ctrl-C must still be seen.
+                returncode = process.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+            except KeyboardInterrupt:
+                # A terminal's Ctrl-C reaches Streamlit too; a SIGINT sent to this process
+                # alone does not: stop Streamlit either way.
+                stopping = True
+                process.terminate()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0 if stopping or returncode in (0, -signal.SIGTERM, -signal.SIGINT) else returncode
