@@ -12,10 +12,13 @@ from ingest.runtime import build_state
 from mailpulse.config import Config, load_config
 
 
-def create_app(config: Config | None = None, *, clock: Callable[[], float] | None = None) -> Flask:
+def create_app(
+    config: Config | None = None, *, clock: Callable[[], float] | None = None, workers: int = 1
+) -> Flask:
     """Build a receiver for ``config`` (found the usual way when omitted).
 
     ``clock`` returns unix seconds; tests pass a fixed one to check timestamp tolerance.
+    ``workers`` is how many processes serve the same config (gunicorn's worker count).
     """
     config = config if config is not None else load_config()
     app = Flask("mailpulse")
@@ -23,11 +26,12 @@ def create_app(config: Config | None = None, *, clock: Callable[[], float] | Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # An ESP never follows redirects: "//" in a path is a 404, not a 308 to another URL.
     app.url_map.merge_slashes = False
-    app.extensions["mailpulse"] = build_state(config, clock)
+    app.extensions["mailpulse"] = build_state(config, clock, workers)
     hops = config.receiver.trusted_proxy_hops
     if hops:
-        # Only the last ``hops`` X-Forwarded-For entries were written by proxies we trust.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)  # type: ignore[method-assign]
+        # Only the last ``hops`` X-Forwarded-For (and -Proto) entries were written by proxies
+        # we trust; the scheme is the one the ESP used to reach the first of them.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.register_blueprint(receiver.bp)
     http_errors.register(app)
 

@@ -35,6 +35,10 @@ SIGNATURE_FAILURES = Counter(
     "Requests refused by authentication, by source and reason.",
     ["source", "reason"],
 )
+RATE_LIMIT_STORAGE_ERRORS = Counter(
+    "mailpulse_rate_limit_storage_errors",
+    "Rate-limit checks the shared storage did not answer (the worker's own share applied).",
+)
 REQUEST_SECONDS = Histogram(
     "mailpulse_request_seconds",
     "Time to answer a webhook, including the durable write.",

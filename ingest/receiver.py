@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 bp = Blueprint("receiver", __name__)
 
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+#: The header a shadow-mode source's spooled requests carry: ``verified``, or the reason
+#: authentication failed. One sent by a client is dropped, so it cannot vouch for itself.
+VERDICT_HEADER = "x-mailpulse-verdict"
 
 
 def state() -> ReceiverState:
@@ -60,8 +63,8 @@ def receive(source: str) -> Response:
         outcome = error.code if isinstance(error, Rejected) else "spool_unavailable"
         REQUESTS.labels(label, outcome).inc()
         if isinstance(error, AuthenticationFailed):
-            SIGNATURE_FAILURES.labels(label, error.code).inc()
-        if not isinstance(error, UnknownSource):
+            _authentication_failed(label, error, shadow=False)
+        elif not isinstance(error, UnknownSource):
             log.warning(
                 "webhook refused",
                 extra={"source": label, "outcome": outcome, "client_ip": request.remote_addr},
@@ -83,7 +86,7 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
     if runtime.config.allow_ips and not _allowed(client_ip, runtime):
         raise ForbiddenAddress(f"client address {client_ip} is not allowed for this source")
     if runtime.rate_limit is not None and not receiver.limiter.hit(
-        runtime.rate_limit, "source", runtime.config.name
+        runtime.rate_limit, runtime.config.name
     ):
         raise RateLimited(
             f"source {runtime.config.name!r} is over its rate limit",
@@ -140,8 +143,20 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
         content_type=media_type,
     )
     now = receiver.clock()
-    runtime.provider.authenticate(inbound, now)
+    verdict = "verified"
+    try:
+        runtime.provider.authenticate(inbound, now)
+    except AuthenticationFailed as failure:
+        if not runtime.config.shadow:
+            raise
+        _authentication_failed(runtime.config.name, failure, shadow=True)
+        verdict = failure.code
     credential_headers = runtime.provider.secret_headers
+    stored_headers = {
+        k: v for k, v in headers.items() if k not in credential_headers and k != VERDICT_HEADER
+    }
+    if runtime.config.shadow:
+        stored_headers[VERDICT_HEADER] = verdict
     record = SpoolRecord(
         request_id=new_request_id(),
         source=runtime.config.name,
@@ -150,14 +165,31 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
         method=method,
         url=target,
         content_type=media_type,
-        headers={k: v for k, v in headers.items() if k not in credential_headers},
+        headers=stored_headers,
         body=body,
     )
     receiver.spool.append(record)
-    runtime.provider.accepted(inbound)
+    if verdict == "verified":
+        runtime.provider.accepted(inbound)  # e.g. a token is spent only once it verified
     return Response(
         b'{"status":"stored","request_id":"' + record.request_id.encode() + b'"}',
         mimetype="application/json",
+    )
+
+
+def _authentication_failed(source: str, failure: AuthenticationFailed, *, shadow: bool) -> None:
+    """Count and log one failed authentication: its reason, source and client address."""
+    SIGNATURE_FAILURES.labels(source, failure.code).inc()
+    log.warning(
+        "authentication failed; accepted (shadow mode)" if shadow else "authentication failed",
+        extra={
+            "source": source,
+            "reason": failure.code,
+            # The error's sentence names what was wrong, never a secret or a signature.
+            "detail": failure.message,
+            "client_ip": request.remote_addr,
+            "shadow": shadow,
+        },
     )
 
 

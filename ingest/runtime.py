@@ -7,10 +7,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
 
 from ingest.providers import PROVIDERS, Provider
+from ingest.ratelimit import SourceRateLimiter
 from ingest.replay import SqliteReplayGuard
 from ingest.spool import Spool
 from mailpulse.config import Config, SourceConfig
@@ -33,12 +32,18 @@ class ReceiverState:
     config: Config
     sources: Mapping[str, SourceRuntime]
     spool: Spool
-    limiter: MovingWindowRateLimiter
+    limiter: SourceRateLimiter
     clock: Callable[[], float]
 
 
-def build_state(config: Config, clock: Callable[[], float] | None = None) -> ReceiverState:
-    """Instantiate providers, the spool and the rate limiter for ``config``."""
+def build_state(
+    config: Config, clock: Callable[[], float] | None = None, workers: int = 1
+) -> ReceiverState:
+    """Instantiate providers, the spool and the rate limiter for ``config``.
+
+    ``workers`` is how many processes serve the same sources: without a shared rate-limit
+    storage each one enforces its share of every limit.
+    """
     sources: dict[str, SourceRuntime] = {}
     # One guard for every source and worker: tokens are keyed by source inside providers.
     replay = SqliteReplayGuard(config.spool_dir / "replay.sqlite")
@@ -56,7 +61,7 @@ def build_state(config: Config, clock: Callable[[], float] | None = None) -> Rec
         max_bytes=config.receiver.spool_max_bytes,
         retry_after=config.receiver.retry_after_seconds,
     )
-    limiter = MovingWindowRateLimiter(storage_from_string(config.receiver.rate_limit_storage))
+    limiter = SourceRateLimiter(config.receiver.rate_limit_storage, workers)
     return ReceiverState(
         config=config, sources=sources, spool=spool, limiter=limiter, clock=clock or time.time
     )

@@ -3,13 +3,17 @@
 The serve process is a small supervisor. It starts gunicorn (``python -m ingest.server``) as
 a child and runs the flusher in a thread of its own. On SIGTERM or SIGINT it asks gunicorn to
 stop gracefully (in-flight requests finish and are answered), waits for it, then runs one
-last flush and exits. Everything sits in one process group, so ``kill -9 -<pgid>`` takes all
-of it down at once, which is what the crash tests do.
+last flush and exits. On SIGHUP it reads the configuration again and, when it is valid, has
+gunicorn replace its workers gracefully, so new credentials apply without a dropped request;
+an invalid file is reported and the running workers keep the old configuration. Everything
+sits in one process group, so ``kill -9 -<pgid>`` takes all of it down at once, which is what
+the crash tests do.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
@@ -24,6 +28,9 @@ from gunicorn.app.base import BaseApplication
 
 from ingest.flusher import Flusher
 from mailpulse.config import Config, load_config
+from mailpulse.errors import MailpulseError
+
+log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT = 30
 
@@ -72,8 +79,20 @@ def serve(
         if gunicorn.poll() is None:
             gunicorn.send_signal(signal.SIGTERM)  # graceful: finish in-flight requests
 
+    def _reload(_signum: int, _frame: Any) -> None:
+        # A worker that cannot load its config would stop gunicorn altogether: check first.
+        try:
+            load_config(None if config.is_demo else config.origin)
+        except MailpulseError as error:
+            log.error("configuration not reloaded: %s", error)
+            return
+        if gunicorn.poll() is None:
+            log.warning("configuration reloaded: replacing the workers")
+            gunicorn.send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _reload)
     flusher = Flusher(config)
     thread = threading.Thread(
         target=flusher.run_forever,
@@ -106,7 +125,7 @@ class _GunicornApplication(BaseApplication):  # type: ignore[misc]
         from ingest.logs import configure
 
         configure()
-        return create_app(load_config())
+        return create_app(load_config(), workers=self.cfg.workers)
 
 
 _GUNICORN_CODES = {

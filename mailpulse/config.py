@@ -33,6 +33,21 @@ DEFAULT_CONFIG_NAME = "mailpulse.toml"
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Schemes of the stores ``receiver.rate_limit_storage`` may name besides ``memory://``.
+SHARED_RATE_LIMIT_SCHEMES = ("redis", "rediss", "redis+unix", "valkey", "valkeys", "valkey+unix")
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for log lines and error messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password, host, port = parts.password, parts.hostname or "", parts.port
+    except ValueError:
+        return "(unparsable URL)"
+    if password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{port}" if port is not None else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 class Secret:
@@ -68,6 +83,9 @@ class SourceConfig:
     rate_limit: str | None = None
     campaign: str | None = None
     max_body_bytes: int | None = None
+    # Accept what fails authentication too, recording the verdict: for moving an existing
+    # endpoint over without losing events while credentials are being set up. Off by default.
+    shadow: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,7 +100,9 @@ class ReceiverConfig:
     # worker thread forever.
     read_timeout_seconds: float = 10.0
     spool_max_bytes: int = 4 * 1024**3  # answer 503 rather than fill the disk
-    rate_limit_storage: str = "memory://"
+    # memory:// (each worker enforces its share) or a store every worker shares (redis://...);
+    # kept out of repr: the URL may hold a password.
+    rate_limit_storage: str = field(default="memory://", repr=False)
     workers: int = 2
     threads: int = 8
 
@@ -127,6 +147,9 @@ class Config:
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
     origin: str = "built-in demo defaults"
     is_demo: bool = False
+    # Files that hold a secret: the config file itself when a secret is written in it, and
+    # every ``<key>_file``. ``mailpulse serve`` warns when one is readable by every user.
+    secret_files: tuple[Path, ...] = ()
 
     @property
     def spool_dir(self) -> Path:
@@ -218,12 +241,17 @@ def parse_config(
         problems.append("lake.flush_batch_bytes must be at least 4096")
 
     sources: dict[str, SourceConfig] = {}
+    secret_files: list[Path] = []
+    # Secrets written in the file itself make the file a secret (a parsed document has none).
+    config_file = Path(origin) if base_dir is not None else None
+    if config_file is not None and urllib.parse.urlsplit(receiver.rate_limit_storage).password:
+        secret_files.append(config_file)
     raw_sources = document.get("sources", {})
     if not isinstance(raw_sources, dict):
         problems.append("sources must be a table of [sources.<name>] tables")
         raw_sources = {}
     for name, table in raw_sources.items():
-        source = _parse_source(name, table, base_dir, env, problems)
+        source = _parse_source(name, table, base_dir, env, problems, (config_file, secret_files))
         if source is not None:
             sources[name] = source
     if problems:
@@ -236,6 +264,7 @@ def parse_config(
         dashboard=dashboard,
         sources=sources,
         origin=origin,
+        secret_files=tuple(dict.fromkeys(path.resolve() for path in secret_files)),
     )
 
 
@@ -308,9 +337,23 @@ def _check_receiver(receiver: ReceiverConfig, problems: list[str]) -> None:
             problems.append(f"receiver.{key} must be greater than zero")
     if receiver.trusted_proxy_hops < 0:
         problems.append("receiver.trusted_proxy_hops must be zero or more")
+    storage = receiver.rate_limit_storage
+    scheme = urllib.parse.urlsplit(storage).scheme
+    if storage != "memory://" and scheme not in SHARED_RATE_LIMIT_SCHEMES:
+        problems.append(
+            f"receiver.rate_limit_storage: {redacted_url(storage)!r} is neither memory:// nor a "
+            "Redis URL like redis://127.0.0.1:6379/0"
+        )
 
 
-_COMMON_SOURCE_KEYS = {"provider", "allow_ips", "rate_limit", "campaign", "max_body_bytes"}
+_COMMON_SOURCE_KEYS = {
+    "provider",
+    "allow_ips",
+    "rate_limit",
+    "campaign",
+    "max_body_bytes",
+    "shadow",
+}
 
 
 def _parse_source(
@@ -319,6 +362,7 @@ def _parse_source(
     base_dir: Path | None,
     env: Mapping[str, str],
     problems: list[str],
+    holders: tuple[Path | None, list[Path]],
 ) -> SourceConfig | None:
     from ingest.providers import PROVIDERS  # the registry imports provider modules
 
@@ -343,7 +387,7 @@ def _parse_source(
     credentials: dict[str, tuple[Secret, ...]] = {}
     before = len(problems)
     for key in sorted(provider.credential_keys):
-        values = _credential(key, table, base_dir, env, f"{where}.", problems)
+        values = _credential(key, table, base_dir, env, f"{where}.", problems, holders)
         if values:
             credentials[key] = values
     credentials_ok = len(problems) == before
@@ -372,6 +416,10 @@ def _parse_source(
     ):
         problems.append(f"{where}.max_body_bytes must be a positive integer")
         max_body = None
+    shadow = table.get("shadow", False)
+    if not isinstance(shadow, bool):
+        problems.append(f"{where}.shadow must be true or false")
+        shadow = False
 
     source = SourceConfig(
         name=name,
@@ -382,6 +430,7 @@ def _parse_source(
         rate_limit=rate_limit,
         campaign=campaign,
         max_body_bytes=max_body,
+        shadow=shadow,
     )
     if credentials_ok:  # otherwise a credential mistake already said what is missing
         problems.extend(f"{where}: {problem}" for problem in provider.config_problems(source))
@@ -395,8 +444,13 @@ def _credential(
     env: Mapping[str, str],
     where: str,
     problems: list[str],
+    holders: tuple[Path | None, list[Path]],
 ) -> tuple[Secret, ...]:
-    """Collect a credential given directly, as ``<key>_env`` or as ``<key>_file``."""
+    """Collect a credential given directly, as ``<key>_env`` or as ``<key>_file``.
+
+    ``holders`` is the config file and the list of files holding secrets, which this adds to.
+    """
+    config_file, secret_files = holders
     given = [name for name in (key, f"{key}_env", f"{key}_file") if name in table]
     if len(given) > 1:
         problems.append(f"{where}{key}: give only one of {', '.join(given)}")
@@ -425,11 +479,14 @@ def _credential(
                 problems.append(f"{where}{name}: {path} is empty")
                 continue
             secrets_found.append(Secret(text))
+            secret_files.append(path)
         else:
             if not value.strip():
                 problems.append(f"{where}{name} is empty")
                 continue
             secrets_found.append(Secret(value.strip()))
+            if config_file is not None:
+                secret_files.append(config_file)
     return tuple(secrets_found)
 
 

@@ -75,6 +75,11 @@ def test_valid_config_reads_every_section(tmp_path: Path) -> None:
         (generic(secret_env="NOT_SET"), "environment variable NOT_SET is not set"),
         (generic(secret_file="/nonexistent/secret"), "cannot read /nonexistent/secret"),
         ({"sources": {"bad/name": {"provider": "generic", "secret": "x"}}}, "a source name is"),
+        (generic(secret="x", shadow="yes"), "sources.s.shadow must be true or false"),
+        (
+            {"receiver": {"rate_limit_storage": "mongodb://db:27017"}},
+            "'mongodb://db:27017' is neither memory:// nor a Redis URL",
+        ),
     ],
 )
 def test_each_mistake_has_one_clear_sentence(document: dict[str, Any], expected: str) -> None:
@@ -118,6 +123,34 @@ def test_secrets_never_show_in_repr_or_errors() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(generic(secret="hunter2-very-secret", rate_limit="bad"), env={})
     assert "hunter2" not in str(caught.value)
+
+
+def test_the_rate_limit_storage_password_never_shows() -> None:
+    config = parse_config(
+        {"receiver": {"rate_limit_storage": "redis://:hunter2@cache:6379/0"}}, env={}
+    )
+    assert config.receiver.rate_limit_storage == "redis://:hunter2@cache:6379/0"
+    assert "hunter2" not in repr(config)
+    found = problems({"receiver": {"rate_limit_storage": "memcached://u:hunter2@cache:11211"}})
+    assert found == [
+        "receiver.rate_limit_storage: 'memcached://u:***@cache:11211' is neither memory:// "
+        "nor a Redis URL like redis://127.0.0.1:6379/0"
+    ]
+
+
+def test_files_holding_secrets_are_known(tmp_path: Path) -> None:
+    """The config file when a secret is written in it, and every <key>_file."""
+    (tmp_path / "secret").write_text("from-file\n")
+    toml = tmp_path / "mailpulse.toml"
+    toml.write_text(
+        '[sources.f]\nprovider = "generic"\nsecret_file = "secret"\n'
+        '[sources.e]\nprovider = "generic"\nsecret_env = "MY_SECRET"\n'
+    )
+    assert load_config(toml, env={"MY_SECRET": "x"}).secret_files == ((tmp_path / "secret"),)
+    toml.write_text('[sources.i]\nprovider = "generic"\nsecret = ["new", "old"]\n')
+    assert load_config(toml, env={}).secret_files == (toml,)
+    toml.write_text('[receiver]\nrate_limit_storage = "redis://:pw@cache:6379"\n')
+    assert load_config(toml, env={}).secret_files == (toml,)
 
 
 def test_file_lookup_order_and_data_dir_env(

@@ -42,6 +42,7 @@ def serve(
         mailpulse serve --host 0.0.0.0 --port 8025 --workers 4
     """
     from ingest.logs import configure
+    from ingest.notices import start_notices
     from ingest.server import serve as run
 
     if bool(certfile) != bool(keyfile):
@@ -53,6 +54,8 @@ def serve(
         f"<source> for {', '.join(sorted(config.sources)) or 'no sources'}",
         err=True,
     )
+    for line in start_notices(config, workers or config.receiver.workers):
+        click.echo(f"mailpulse: {line}", err=True)
     sys.exit(
         run(
             config,

@@ -46,6 +46,7 @@ def test_the_recording_is_complete(record: Recorder) -> None:
     assert record.secrets, "no secrets were collected: the check would prove nothing"
     # The log is real: the server wrote refusals while the hostile suite ran.
     assert "webhook refused" in "".join(record.logs)
+    assert "authentication failed" in "".join(record.logs)
     assert any("mailpulse_" in log for log in record.logs), "/metrics was not recorded"
 
 
