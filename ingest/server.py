@@ -179,8 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     options: dict[str, Any] = {
         "bind": args.bind,
         "workers": args.workers,
-        # Threads let one worker's concurrent requests share a single fsync (group commit).
-        "worker_class": "gthread",
+        # Threads let one worker's concurrent requests share a single fsync (group commit);
+        # gthread with a deadline on header reads too (ingest/worker.py).
+        "worker_class": "ingest.worker.DeadlineThreadWorker",
         "threads": args.threads,
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "timeout": 60,

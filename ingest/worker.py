@@ -1,0 +1,101 @@
+"""Gunicorn's threaded worker with a deadline on every read, headers included.
+
+Gunicorn's ``gthread`` worker waits a few seconds for a new connection's first byte without
+taking a thread, but once a request has started it reads the request line and headers with
+no deadline: a client that sends half a header line and stops holds a worker thread forever,
+and a handful of them stop the receiver (a "slowloris"). The receiver already bounds body
+reads with ``receiver.read_timeout_seconds`` (answered 408); this worker applies the same
+deadline to every read and write on the connection, so headers that stop arriving are
+answered 408 too and the thread is let go.
+
+Selected by ``python -m ingest.server`` as ``worker_class``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Any
+
+import orjson
+from gunicorn.http.errors import NoMoreData
+from gunicorn.workers.gthread import ThreadWorker
+
+
+class _DeadlineSocket(socket.socket):
+    """A client socket whose blocking mode always has a deadline.
+
+    Gunicorn switches a connection between non-blocking (while it waits in the poller) and
+    blocking (while a thread reads it); here "blocking" means "blocking for at most
+    ``deadline`` seconds". While the application runs it sets its own timeout on this socket
+    (``environ["gunicorn.socket"]``) and handles a timeout itself; outside it, a read that
+    times out means the headers stopped arriving.
+    """
+
+    deadline: float = 10.0
+    in_app: bool = False
+
+    @classmethod
+    def adopt(cls, sock: socket.socket, deadline: float) -> _DeadlineSocket:
+        """Take over ``sock``'s connection (the old object no longer owns it)."""
+        adopted = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        adopted.deadline = deadline
+        adopted.setblocking(False)  # as gunicorn left it: waiting in the poller
+        return adopted
+
+    def setblocking(self, flag: bool) -> None:
+        if flag:
+            self.settimeout(self.deadline)
+        else:
+            super().setblocking(False)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        try:
+            return super().recv(bufsize, flags)
+        except TimeoutError:
+            if self.in_app:
+                raise  # the receiver answers a body that stopped arriving itself
+            self._answer_timeout()
+            # Gunicorn takes this as a client that went away: it closes the connection
+            # quietly and the thread is free again.
+            raise NoMoreData(b"") from None
+
+    def _answer_timeout(self) -> None:
+        body = orjson.dumps(
+            {
+                "error": "request_timeout",
+                "message": f"the request headers stopped arriving for {self.deadline:g} s; "
+                "send them whole",
+            }
+        )
+        head = (
+            "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        with contextlib.suppress(OSError):  # the client is gone too: closing is all that is left
+            self.sendall(head.encode("latin-1") + body)
+
+
+class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
+    """``gthread`` with :class:`_DeadlineSocket` connections."""
+
+    def _deadline(self) -> float:
+        app = getattr(self, "wsgi", None)
+        config = getattr(app, "config", {}).get("MAILPULSE")
+        return float(config.receiver.read_timeout_seconds) if config is not None else 10.0
+
+    def enqueue_req(self, conn: Any) -> None:
+        if not isinstance(conn.sock, _DeadlineSocket):
+            conn.sock = _DeadlineSocket.adopt(conn.sock, self._deadline())
+        super().enqueue_req(conn)
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        sock = conn.sock
+        if isinstance(sock, _DeadlineSocket):
+            sock.in_app = True
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            if isinstance(sock, _DeadlineSocket):
+                sock.in_app = False
+                sock.settimeout(sock.deadline)  # the app may have changed it for its body read
