@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Debian packages the test suite drives for real: Chromium (the dashboard's browser test) and
-# Redis (the rate limit shared by every worker). Installs only what is missing; needs root or
-# sudo when something is.
+# Debian packages the test suite drives for real: Chromium (the dashboard's browser test),
+# Redis (the rate limit shared by every worker) and nginx (deploy/nginx.conf in front of the
+# receiver). Installs only what is missing; needs root or sudo when something is.
 set -euo pipefail
 
-PACKAGES=(chromium redis-server)
-COMMANDS=(chromium redis-server)
+PACKAGES=(chromium redis-server nginx)
+COMMANDS=(chromium redis-server nginx)
 
 missing=()
 for i in "${!PACKAGES[@]}"; do
-    command -v "${COMMANDS[$i]}" >/dev/null 2>&1 || missing+=("${PACKAGES[$i]}")
+    # nginx lives in /usr/sbin, which a non-root PATH may lack.
+    PATH="$PATH:/usr/sbin" command -v "${COMMANDS[$i]}" >/dev/null 2>&1 || missing+=("${PACKAGES[$i]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

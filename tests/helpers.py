@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,9 +142,20 @@ def running_server(
 
 
 def start_server(
-    config_path: Path, directory: Path, secret: str, *, workers: int = 2, threads: int = 8
+    config_path: Path,
+    directory: Path,
+    secret: str,
+    *,
+    workers: int = 2,
+    threads: int = 8,
+    args: Sequence[str] = (),
+    ca_file: Path | None = None,
 ) -> Server:
-    """Start a server on a free port for an existing config and wait until it is ready."""
+    """Start a server on a free port for an existing config and wait until it is ready.
+
+    ``args`` are added to ``mailpulse serve``; with ``ca_file`` (the certificate a
+    ``--certfile`` server presents) the server is reached over https and checked against it.
+    """
     port = free_port()
     log_path = directory / f"server-{port}.log"
     with open(log_path, "wb") as log:
@@ -162,21 +173,26 @@ def start_server(
                 str(workers),
                 "--threads",
                 str(threads),
+                *args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=directory,
         )
+    scheme = "https" if ca_file else "http"
     server = Server(
-        process, f"http://127.0.0.1:{port}", config_path, directory / "data", secret, log_path
+        process, f"{scheme}://127.0.0.1:{port}", config_path, directory / "data", secret, log_path
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
         try:
-            if requests.get(f"{server.base_url}/readyz", timeout=1).status_code == 200:
+            ready = requests.get(
+                f"{server.base_url}/readyz", timeout=1, verify=str(ca_file) if ca_file else True
+            )
+            if ready.status_code == 200:
                 return server
         except requests.RequestException:
             pass

@@ -1,0 +1,190 @@
+"""The example nginx config (deploy/nginx.conf), run for real in front of the receiver.
+
+nginx (Debian's package, installed by scripts/system-deps.sh) terminates TLS with a test
+certificate and proxies to ``mailpulse serve`` with ``trusted_proxy_hops = 1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from mailpulse.demo import free_port
+from tests.helpers import REPO, Server, event, lake_rows, mailpulse, running_server, signed_headers
+from tests.tls import self_signed
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = REPO / "deploy" / "nginx.conf"
+SOURCES = """
+[sources.local_only]
+provider = "generic"
+secret_env = "NGINX_TEST_SECRET"
+allow_ips = ["127.0.0.1/32"]
+
+[sources.documentation_net]
+provider = "generic"
+secret_env = "NGINX_TEST_SECRET"
+allow_ips = ["203.0.113.0/24"]
+"""
+
+
+@dataclass
+class Proxy:
+    url: str
+    port: int
+    ca_file: str
+    server: Server
+
+    def post(self, source: str, body: bytes, **headers: str) -> requests.Response:
+        return requests.post(
+            f"{self.url}/webhooks/{source}",
+            data=body,
+            headers={**signed_headers(self.server.secret, body), **headers},
+            verify=self.ca_file,
+            timeout=30,
+        )
+
+
+def _nginx_config(directory: Path, listen: int, upstream: int, cert: Path, key: Path) -> Path:
+    """The example, pointed at test ports and certificate, inside a minimal nginx.conf."""
+    example = EXAMPLE.read_text()
+    for old, new in [
+        ("listen 443 ssl;", f"listen 127.0.0.1:{listen} ssl;"),
+        ("server 127.0.0.1:8025;", f"server 127.0.0.1:{upstream};"),
+        ("/etc/ssl/certs/webhooks.example.com.pem", str(cert)),
+        ("/etc/ssl/private/webhooks.example.com.key", str(key)),
+    ]:
+        assert old in example, f"deploy/nginx.conf no longer has {old!r}"
+        example = example.replace(old, new)
+    (directory / "mailpulse.conf").write_text(example)
+    temp = [
+        f"{kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi")
+    ] + [f"{kind}_temp_path {directory / kind};" for kind in ("uwsgi", "scgi")]
+    main = directory / "nginx.conf"
+    main.write_text(
+        "\n".join(
+            [
+                "user root;" if os.geteuid() == 0 else "",  # workers read the test's 0700 dirs
+                "worker_processes 1;",
+                f"pid {directory / 'nginx.pid'};",
+                "events { worker_connections 512; }",
+                "http {",
+                f"    access_log {directory / 'access.log'};",
+                *(f"    {line}" for line in temp),
+                f"    include {directory / 'mailpulse.conf'};",
+                "}",
+            ]
+        )
+    )
+    return main
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    nginx = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None
+    )
+    assert nginx, "nginx is missing: run scripts/system-deps.sh (make test does)"
+    directory = tmp_path_factory.mktemp("nginx")
+    cert, key = self_signed(directory)
+    secret = "nginx-" + os.urandom(12).hex()
+    os.environ["NGINX_TEST_SECRET"] = secret
+    with running_server(
+        directory, secret=secret, extra=SOURCES, workers=1, threads=2, trusted_proxy_hops=1
+    ) as server:
+        port = free_port()
+        upstream = int(server.base_url.rsplit(":", 1)[1])
+        config = _nginx_config(directory, port, upstream, cert, key)
+        error_log = directory / "error.log"
+        process = subprocess.Popen(
+            [nginx, "-p", str(directory), "-c", str(config), "-e", str(error_log)]
+            + ["-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"https://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, error_log.read_text(errors="replace")
+            try:
+                if requests.get(f"{url}/readyz", verify=str(cert), timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, error_log.read_text(errors="replace")
+            time.sleep(0.1)
+        try:
+            yield Proxy(url, port, str(cert), server)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+            os.environ.pop("NGINX_TEST_SECRET", None)
+
+
+def test_a_signed_event_reaches_the_lake_through_nginx(proxy: Proxy) -> None:
+    response = proxy.post("in_house", json.dumps(event("via-nginx")).encode())
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "stored"
+
+
+def test_a_forged_forwarded_for_changes_nothing(proxy: Proxy) -> None:
+    """nginx appends the address it saw; with one trusted hop that is the client address."""
+    forged = {"X-Forwarded-For": "203.0.113.9"}
+    allowed = proxy.post("local_only", json.dumps(event("forged-1")).encode(), **forged)
+    assert allowed.status_code == 200, allowed.text
+    refused = proxy.post("documentation_net", json.dumps(event("forged-2")).encode(), **forged)
+    assert refused.status_code == 403 and refused.json()["error"] == "forbidden_address"
+
+
+def test_metrics_and_other_paths_are_not_served(proxy: Proxy) -> None:
+    for path in ("/metrics", "/", "/webhooks"):
+        response = requests.get(f"{proxy.url}{path}", verify=proxy.ca_file, timeout=10)
+        assert response.status_code == 404, path
+        assert response.json()["error"] == "not_found"
+    assert "mailpulse_requests" in requests.get(f"{proxy.server.base_url}/metrics", timeout=5).text
+
+
+def test_a_body_over_the_limit_is_refused_in_json(proxy: Proxy) -> None:
+    response = proxy.post("in_house", b"x" * (12 * 1024 * 1024))
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large"
+
+
+def test_stalled_clients_wait_in_nginx_not_in_the_receiver(proxy: Proxy) -> None:
+    """Twenty bodies that never finish, against a receiver with two threads: nginx holds
+    them, and an authentic request still goes straight through."""
+    context = ssl.create_default_context(cafile=proxy.ca_file)
+    stalled = []
+    for n in range(20):
+        raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        sock = context.wrap_socket(raw, server_hostname="localhost")
+        head = "POST /webhooks/in_house HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n"
+        sock.sendall(f'{head}Content-Type: application/json\r\n\r\n{{"id": {n}'.encode())
+        stalled.append(sock)
+    try:
+        started = time.monotonic()
+        response = proxy.post("in_house", json.dumps(event("past-the-stalled")).encode())
+        assert response.status_code == 200
+        assert time.monotonic() - started < 5.0  # a held thread would take read_timeout (10 s)
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_only_authenticated_requests_were_stored(proxy: Proxy) -> None:
+    flushed = mailpulse("flush", config=proxy.server.config_path)
+    assert flushed.returncode == 0, flushed.stderr
+    raw = sorted(json.loads(row["body"])["id"] for row in lake_rows(proxy.server.data_dir, "raw"))
+    assert raw == ["forged-1", "past-the-stalled", "via-nginx"]
