@@ -7,12 +7,31 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+import requests.adapters
 from flask import Flask
 from flask.testing import FlaskClient
 
 from ingest import create_app
 from mailpulse.config import Config, parse_config
+from tests import leaks
 from tests.helpers import new_secret
+
+
+@pytest.fixture(scope="session", autouse=True)
+def record_answers() -> Iterator[None]:
+    """Keep every HTTP answer the run reads with ``requests``, for the secret-leak check."""
+    original = requests.adapters.HTTPAdapter.send
+
+    def send(self: requests.adapters.HTTPAdapter, request: Any, **kwargs: Any) -> Any:
+        response = original(self, request, **kwargs)
+        if not kwargs.get("stream"):
+            leaks.RECORD.outputs.append((f"{request.method} {request.url}"[:80], response.text))
+        return response
+
+    requests.adapters.HTTPAdapter.send = send  # type: ignore[method-assign]
+    yield
+    requests.adapters.HTTPAdapter.send = original  # type: ignore[method-assign]
 
 
 @pytest.fixture

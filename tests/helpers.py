@@ -20,6 +20,7 @@ import requests
 
 from ingest.providers.generic import sign
 from mailpulse.demo import free_port
+from tests import leaks
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -114,9 +115,11 @@ def mailpulse(
     command = [sys.executable, "-m", "mailpulse", *args]
     if config is not None:
         command += ["--config", str(config)]
-    return subprocess.run(
+    result = subprocess.run(
         command, capture_output=True, text=True, check=check, timeout=timeout, **kwargs
     )
+    leaks.RECORD.outputs.append((f"mailpulse {' '.join(args)[:60]}", result.stdout + result.stderr))
+    return result
 
 
 @contextmanager
@@ -158,6 +161,7 @@ def start_server(
     """
     port = free_port()
     log_path = directory / f"server-{port}.log"
+    leaks.record_server(config_path, log_path)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [

@@ -10,7 +10,6 @@ value, any method, any path) and records every answer in the session ``recorder`
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import itertools
 import json
@@ -28,6 +27,7 @@ from ingest.providers import PROVIDERS, Provider
 from ingest.providers.base import SimulatedEvent
 from mailpulse.config import parse_config
 from tests.helpers import Server, start_server
+from tests.leaks import secret_forms
 
 #: Mandrill signs the URL; sender and receiver must agree on it, whatever port the server gets.
 SIGNED_URL = "https://hooks.mailpulse.test/webhooks/{name}"
@@ -233,15 +233,6 @@ class Hub:
 
 def _toml(value: Any) -> str:
     return json.dumps(value)  # strings, numbers and arrays of them are valid TOML too
-
-
-def secret_forms(value: str) -> set[str]:
-    """A secret as it could leak: plain, base64, and for ``user:pass`` the password and Basic."""
-    forms = {value, base64.b64encode(value.encode()).decode()}
-    if ":" in value:
-        password = value.partition(":")[2]
-        forms |= {password, base64.b64encode(password.encode()).decode()}
-    return {form for form in forms if len(form) >= 8}
 
 
 def _collect_secrets(
