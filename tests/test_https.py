@@ -98,14 +98,18 @@ def test_only_the_https_event_reached_the_lake(server: Server) -> None:
         (["--certfile", "{cert}"], "--certfile and --keyfile go together"),
         (["--keyfile", "{key}"], "--certfile and --keyfile go together"),
         (["--certfile", "/nonexistent/cert.pem", "--keyfile", "{key}"], "does not exist"),
+        (["--certfile", "{cert}", "--keyfile", "{garbage}"], "cannot load the certificate and key"),
+        (["--certfile", "{key}", "--keyfile", "{key}"], "cannot load the certificate and key"),
     ],
 )
 def test_tls_options_misused_give_one_clear_line(
     tls: tuple[Path, Path], tmp_path: Path, arguments: list[str], expected: str
 ) -> None:
     cert, key = tls
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
     config = write_config(tmp_path, new_secret())
-    given = [a.format(cert=cert, key=key) for a in arguments]
+    given = [a.format(cert=cert, key=key, garbage=garbage) for a in arguments]
     result = mailpulse("serve", "--port", "0", *given, config=config, timeout=30)
     assert result.returncode == 2
     assert expected in result.stderr

@@ -149,7 +149,7 @@ def test_a_forged_forwarded_for_changes_nothing(proxy: Proxy) -> None:
 
 
 def test_metrics_and_other_paths_are_not_served(proxy: Proxy) -> None:
-    for path in ("/metrics", "/", "/webhooks"):
+    for path in ("/metrics", "//metrics", "/metrics/", "/metrics?x=1", "/", "/webhooks"):
         response = requests.get(f"{proxy.url}{path}", verify=proxy.ca_file, timeout=10)
         assert response.status_code == 404, path
         assert response.json()["error"] == "not_found"
@@ -186,5 +186,15 @@ def test_stalled_clients_wait_in_nginx_not_in_the_receiver(proxy: Proxy) -> None
 def test_only_authenticated_requests_were_stored(proxy: Proxy) -> None:
     flushed = mailpulse("flush", config=proxy.server.config_path)
     assert flushed.returncode == 0, flushed.stderr
-    raw = sorted(json.loads(row["body"])["id"] for row in lake_rows(proxy.server.data_dir, "raw"))
-    assert raw == ["forged-1", "past-the-stalled", "via-nginx"]
+    rows = lake_rows(proxy.server.data_dir, "raw")
+    assert sorted(json.loads(row["body"])["id"] for row in rows) == [
+        "forged-1",
+        "past-the-stalled",
+        "via-nginx",
+    ]
+    # What mailpulse saw: nginx's address as the client, the forged entry kept only as text.
+    forged = next(row for row in rows if json.loads(row["body"])["id"] == "forged-1")
+    headers = json.loads(forged["headers"])
+    assert forged["remote_addr"] == "127.0.0.1"
+    assert headers["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    assert headers["x-forwarded-proto"] == "https"

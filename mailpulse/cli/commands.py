@@ -47,6 +47,8 @@ def serve(
 
     if bool(certfile) != bool(keyfile):
         raise click.UsageError("--certfile and --keyfile go together")
+    if certfile and keyfile:
+        _check_tls(certfile, keyfile)
     config = load(config_path)
     configure()  # the flusher thread logs as JSON lines, like the workers
     click.echo(
@@ -67,6 +69,20 @@ def serve(
             keyfile=keyfile,
         )
     )
+
+
+def _check_tls(certfile: str, keyfile: str) -> None:
+    """Load the certificate and key once now: gunicorn would start with broken ones and fail
+    every handshake, which nothing but its log would tell."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or exc.__class__.__name__
+        raise click.UsageError(
+            f"--certfile/--keyfile: cannot load the certificate and key ({reason})"
+        ) from None
 
 
 @cli.command()
