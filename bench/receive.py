@@ -207,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="noop+full pairs to run")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
-    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class")
+    parser.add_argument(
+        "--worker-class",
+        default="ingest.worker.DeadlineThreadWorker",
+        help="gunicorn worker class (default: the one mailpulse serve uses)",
+    )
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     parser.add_argument("--threads-wrk", type=int, default=2, help="wrk threads")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")

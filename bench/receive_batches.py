@@ -51,6 +51,9 @@ def full() -> Any:
 
     document = {
         "data_dir": os.environ[DATA_DIR_ENV],
+        # No flusher drains the spool here, and a run keeps several GB of 380 KB bodies: the
+        # default 4 GiB quota would answer 503 mid-run.
+        "receiver": {"spool_max_bytes": 64 * 1024**3},
         "sources": {SOURCE: {"provider": "sendgrid", "public_key": os.environ[PUBLIC_KEY_ENV]}},
     }
     configure()  # as ``python -m ingest.server`` does
@@ -130,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="noop+full pairs to run")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
-    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class")
+    parser.add_argument(
+        "--worker-class",
+        default="ingest.worker.DeadlineThreadWorker",
+        help="gunicorn worker class (default: the one mailpulse serve uses)",
+    )
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     parser.add_argument("--threads-wrk", type=int, default=2, help="wrk threads")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")

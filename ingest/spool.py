@@ -109,15 +109,28 @@ class SpoolRecord:
 
 
 class _Batch:
-    """Records that share one write and one sync."""
+    """Records that share one write and one sync.
+
+    ``done`` is a plain lock, held from the start and released once the batch is synced:
+    each waiter takes it and passes it straight on, so the wake-ups cost a lock hand-off each
+    rather than ``threading.Event``'s condition machinery (written in Python).
+    """
 
     __slots__ = ("done", "failure", "records", "size")
 
     def __init__(self) -> None:
         self.records: list[bytes] = []  # frame, header and body of each record, in turn
         self.size = 0
-        self.done = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
         self.failure: str | None = None
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the batch is synced (True) or ``timeout`` passed (False)."""
+        if not self.done.acquire(timeout=timeout):
+            return False
+        self.done.release()  # the next waiter's turn
+        return True
 
 
 def new_request_id() -> str:
@@ -173,7 +186,7 @@ class Spool:
             leads = len(batch.records) == len(parts)
         if leads:
             self._lead(batch)
-        elif not batch.done.wait(_SYNC_WAIT_SECONDS):
+        elif not batch.wait(_SYNC_WAIT_SECONDS):
             raise SpoolUnavailable("the spool did not sync in time", retry_after=self.retry_after)
         if batch.failure is not None:
             raise SpoolUnavailable(batch.failure, retry_after=self.retry_after)
@@ -200,7 +213,7 @@ class Spool:
             finally:
                 self._write_lock.release()
         finally:
-            batch.done.set()
+            batch.done.release()
 
     def _write_and_sync(self, parts: list[bytes], size: int) -> None:
         if self._fd is None or self._segment_size >= self.segment_bytes:
