@@ -192,7 +192,11 @@ def main(argv: list[str] | None = None) -> None:
         "child_exit": _child_exit,
     }
     if args.certfile:
-        options.update(certfile=args.certfile, keyfile=args.keyfile)
+        from ingest.worker import deadline_ssl_context
+
+        options.update(
+            certfile=args.certfile, keyfile=args.keyfile, ssl_context=deadline_ssl_context
+        )
     from gunicorn import util
 
     util.write_error = _json_write_error  # gunicorn's workers look it up at call time

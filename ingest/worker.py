@@ -8,13 +8,16 @@ reads with ``receiver.read_timeout_seconds`` (answered 408); this worker applies
 deadline to every read and write on the connection, so headers that stop arriving are
 answered 408 too and the thread is let go.
 
-Selected by ``python -m ingest.server`` as ``worker_class``.
+Selected by ``python -m ingest.server`` as ``worker_class``, with :func:`deadline_ssl_context`
+as gunicorn's ``ssl_context`` hook when it serves TLS.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -22,18 +25,40 @@ from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.gthread import ThreadWorker
 
 
-class _DeadlineSocket(socket.socket):
-    """A client socket whose blocking mode always has a deadline.
+class _Deadline:
+    """What both kinds of client socket share: a deadline whenever they block.
 
     Gunicorn switches a connection between non-blocking (while it waits in the poller) and
     blocking (while a thread reads it); here "blocking" means "blocking for at most
-    ``deadline`` seconds". While the application runs it sets its own timeout on this socket
+    ``deadline`` seconds". While the application runs it sets its own timeout on the socket
     (``environ["gunicorn.socket"]``) and handles a timeout itself; outside it, a read that
     times out means the headers stopped arriving.
     """
 
     deadline: float = 10.0
     in_app: bool = False
+
+
+def _answer_timeout(sock: socket.socket, deadline: float) -> NoMoreData:
+    """Answer 408 on ``sock`` and return what to raise: gunicorn takes it as a client that
+    went away, closes the connection quietly and frees the thread."""
+    body = orjson.dumps(
+        {
+            "error": "request_timeout",
+            "message": f"the request headers stopped arriving for {deadline:g} s; send them whole",
+        }
+    )
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with contextlib.suppress(OSError):  # the client is gone too: closing is all that is left
+        sock.sendall(head.encode("latin-1") + body)
+    return NoMoreData(b"")
+
+
+class _DeadlineSocket(_Deadline, socket.socket):
+    """A plain client socket with :class:`_Deadline`."""
 
     @classmethod
     def adopt(cls, sock: socket.socket, deadline: float) -> _DeadlineSocket:
@@ -55,25 +80,34 @@ class _DeadlineSocket(socket.socket):
         except TimeoutError:
             if self.in_app:
                 raise  # the receiver answers a body that stopped arriving itself
-            self._answer_timeout()
-            # Gunicorn takes this as a client that went away: it closes the connection
-            # quietly and the thread is free again.
-            raise NoMoreData(b"") from None
+            raise _answer_timeout(self, self.deadline) from None
 
-    def _answer_timeout(self) -> None:
-        body = orjson.dumps(
-            {
-                "error": "request_timeout",
-                "message": f"the request headers stopped arriving for {self.deadline:g} s; "
-                "send them whole",
-            }
-        )
-        head = (
-            "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        with contextlib.suppress(OSError):  # the client is gone too: closing is all that is left
-            self.sendall(head.encode("latin-1") + body)
+
+class _DeadlineSSLSocket(_Deadline, ssl.SSLSocket):
+    """A TLS client socket with :class:`_Deadline` (``--certfile``): made by the SSL context
+    of :func:`deadline_ssl_context`, it inherits the plain socket's deadline when wrapped and
+    keeps it on every later request of a kept-alive connection."""
+
+    def setblocking(self, flag: bool) -> None:
+        if flag:
+            self.settimeout(self.deadline)
+        else:
+            super().setblocking(False)
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        try:
+            return super().recv(buflen, flags)
+        except TimeoutError:
+            if self.in_app:
+                raise
+            raise _answer_timeout(self, self.deadline) from None
+
+
+def deadline_ssl_context(config: Any, default_factory: Callable[[], ssl.SSLContext]) -> Any:
+    """Gunicorn's ``ssl_context`` hook: its usual context, making deadline sockets."""
+    context = default_factory()
+    context.sslsocket_class = _DeadlineSSLSocket
+    return context
 
 
 class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
@@ -85,17 +119,19 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
         return float(config.receiver.read_timeout_seconds) if config is not None else 10.0
 
     def enqueue_req(self, conn: Any) -> None:
-        if not isinstance(conn.sock, _DeadlineSocket):
-            conn.sock = _DeadlineSocket.adopt(conn.sock, self._deadline())
+        if not isinstance(conn.sock, _Deadline):
+            deadline = self._deadline()
+            _DeadlineSSLSocket.deadline = deadline  # one configuration per worker process
+            conn.sock = _DeadlineSocket.adopt(conn.sock, deadline)
         super().enqueue_req(conn)
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         sock = conn.sock
-        if isinstance(sock, _DeadlineSocket):
+        if isinstance(sock, _Deadline):
             sock.in_app = True
         try:
             return super().handle_request(req, conn)
         finally:
-            if isinstance(sock, _DeadlineSocket):
+            if isinstance(sock, _Deadline) and isinstance(sock, socket.socket):
                 sock.in_app = False
                 sock.settimeout(sock.deadline)  # the app may have changed it for its body read
