@@ -248,6 +248,7 @@ def test_demo_runs_the_whole_job_on_a_fresh_directory(tmp_path: Path) -> None:
     result = mailpulse("demo", "--messages", "30", "--no-dashboard", cwd=tmp_path, timeout=180)
     assert result.returncode == 0, result.stderr
     assert "campaign performance" in result.stdout
+    assert result.stderr.count("no mailpulse.toml found") == 1  # said once, not by each process
     truth = read_truth(tmp_path / "data" / "simulate" / "truth-7.jsonl")
     assert {line["source"] for line in truth} == set(PROVIDERS)  # every provider sent
     assert f"the lake holds {len(truth)} unique events" in result.stderr

@@ -24,6 +24,8 @@ from mailpulse.cli.output import print_frame
 )
 @click.option("--certfile", type=click.Path(exists=True, dir_okay=False), help="TLS certificate.")
 @click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS private key.")
+# `mailpulse demo` has said which setup applies already; its server need not say it again.
+@click.option("--demo-notice/--no-demo-notice", default=True, hidden=True)
 def serve(
     config_path: str | None,
     host: str,
@@ -32,6 +34,7 @@ def serve(
     threads: int | None,
     certfile: str | None,
     keyfile: str | None,
+    demo_notice: bool,
 ) -> None:
     """Run the webhook receiver (gunicorn) and the background flusher.
 
@@ -49,7 +52,7 @@ def serve(
         raise click.UsageError("--certfile and --keyfile go together")
     if certfile and keyfile:
         _check_tls(certfile, keyfile)
-    config = load(config_path)
+    config = load(config_path, announce=demo_notice)
     configure()  # the flusher thread logs as JSON lines, like the workers
     click.echo(
         f"mailpulse: receiving on {'https' if certfile else 'http'}://{host}:{port}/webhooks/"

@@ -184,7 +184,7 @@ def demo(
     config = load(config_path)
     port = port or runner.free_port()
     base = f"http://127.0.0.1:{port}"
-    config_args = ["--config", config_path] if config_path else []
+    config_args = ["--config", config_path] if config_path else ["--no-demo-notice"]
     env = dict(os.environ)
     if config.is_demo:
         env["MAILPULSE_DATA_DIR"] = str(config.data_dir.resolve())
