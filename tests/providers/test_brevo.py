@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,10 @@ from ingest.providers.base import SimulatedEvent
 from ingest.providers.brevo import BrevoProvider
 from ingest.providers.brevo.simulate import DROPS
 from ingest.providers.shared_secret import basic_header
-from mailpulse.config import Secret, SourceConfig, parse_config
+from mailpulse.config import parse_config
 from mailpulse.errors import ConfigError
 from tests.helpers import new_secret
+from tests.providers.kit import golden_rows, inbound, iso_z, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "brevo"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
@@ -34,31 +35,15 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def provider(options: dict[str, Any] | None = None, **credentials: list[str]) -> BrevoProvider:
-    source = SourceConfig(
-        name="bv",
-        provider="brevo",
-        credentials={key: tuple(Secret(v) for v in values) for key, values in credentials.items()},
-        options=options or {},
-    )
-    return BrevoProvider(source)
+    return make_provider(BrevoProvider, "bv", options, **credentials)
 
 
 def request(headers: dict[str, str], body: bytes = b"{}") -> InboundRequest:
-    return InboundRequest(
-        source="bv",
-        method="POST",
-        url="/webhooks/bv",
-        headers={k.lower(): v for k, v in headers.items()},
-        body=body,
-        remote_addr="1.179.112.9",
-        content_type="application/json",
-    )
+    return inbound("bv", headers, body, remote_addr="1.179.112.9")
 
 
 def refused(prov: BrevoProvider, req: InboundRequest) -> str:
-    with pytest.raises(AuthenticationFailed) as caught:
-        prov.authenticate(req, NOW)
-    return caught.value.code
+    return refusal(prov, req, NOW)
 
 
 # --- authentication ---------------------------------------------------------------------------
@@ -115,29 +100,8 @@ def test_the_authorization_header_is_never_stored() -> None:
 # --- mapping ----------------------------------------------------------------------------------
 
 
-def iso(micros: int) -> str:
-    return (EPOCH + timedelta(microseconds=micros)).isoformat().replace("+00:00", "Z")
-
-
 def rows(events: list[Event]) -> list[dict[str, Any]]:
-    return [
-        {
-            "event_type": e.event_type,
-            "recipient": e.recipient,
-            "occurred_at": iso(e.occurred_at),
-            "event_id": e.event_id,
-            "message_id": e.message_id,
-            "bounce_class": e.bounce_class,
-            "agent": e.agent,
-            "campaign": e.campaign,
-            "smtp_status": e.smtp_status,
-            "tags": e.tags,
-            "url": e.url,
-            "reason": e.reason,
-            "metadata": e.metadata,
-        }
-        for e in events
-    ]
+    return golden_rows(events, ("tags", "url", "reason", "metadata"))
 
 
 def mapped(name: str) -> list[dict[str, Any]]:
@@ -281,7 +245,7 @@ def test_invalid_email_drops_are_what_the_suppression_rules_list() -> None:
 def test_event_time_fields(fields: dict[str, Any], expected: str) -> None:
     item = {k: v for k, v in {**event_of("delivered"), **fields}.items() if v is not None}
     (event,) = provider().normalize(item, CONTEXT)
-    assert iso(event.occurred_at) == expected
+    assert iso_z(event.occurred_at) == expected
 
 
 def test_tags_from_the_json_encoded_tag_field_and_the_campaign_override() -> None:

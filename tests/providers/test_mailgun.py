@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.errors import AuthenticationFailed, IngestError, MappingError, PayloadError
+from ingest.errors import IngestError, MappingError, PayloadError
 from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
 from ingest.providers.base import SimulatedEvent
@@ -22,6 +22,7 @@ from ingest.providers.mailgun import TOLERANCE_SECONDS, MailgunProvider, sign
 from ingest.replay import MemoryReplayGuard
 from mailpulse.config import Secret, SourceConfig, parse_config
 from mailpulse.errors import ConfigError
+from tests.providers.kit import inbound, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mailgun"
 EXPECTED: dict[str, list[dict[str, Any]]] = json.loads((FIXTURES / "expected.json").read_text())
@@ -41,15 +42,7 @@ def provider(*keys: str, parent: tuple[str, ...] = ()) -> MailgunProvider:
 
 
 def request(body: bytes) -> InboundRequest:
-    return InboundRequest(
-        source="mg",
-        method="POST",
-        url="/webhooks/mg",
-        headers={"content-type": "application/json"},
-        body=body,
-        remote_addr="127.0.0.1",
-        content_type="application/json",
-    )
+    return inbound("mg", {"content-type": "application/json"}, body)
 
 
 def body_with(signature: dict[str, Any], event: dict[str, Any] | None = None) -> bytes:
@@ -65,9 +58,7 @@ def signed(key: str, timestamp: int = NOW, token: str = "t" * 50) -> dict[str, A
 
 
 def refused(prov: MailgunProvider, body: bytes, now: float = NOW) -> str:
-    with pytest.raises(AuthenticationFailed) as caught:
-        prov.authenticate(request(body), now)
-    return caught.value.code
+    return refusal(prov, request(body), now)
 
 
 def rows(events: list[Event]) -> list[dict[str, Any]]:

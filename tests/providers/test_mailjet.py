@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,10 @@ from ingest.providers.base import SimulatedEvent
 from ingest.providers.mailjet import MailjetProvider, loads
 from ingest.providers.mailjet.simulate import BLOCKS
 from ingest.providers.shared_secret import basic_header
-from mailpulse.config import Secret, SourceConfig, parse_config
+from mailpulse.config import parse_config
 from mailpulse.errors import ConfigError
 from tests.helpers import new_secret
+from tests.providers.kit import golden_rows, inbound, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mailjet"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
@@ -35,31 +36,15 @@ BIG_ID = 19421777835146490  # from Mailjet's docs; the nearest floats are ...488
 
 
 def provider(options: dict[str, Any] | None = None, **credentials: list[str]) -> MailjetProvider:
-    source = SourceConfig(
-        name="mj",
-        provider="mailjet",
-        credentials={key: tuple(Secret(v) for v in values) for key, values in credentials.items()},
-        options=options or {},
-    )
-    return MailjetProvider(source)
+    return make_provider(MailjetProvider, "mj", options, **credentials)
 
 
 def request(headers: dict[str, str], body: bytes = b"{}") -> InboundRequest:
-    return InboundRequest(
-        source="mj",
-        method="POST",
-        url="/webhooks/mj",
-        headers={k.lower(): v for k, v in headers.items()},
-        body=body,
-        remote_addr="127.0.0.1",
-        content_type="application/json",
-    )
+    return inbound("mj", headers, body)
 
 
 def refused(prov: MailjetProvider, req: InboundRequest) -> str:
-    with pytest.raises(AuthenticationFailed) as caught:
-        prov.authenticate(req, NOW)
-    return caught.value.code
+    return refusal(prov, req, NOW)
 
 
 # --- authentication ---------------------------------------------------------------------------
@@ -106,29 +91,8 @@ def test_the_authorization_header_is_never_stored() -> None:
 # --- mapping ----------------------------------------------------------------------------------
 
 
-def iso(micros: int) -> str:
-    return (EPOCH + timedelta(microseconds=micros)).isoformat().replace("+00:00", "Z")
-
-
 def rows(events: list[Event]) -> list[dict[str, Any]]:
-    return [
-        {
-            "event_type": e.event_type,
-            "recipient": e.recipient,
-            "occurred_at": iso(e.occurred_at),
-            "event_id": e.event_id,
-            "message_id": e.message_id,
-            "bounce_class": e.bounce_class,
-            "agent": e.agent,
-            "campaign": e.campaign,
-            "smtp_status": e.smtp_status,
-            "tags": e.tags,
-            "url": e.url,
-            "reason": e.reason,
-            "metadata": e.metadata,
-        }
-        for e in events
-    ]
+    return golden_rows(events, ("tags", "url", "reason", "metadata"))
 
 
 def mapped(name: str) -> list[dict[str, Any]]:

@@ -14,13 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.errors import AuthenticationFailed, IngestError, MappingError, PayloadError
+from ingest.errors import IngestError, MappingError, PayloadError
 from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
 from ingest.providers.base import SimulatedEvent
 from ingest.providers.mandrill import MandrillProvider, sign
 from mailpulse.config import Secret, SourceConfig, parse_config
 from mailpulse.errors import ConfigError
+from tests.providers.kit import inbound, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mandrill"
 EXPECTED: dict[str, list[dict[str, Any]]] = json.loads((FIXTURES / "expected.json").read_text())
@@ -44,15 +45,7 @@ def request(body: bytes, signature: str | None) -> InboundRequest:
     headers = {"content-type": FORM}
     if signature is not None:
         headers["x-mandrill-signature"] = signature
-    return InboundRequest(
-        source="md",
-        method="POST",
-        url="/webhooks/md",
-        headers=headers,
-        body=body,
-        remote_addr="127.0.0.1",
-        content_type=FORM,
-    )
+    return inbound("md", headers, body, content_type=FORM)
 
 
 def form(events: str) -> bytes:
@@ -60,9 +53,7 @@ def form(events: str) -> bytes:
 
 
 def refused(prov: MandrillProvider, req: InboundRequest) -> str:
-    with pytest.raises(AuthenticationFailed) as caught:
-        prov.authenticate(req, 0)
-    return caught.value.code
+    return refusal(prov, req, 0)
 
 
 def iso(micros: int) -> str:

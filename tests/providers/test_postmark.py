@@ -23,6 +23,7 @@ from ingest.providers.postmark import PostmarkProvider
 from ingest.providers.shared_secret import basic_header
 from mailpulse.config import Secret, SourceConfig, parse_config
 from mailpulse.errors import ConfigError
+from tests.providers.kit import inbound
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "postmark"
 EXPECTED: dict[str, list[dict[str, Any]]] = json.loads((FIXTURES / "expected.json").read_text())
@@ -49,15 +50,7 @@ def provider(
 
 
 def request(headers: dict[str, str], body: bytes = b"{}") -> InboundRequest:
-    return InboundRequest(
-        source="pm",
-        method="POST",
-        url="/webhooks/pm",
-        headers={k.lower(): v for k, v in headers.items()},
-        body=body,
-        remote_addr="127.0.0.1",
-        content_type="application/json",
-    )
+    return inbound("pm", headers, body)
 
 
 def credential() -> str:

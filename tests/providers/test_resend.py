@@ -23,6 +23,7 @@ from ingest.providers.resend import ResendProvider, sign
 from ingest.replay import MemoryReplayGuard
 from mailpulse.config import Secret, SourceConfig, parse_config
 from mailpulse.errors import ConfigError
+from tests.providers.kit import inbound
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "resend"
 EXPECTED: dict[str, list[dict[str, Any]]] = json.loads((FIXTURES / "expected.json").read_text())
@@ -42,15 +43,7 @@ def provider(*keys: str) -> ResendProvider:
 
 
 def request(body: bytes, headers: dict[str, str]) -> InboundRequest:
-    return InboundRequest(
-        source="rs",
-        method="POST",
-        url="/webhooks/rs",
-        headers={k.lower(): v for k, v in headers.items()},
-        body=body,
-        remote_addr="127.0.0.1",
-        content_type="application/json",
-    )
+    return inbound("rs", headers, body)
 
 
 def signed(key: str, body: bytes, timestamp: int, prefix: str = "svix-") -> dict[str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from ingest.providers.sendgrid import (
 from ingest.providers.sendgrid.signature import generate_key_pair, sign
 from mailpulse.config import Secret, SourceConfig, parse_config
 from mailpulse.errors import ConfigError
+from tests.providers.kit import golden_rows, inbound, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sendgrid"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
@@ -40,26 +40,12 @@ CONTEXT = NormalizeContext(source="sg", headers={}, received_at=0, campaign_fiel
 
 
 def provider(*public_keys: str, **extra: Any) -> SendGridProvider:
-    credentials: dict[str, tuple[Secret, ...]] = {
-        "public_key": tuple(Secret(key) for key in public_keys)
-    }
     options = extra.pop("options", {})
-    credentials.update({key: tuple(Secret(v) for v in values) for key, values in extra.items()})
-    return SendGridProvider(
-        SourceConfig(name="sg", provider="sendgrid", credentials=credentials, options=options)
-    )
+    return make_provider(SendGridProvider, "sg", options, public_key=public_keys, **extra)
 
 
 def request(body: bytes, headers: dict[str, str]) -> InboundRequest:
-    return InboundRequest(
-        source="sg",
-        method="POST",
-        url="/webhooks/sg",
-        headers={k.lower(): v for k, v in headers.items()},
-        body=body,
-        remote_addr="127.0.0.1",
-        content_type="application/json",
-    )
+    return inbound("sg", headers, body)
 
 
 def signed(private_pem: str, body: bytes, timestamp: int = NOW) -> dict[str, str]:
@@ -67,9 +53,7 @@ def signed(private_pem: str, body: bytes, timestamp: int = NOW) -> dict[str, str
 
 
 def refused(prov: SendGridProvider, req: InboundRequest, now: float = NOW) -> str:
-    with pytest.raises(AuthenticationFailed) as caught:
-        prov.authenticate(req, now)
-    return caught.value.code
+    return refusal(prov, req, now)
 
 
 def vector(path: Path) -> dict[str, Any]:
@@ -283,23 +267,7 @@ def test_extra_oauth_bearer_token_must_pass_too(pair: tuple[str, str]) -> None:
 
 
 def rows(events: list[Event]) -> list[dict[str, Any]]:
-    return [
-        {
-            "event_type": e.event_type,
-            "recipient": e.recipient,
-            "occurred_at": datetime.fromtimestamp(e.occurred_at / 1e6, UTC)
-            .isoformat()
-            .replace("+00:00", "Z"),
-            "event_id": e.event_id,
-            "message_id": e.message_id,
-            "bounce_class": e.bounce_class,
-            "agent": e.agent,
-            "campaign": e.campaign,
-            "smtp_status": e.smtp_status,
-            "tags": e.tags,
-        }
-        for e in events
-    ]
+    return golden_rows(events, ("tags",))
 
 
 def mapped(name: str) -> list[Any]:

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.errors import AuthenticationFailed, IngestError, MappingError, PayloadError
+from ingest.errors import IngestError, MappingError, PayloadError
 from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
 from ingest.providers.base import SimulatedEvent
@@ -31,6 +31,7 @@ from ingest.providers.shared_secret import basic_header
 from mailpulse.config import Secret, SourceConfig, parse_config
 from mailpulse.errors import ConfigError
 from tests.helpers import new_secret
+from tests.providers.kit import inbound, refusal
 from tests.providers.sns_keys import TEST_CERT_URL, TEST_TOPIC, SigningIdentity, identity
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ses"
@@ -70,21 +71,11 @@ def provider(
 
 
 def request(body: bytes, headers: dict[str, str] | None = None) -> InboundRequest:
-    return InboundRequest(
-        source="ses",
-        method="POST",
-        url="/webhooks/ses",
-        headers={k.lower(): v for k, v in (headers or {}).items()},
-        body=body,
-        remote_addr="127.0.0.1",
-        content_type="text/plain",
-    )
+    return inbound("ses", headers, body, content_type="text/plain")
 
 
 def refused(prov: SesProvider, req: InboundRequest, now: float = NOW) -> str:
-    with pytest.raises(AuthenticationFailed) as caught:
-        prov.authenticate(req, now)
-    return caught.value.code
+    return refusal(prov, req, now)
 
 
 def iso(seconds: float) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,10 @@ from ingest.providers.base import SimulatedEvent
 from ingest.providers.shared_secret import basic_header
 from ingest.providers.sparkpost import BATCH_HEADER, SparkPostProvider
 from ingest.providers.sparkpost.mapping import BOUNCE_CLASSES
-from mailpulse.config import Secret, SourceConfig, parse_config
+from mailpulse.config import parse_config
 from mailpulse.errors import ConfigError
 from tests.helpers import new_secret
+from tests.providers.kit import golden_rows, inbound, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sparkpost"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
@@ -33,31 +33,15 @@ CONTEXT = NormalizeContext(source="sp", headers={}, received_at=0, campaign_fiel
 
 
 def provider(options: dict[str, Any] | None = None, **credentials: list[str]) -> SparkPostProvider:
-    source = SourceConfig(
-        name="sp",
-        provider="sparkpost",
-        credentials={key: tuple(Secret(v) for v in values) for key, values in credentials.items()},
-        options=options or {},
-    )
-    return SparkPostProvider(source)
+    return make_provider(SparkPostProvider, "sp", options, **credentials)
 
 
 def request(headers: dict[str, str], body: bytes = b'[{"msys":{}}]') -> InboundRequest:
-    return InboundRequest(
-        source="sp",
-        method="POST",
-        url="/webhooks/sp",
-        headers={k.lower(): v for k, v in headers.items()},
-        body=body,
-        remote_addr="127.0.0.1",
-        content_type="application/json",
-    )
+    return inbound("sp", headers, body)
 
 
 def refused(prov: SparkPostProvider, req: InboundRequest) -> str:
-    with pytest.raises(AuthenticationFailed) as caught:
-        prov.authenticate(req, NOW)
-    return caught.value.code
+    return refusal(prov, req, NOW)
 
 
 # --- authentication ---------------------------------------------------------------------------
@@ -117,23 +101,7 @@ def test_the_credential_headers_are_never_stored() -> None:
 
 
 def rows(events: list[Event]) -> list[dict[str, Any]]:
-    return [
-        {
-            "event_type": e.event_type,
-            "recipient": e.recipient,
-            "occurred_at": datetime.fromtimestamp(e.occurred_at / 1e6, UTC)
-            .isoformat()
-            .replace("+00:00", "Z"),
-            "event_id": e.event_id,
-            "message_id": e.message_id,
-            "bounce_class": e.bounce_class,
-            "agent": e.agent,
-            "campaign": e.campaign,
-            "smtp_status": e.smtp_status,
-            "tags": e.tags,
-        }
-        for e in events
-    ]
+    return golden_rows(events, ("tags",))
 
 
 def mapped(name: str) -> list[Any]:
