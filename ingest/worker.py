@@ -113,16 +113,20 @@ def deadline_ssl_context(config: Any, default_factory: Callable[[], ssl.SSLConte
 class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
     """``gthread`` with :class:`_DeadlineSocket` connections."""
 
-    def _deadline(self) -> float:
-        app = getattr(self, "wsgi", None)
-        config = getattr(app, "config", {}).get("MAILPULSE")
-        return float(config.receiver.read_timeout_seconds) if config is not None else 10.0
+    read_deadline = _Deadline.deadline
+
+    def load_wsgi(self) -> None:
+        """Load the app, then read its ``receiver.read_timeout_seconds`` once for every
+        connection of this worker (another WSGI app keeps the default)."""
+        super().load_wsgi()
+        config = getattr(self.wsgi, "config", {}).get("MAILPULSE")
+        if config is not None:
+            self.read_deadline = float(config.receiver.read_timeout_seconds)
+        _DeadlineSSLSocket.deadline = self.read_deadline  # one configuration per process
 
     def enqueue_req(self, conn: Any) -> None:
         if not isinstance(conn.sock, _Deadline):
-            deadline = self._deadline()
-            _DeadlineSSLSocket.deadline = deadline  # one configuration per worker process
-            conn.sock = _DeadlineSocket.adopt(conn.sock, deadline)
+            conn.sock = _DeadlineSocket.adopt(conn.sock, self.read_deadline)
         super().enqueue_req(conn)
 
     def handle_request(self, req: Any, conn: Any) -> Any:

@@ -23,7 +23,7 @@ import redis
 import requests
 
 from mailpulse.demo import free_port
-from tests.helpers import Server, event, running_server, signed_headers
+from tests.helpers import Server, event, new_secret, running_server, signed_headers
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +130,7 @@ def _check(flooded: Counter[int], steady: Counter[int], took: float, retry: list
 
 @pytest.fixture
 def secret(monkeypatch: pytest.MonkeyPatch) -> str:
-    value = "rate-" + time.strftime("%H%M%S") + "-" + str(time.monotonic_ns())
+    value = new_secret()
     monkeypatch.setenv("RATE_TEST_SECRET", value)
     return value
 
