@@ -196,25 +196,32 @@ def run_side(side: str, body: bytes, workdir: Path, args: argparse.Namespace) ->
     return result
 
 
+def add_run_arguments(
+    parser: argparse.ArgumentParser, *, duration: float, warmup: float, rounds: int
+) -> None:
+    """The options both receive benchmarks take: run lengths, gunicorn and wrk settings."""
+    parser.add_argument("--duration", type=float, default=duration, help="seconds per run")
+    parser.add_argument("--warmup", type=float, default=warmup, help="seconds of warm-up per run")
+    parser.add_argument("--rounds", type=int, default=rounds, help="noop+full pairs to run")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
+    parser.add_argument(
+        "--worker-class",
+        default="ingest.worker.DeadlineThreadWorker",
+        help="gunicorn worker class, as mailpulse serve runs it",
+    )
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--threads-wrk", type=int, default=2, help="wrk threads")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, and return the exit status."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--duration", type=float, default=15, help="seconds per measured run")
-    parser.add_argument("--warmup", type=float, default=3, help="seconds of warm-up per run")
-    parser.add_argument("--rounds", type=int, default=2, help="noop+full pairs to run")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
-    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
-    parser.add_argument(
-        "--worker-class",
-        default="ingest.worker.DeadlineThreadWorker",
-        help="gunicorn worker class (default: the one mailpulse serve uses)",
-    )
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
-    parser.add_argument("--threads-wrk", type=int, default=2, help="wrk threads")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    add_run_arguments(parser, duration=15, warmup=3, rounds=2)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install -y wrk)")

@@ -29,6 +29,7 @@ if str(REPO) not in sys.path:
 
 from bench.apps import DATA_DIR_ENV, SOURCE  # noqa: E402
 from bench.receive import (  # noqa: E402
+    add_run_arguments,
     lua_string,
     parse_wrk,
     run_wrk,
@@ -128,19 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--duration", type=float, default=10, help="seconds per measured run")
-    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per run")
-    parser.add_argument("--rounds", type=int, default=3, help="noop+full pairs to run")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
-    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
-    parser.add_argument(
-        "--worker-class",
-        default="ingest.worker.DeadlineThreadWorker",
-        help="gunicorn worker class (default: the one mailpulse serve uses)",
-    )
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
-    parser.add_argument("--threads-wrk", type=int, default=2, help="wrk threads")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    add_run_arguments(parser, duration=10, warmup=2, rounds=3)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install -y wrk)")
