@@ -71,11 +71,6 @@ class SourceRateLimiter:
         self._down_until = 0.0
         self._lock = threading.Lock()
 
-    @property
-    def shared(self) -> bool:
-        """Whether counts are kept in a store every worker sees."""
-        return self._shared is not None
-
     def hit(self, limit: RateLimitItem, source: str) -> bool:
         """Count one request of ``source``; False when it is over ``limit``."""
         shared, storage = self._shared, self._storage
