@@ -8,6 +8,14 @@ reads with ``receiver.read_timeout_seconds`` (answered 408); this worker applies
 deadline to every read and write on the connection, so headers that stop arriving are
 answered 408 too and the thread is let go.
 
+It also spreads connections over the workers. All workers accept from one listening socket,
+and whichever wakes first takes the connection: a burst of new keep-alive connections (an ESP
+opening its pool, a proxy restarting) can all land on one worker, which then serves every
+request while its siblings idle (measured: all 16 of wrk's connections on one of two workers,
+half the throughput). A worker that already holds a connection per thread leaves new ones in
+the kernel's queue for ``ACCEPT_DEFER_SECONDS``, for a sibling with a free thread to take,
+then accepts at once those that no sibling took.
+
 Selected by ``python -m ingest.server`` as ``worker_class``, with :func:`deadline_ssl_context`
 as gunicorn's ``ssl_context`` hook when it serves TLS.
 """
@@ -17,12 +25,16 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.gthread import ThreadWorker
+
+#: How long a worker holding a connection per thread leaves a new connection to its siblings.
+ACCEPT_DEFER_SECONDS = 0.02
 
 
 class _Deadline:
@@ -114,6 +126,7 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
     """``gthread`` with :class:`_DeadlineSocket` connections."""
 
     read_deadline = _Deadline.deadline
+    _defer_until = 0.0  # not accepting before this (monotonic seconds); 0: not deferring
 
     def load_wsgi(self) -> None:
         """Load the app, then read its ``receiver.read_timeout_seconds`` once for every
@@ -123,6 +136,38 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
         if config is not None:
             self.read_deadline = float(config.receiver.read_timeout_seconds)
         _DeadlineSSLSocket.deadline = self.read_deadline  # one configuration per process
+
+    def accept(self, listener: Any) -> None:
+        """Accept a connection, unless a sibling with a free thread should take it first."""
+        if self.cfg.workers > 1 and self.nr_conns >= self.cfg.threads:
+            self._defer_until = time.monotonic() + ACCEPT_DEFER_SECONDS
+            self.set_accept_enabled(False)
+            return
+        super().accept(listener)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """gthread turns accepting back on at every turn of its loop; not while deferring."""
+        super().set_accept_enabled(enabled and not self._defer_until)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """Wake up when a deferral ends, and take the connections no sibling took."""
+        if self._defer_until:
+            remaining = self._defer_until - time.monotonic()
+            if remaining > 0:
+                timeout = min(timeout, remaining)
+            else:
+                self._defer_until = 0.0
+                for listener in self.sockets:
+                    self._accept_waiting(listener)
+        super().wait_for_and_dispatch_events(timeout)
+
+    def _accept_waiting(self, listener: Any) -> None:
+        """Accept every connection waiting on ``listener`` now, whatever this worker holds."""
+        while self.nr_conns < self.worker_connections:
+            held = self.nr_conns
+            super().accept(listener)  # a connection more, or none waiting (EAGAIN)
+            if self.nr_conns == held:
+                return
 
     def enqueue_req(self, conn: Any) -> None:
         if not isinstance(conn.sock, _Deadline):

@@ -193,8 +193,15 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
         try:
+            # Once gunicorn listens, a connection waits in its queue until a worker has loaded
+            # the app: wait for that answer rather than time out, and let the server close the
+            # connection (requests leaves a dropped one open until garbage collection, and a
+            # worker would count it as one of its connections all along).
             ready = requests.get(
-                f"{server.base_url}/readyz", timeout=1, verify=str(ca_file) if ca_file else True
+                f"{server.base_url}/readyz",
+                headers={"Connection": "close"},
+                timeout=(1, max(1.0, deadline - time.monotonic())),
+                verify=str(ca_file) if ca_file else True,
             )
             if ready.status_code == 200:
                 return server
