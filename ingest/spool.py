@@ -38,6 +38,8 @@ from typing import Any
 
 import orjson
 
+from ingest import direct_io
+from ingest.direct_io import DirectWriter
 from ingest.errors import SpoolUnavailable
 
 log = logging.getLogger(__name__)
@@ -162,6 +164,7 @@ class Spool:
         self._write_lock = threading.Lock()  # one batch written and synced at a time
         self._pending = _Batch()
         self._fd: int | None = None
+        self._direct: DirectWriter | None = None  # large batches, where the disk allows it
         self._segment_size = 0  # bytes of records written to the current segment
         self._allocated = 0  # bytes of the current segment already on disk (zeros past the data)
         self._usage = 0
@@ -221,13 +224,21 @@ class Spool:
         assert self._fd is not None
         try:
             end = self._segment_size + size
-            if end > self._allocated:
-                if size >= GROW_BATCH_BYTES:
-                    self._allocated = end  # the file grows; this sync commits the new size
-                else:
-                    self._preallocate(end)
-            _pwrite_all(self._fd, parts, self._segment_size)
-            os.fdatasync(self._fd)
+            written_to = None
+            if self._direct is not None and GROW_BATCH_BYTES <= size <= direct_io.MAX_BYTES:
+                written_to = self._direct.write(parts, size, self._segment_size, self._fd)
+                if not self._direct.usable:
+                    self._direct = None
+            if written_to is not None:
+                self._allocated = max(self._allocated, written_to)
+            else:
+                if end > self._allocated:
+                    if size >= GROW_BATCH_BYTES:
+                        self._allocated = end  # the file grows; this sync commits the new size
+                    else:
+                        self._preallocate(end)
+                _pwrite_all(self._fd, parts, self._segment_size)
+            os.fdatasync(self._fd)  # one inode: it covers the direct writes too
         except OSError:
             # The tail of this segment is now unknown: never write after it again.
             self._close_segment()
@@ -254,20 +265,26 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         temporary = self.directory / f".{name}.new"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Readable too: a direct write reads back the block it shares with earlier records.
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             # Locked before it gets its visible name, so the flusher never sees it unlocked.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.rename(temporary, self.directory / f"{name}{SEGMENT_SUFFIX}")
+            path = self.directory / f"{name}{SEGMENT_SUFFIX}"
+            os.rename(temporary, path)
             _fsync_directory(self.directory)
         except OSError:
             os.close(fd)
             raise
         self._fd = fd
+        self._direct = DirectWriter.open(path)
         self._segment_size = 0
         self._allocated = 0
 
     def _close_segment(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
         if self._fd is not None:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
