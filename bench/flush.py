@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from ingest import spool  # noqa: E402
+from ingest import segments, spool  # noqa: E402
 
 SOURCE = "bench"
 TARGET_EVENTS_PER_SECOND = 50_000
@@ -165,10 +165,10 @@ def read_baseline(data_dir: Path) -> dict[str, Any]:
     """Read every spool record and decode its body: the floor any flusher must pay."""
     started = time.perf_counter()
     requests = events = 0
-    for path in spool.list_segments(data_dir / "spool"):
+    for path in segments.list_segments(data_dir / "spool"):
         offset = 0
         while True:
-            read = spool.read_segment(path, offset, READ_BYTES)
+            read = segments.read_segment(path, offset, READ_BYTES)
             if not read.records:
                 break
             for record in read.records:

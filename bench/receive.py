@@ -32,7 +32,8 @@ if str(REPO) not in sys.path:
 
 from bench.apps import DATA_DIR_ENV, SECRET_ENV, SOURCE  # noqa: E402
 from ingest.providers.generic import sign  # noqa: E402
-from ingest.spool import list_segments, read_segment, spool_usage  # noqa: E402
+from ingest.segments import list_segments, read_segment  # noqa: E402
+from ingest.spool import spool_usage  # noqa: E402
 from mailpulse.demo import free_port  # noqa: E402
 
 TARGET_RATIO = 75.0  # full path req/s as a percentage of the no-op's

@@ -28,7 +28,7 @@ from pathlib import Path
 import orjson
 import polars as pl
 
-from ingest import lake, spool
+from ingest import lake, segments
 from ingest.batch import BatchBuilder
 from ingest.errors import FlusherBusy
 from ingest.events import MICROS
@@ -173,12 +173,12 @@ class Flusher:
         new_offsets: dict[str, int] = {}
         finished: list[Path] = []
         budget = self.batch_bytes
-        for path in spool.list_segments(self.config.spool_dir):
+        for path in segments.list_segments(self.config.spool_dir):
             if budget <= 0 or len(builder.raw) >= self.batch_records:
                 break
-            sealed = spool.is_sealed(path)  # before reading: nothing can follow a sealed read
+            sealed = segments.is_sealed(path)  # before reading: nothing can follow a sealed read
             start = offsets.get(path.name, 0)
-            read = spool.read_segment(path, start, budget, self.batch_records - len(builder.raw))
+            read = segments.read_segment(path, start, budget, self.batch_records - len(builder.raw))
             for record in read.records:
                 builder.add_request(record)
             budget -= read.end_offset - start
@@ -287,7 +287,7 @@ class Flusher:
             path.unlink(missing_ok=True)
         # Offsets are forgotten only once their segment is gone, so a crash in between
         # re-reads nothing.
-        present = {p.name for p in spool.list_segments(self.config.spool_dir)}
+        present = {p.name for p in segments.list_segments(self.config.spool_dir)}
         state.forget_segments(name for name in offsets if name not in present)
 
     def _maybe_prune(self, state: FlusherState) -> None:
@@ -301,9 +301,9 @@ class Flusher:
         """Spooled bytes not yet in the lake."""
         offsets = state.offsets()
         pending = 0
-        for path in spool.list_segments(self.config.spool_dir):
+        for path in segments.list_segments(self.config.spool_dir):
             start = offsets.get(path.name, 0)
-            pending += spool.data_end(path, start) - start
+            pending += segments.data_end(path, start) - start
         return pending
 
     def _write_status(self, state: FlusherState) -> None:

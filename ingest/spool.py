@@ -45,7 +45,7 @@ from ingest.errors import SpoolUnavailable
 log = logging.getLogger(__name__)
 
 MAGIC = b"MPS1"
-_FRAME = struct.Struct("<4sIII")
+FRAME = struct.Struct("<4sIII")
 SEGMENT_SUFFIX = ".seg"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 PREALLOCATE_BYTES = 4 * 1024 * 1024
@@ -91,7 +91,7 @@ class SpoolRecord:
             }
         )
         crc = zlib.crc32(self.body, zlib.crc32(header))
-        return _FRAME.pack(MAGIC, len(header), len(self.body), crc), header, self.body
+        return FRAME.pack(MAGIC, len(header), len(self.body), crc), header, self.body
 
     @classmethod
     def decode(cls, header: bytes, body: bytes) -> SpoolRecord:
@@ -371,106 +371,3 @@ def spool_usage(directory: Path) -> int:
     except OSError:
         return 0  # no spool folder (yet): nothing held
     return total
-
-
-# ---------------------------------------------------------------- the reading side (flusher)
-
-
-def list_segments(directory: Path) -> list[Path]:
-    """Segment files, oldest first."""
-    try:
-        return sorted(p for p in directory.iterdir() if p.name.endswith(SEGMENT_SUFFIX))
-    except FileNotFoundError:
-        return []
-
-
-def is_sealed(path: Path) -> bool:
-    """True when no live process writes this segment any more."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)  # closing releases the lock at once
-    return True
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentRead:
-    """What one read of a segment found."""
-
-    records: list[SpoolRecord]
-    end_offset: int  # just past the last complete record read
-    at_end: bool  # nothing follows: the end of the file, or preallocated zeros
-    corrupt_at: int | None  # offset of a record that fails its checks, if any
-
-
-_ZERO_MAGIC = bytes(4)
-
-
-def read_segment(
-    path: Path, offset: int, max_bytes: int, max_records: int | None = None
-) -> SegmentRead:
-    """Read complete records from ``offset``: about ``max_bytes`` and ``max_records`` at most.
-
-    A first record larger than ``max_bytes`` is still read, alone, so a batch always moves on.
-    In a segment still being written, an incomplete last record is simply not read yet.
-    """
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        handle.seek(offset)
-        data = handle.read(max(0, min(size - offset, max_bytes)))
-        if len(data) >= _FRAME.size and offset + len(data) < size:
-            magic, header_len, body_len, _crc = _FRAME.unpack_from(data, 0)
-            first = _FRAME.size + header_len + body_len
-            if magic == MAGIC and first > len(data):
-                data += handle.read(min(size - offset, first) - len(data))
-    whole_file = offset + len(data) == size
-    view = memoryview(data)
-    records: list[SpoolRecord] = []
-    position = 0
-    while max_records is None or len(records) < max_records:
-        rest = len(data) - position
-        head = data[position : position + 4]
-        if head == _ZERO_MAGIC[: len(head)]:  # nothing left, or the preallocated zeros
-            return SegmentRead(records, offset + position, whole_file or rest >= 4, None)
-        if rest < _FRAME.size:
-            break  # a header still being written, or cut by the read budget
-        magic, header_len, body_len, crc = _FRAME.unpack_from(data, position)
-        if magic != MAGIC:
-            return SegmentRead(records, offset + position, False, offset + position)
-        end = position + _FRAME.size + header_len + body_len
-        if end > len(data):
-            break  # still being written, or cut by the read budget
-        header = bytes(view[position + _FRAME.size : position + _FRAME.size + header_len])
-        body = bytes(view[position + _FRAME.size + header_len : end])
-        if zlib.crc32(body, zlib.crc32(header)) != crc:
-            return SegmentRead(records, offset + position, False, offset + position)
-        records.append(SpoolRecord.decode(header, body))
-        position = end
-    return SegmentRead(records, offset + position, False, None)
-
-
-def data_end(path: Path, offset: int) -> int:
-    """Where the records of a segment end (its size, or where preallocated zeros start).
-
-    Walks frame headers from ``offset`` without reading bodies; used for the pending-bytes
-    gauge, not for reading records.
-    """
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            position = offset
-            while position + _FRAME.size <= size:
-                handle.seek(position)
-                magic, header_len, body_len, _crc = _FRAME.unpack(handle.read(_FRAME.size))
-                if magic != MAGIC:
-                    break
-                position += _FRAME.size + header_len + body_len
-            return min(position, size)
-    except FileNotFoundError:
-        return offset

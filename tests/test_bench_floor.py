@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.receive_batches import BATCH, ceiling_ratio, floor_cost, signed_batch
-from ingest.spool import list_segments, read_segment
+from ingest.segments import list_segments, read_segment
 
 
 def test_floor_cost_verifies_and_spools_the_real_batch(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.direct_io import ALIGN, DirectWriter
-from ingest.spool import GROW_BATCH_BYTES, Spool, data_end, list_segments
+from ingest.segments import data_end, list_segments
+from ingest.spool import GROW_BATCH_BYTES, Spool
 from tests.test_spool import read_all, record
 
 needs_direct_io = pytest.mark.skipif(

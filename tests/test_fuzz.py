@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from ingest import create_app
 from ingest.providers import PROVIDERS, InboundRequest
 from ingest.providers.generic import sign
-from ingest.spool import list_segments, read_segment
+from ingest.segments import list_segments, read_segment
 from mailpulse.config import Config, Secret, SourceConfig
 from tests.helpers import Server, running_server
 

@@ -10,16 +10,13 @@ from pathlib import Path
 import pytest
 
 from ingest.errors import SpoolUnavailable
+from ingest.segments import data_end, is_sealed, list_segments, read_segment
 from ingest.spool import (
     GROW_BATCH_BYTES,
     PREALLOCATE_BYTES,
     Spool,
     SpoolRecord,
-    data_end,
-    is_sealed,
-    list_segments,
     new_request_id,
-    read_segment,
     spool_usage,
 )
 
