@@ -157,7 +157,7 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
                 timeout = min(timeout, remaining)
             else:
                 self._defer_until = 0.0
-                for listener in self.sockets:
+                for listener in self.sockets if self.alive else ():  # none while stopping
                     self._accept_waiting(listener)
         super().wait_for_and_dispatch_events(timeout)
 
