@@ -37,20 +37,6 @@ from gunicorn.workers.gthread import ThreadWorker
 ACCEPT_DEFER_SECONDS = 0.02
 
 
-class _Deadline:
-    """What both kinds of client socket share: a deadline whenever they block.
-
-    Gunicorn switches a connection between non-blocking (while it waits in the poller) and
-    blocking (while a thread reads it); here "blocking" means "blocking for at most
-    ``deadline`` seconds". While the application runs it sets its own timeout on the socket
-    (``environ["gunicorn.socket"]``) and handles a timeout itself; outside it, a read that
-    times out means the headers stopped arriving.
-    """
-
-    deadline: float = 10.0
-    in_app: bool = False
-
-
 def _answer_timeout(sock: socket.socket, deadline: float) -> NoMoreData:
     """Answer 408 on ``sock`` and return what to raise: gunicorn takes it as a client that
     went away, closes the connection quietly and frees the thread."""
@@ -69,7 +55,35 @@ def _answer_timeout(sock: socket.socket, deadline: float) -> NoMoreData:
     return NoMoreData(b"")
 
 
-class _DeadlineSocket(_Deadline, socket.socket):
+class _Deadline(socket.socket):
+    """What both kinds of client socket share: a deadline whenever they block.
+
+    Gunicorn switches a connection between non-blocking (while it waits in the poller) and
+    blocking (while a thread reads it); here "blocking" means "blocking for at most
+    ``deadline`` seconds". While the application runs it sets its own timeout on the socket
+    (``environ["gunicorn.socket"]``) and handles a timeout itself; outside it, a read that
+    times out means the headers stopped arriving.
+    """
+
+    deadline: float = 10.0
+    in_app: bool = False
+
+    def setblocking(self, flag: bool) -> None:
+        if flag:
+            self.settimeout(self.deadline)
+        else:
+            super().setblocking(False)
+
+    def recv(self, *args: Any) -> bytes:
+        try:
+            return super().recv(*args)
+        except TimeoutError:
+            if self.in_app:
+                raise  # the receiver answers a body that stopped arriving itself
+            raise _answer_timeout(self, self.deadline) from None
+
+
+class _DeadlineSocket(_Deadline):
     """A plain client socket with :class:`_Deadline`."""
 
     @classmethod
@@ -80,39 +94,11 @@ class _DeadlineSocket(_Deadline, socket.socket):
         adopted.setblocking(False)  # as gunicorn left it: waiting in the poller
         return adopted
 
-    def setblocking(self, flag: bool) -> None:
-        if flag:
-            self.settimeout(self.deadline)
-        else:
-            super().setblocking(False)
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        try:
-            return super().recv(bufsize, flags)
-        except TimeoutError:
-            if self.in_app:
-                raise  # the receiver answers a body that stopped arriving itself
-            raise _answer_timeout(self, self.deadline) from None
-
 
 class _DeadlineSSLSocket(_Deadline, ssl.SSLSocket):
     """A TLS client socket with :class:`_Deadline` (``--certfile``): made by the SSL context
     of :func:`deadline_ssl_context`, it inherits the plain socket's deadline when wrapped and
     keeps it on every later request of a kept-alive connection."""
-
-    def setblocking(self, flag: bool) -> None:
-        if flag:
-            self.settimeout(self.deadline)
-        else:
-            super().setblocking(False)
-
-    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        try:
-            return super().recv(buflen, flags)
-        except TimeoutError:
-            if self.in_app:
-                raise
-            raise _answer_timeout(self, self.deadline) from None
 
 
 def deadline_ssl_context(config: Any, default_factory: Callable[[], ssl.SSLContext]) -> Any:
@@ -181,6 +167,6 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
         try:
             return super().handle_request(req, conn)
         finally:
-            if isinstance(sock, _Deadline) and isinstance(sock, socket.socket):
+            if isinstance(sock, _Deadline):
                 sock.in_app = False
                 sock.settimeout(sock.deadline)  # the app may have changed it for its body read
