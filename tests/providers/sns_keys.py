@@ -11,12 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from ingest.providers.ses.sns import pinned_name
+from tests.tls import certificate, private_pem
 
 TEST_CERT_URL = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem"
 TEST_TOPIC = "arn:aws:sns:us-east-1:123456789012:mailpulse-test"
@@ -62,20 +60,6 @@ def identity(
 ) -> SigningIdentity:
     """A fresh self-signed certificate (CN=sns.amazonaws.com) over a generated key."""
     key = _key(label)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return SigningIdentity(key_pem, certificate.public_bytes(serialization.Encoding.PEM), url)
+    cert_pem = certificate(key, "sns.amazonaws.com", not_before, not_after)
+    key_pem = private_pem(key).decode()
+    return SigningIdentity(key_pem, cert_pem, url)
