@@ -90,13 +90,15 @@ def _headers(environ: dict[str, Any]) -> dict[str, str]:
     The same pairs as ``request.headers`` gives, without building its title-cased names
     first (this runs for every webhook).
     """
-    headers = {}
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            if key not in _BODY_HEADERS_AS_HTTP:
-                headers[key[5:].replace("_", "-").lower()] = value
-        elif key in _BODY_HEADERS and value:
-            headers[_BODY_HEADERS[key]] = value
+    headers = {
+        key[5:].replace("_", "-").lower(): value
+        for key, value in environ.items()
+        if key[:5] == "HTTP_" and key not in _BODY_HEADERS_AS_HTTP
+    }
+    for key, name in _BODY_HEADERS.items():
+        value = environ.get(key)
+        if value:
+            headers[name] = value
     return headers
 
 
@@ -122,7 +124,8 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
             retry_after=runtime.retry_after,
         )
     limit = runtime.config.max_body_bytes or receiver.config.receiver.max_body_bytes
-    if req.content_length is not None and req.content_length > limit:
+    length = req.content_length  # parsed from the headers at each access: read once
+    if length is not None and length > limit:
         raise PayloadTooLarge(f"body is larger than {limit} bytes")
     media_type = (req.mimetype or "").lower()
     if media_type not in runtime.provider.content_types:
@@ -136,7 +139,6 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
         # Each read of the body waits at most this long; gunicorn makes the socket
         # non-blocking again (no timeout) when the connection goes back to keep-alive.
         sock.settimeout(receiver.config.receiver.read_timeout_seconds)
-    length = req.content_length
     try:
         if length is not None and req.environ.get("wsgi.input_terminated"):
             # The announced length in one read, from a server stream that never reads past
@@ -161,9 +163,7 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
         raise PayloadTooLarge(f"body is larger than {limit} bytes")
     if length is not None and len(body) != length:
         # The client went away mid-body: what arrived is not the request it announced.
-        raise UnreadableBody(
-            f"the body ended after {len(body)} of {req.content_length} announced bytes"
-        )
+        raise UnreadableBody(f"the body ended after {len(body)} of {length} announced bytes")
     environ = req.environ
     headers = _headers(environ)
     # Path and query as received; cheaper than req.url, which re-quotes the whole URL.

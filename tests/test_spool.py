@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,37 +43,80 @@ def read_all(directory: Path) -> list[SpoolRecord]:
     return found
 
 
-def test_many_threads_share_fsyncs_and_every_record_arrives_whole(tmp_path: Path) -> None:
+class SyncSpy:
+    """Counts the syncs the spool asks for, whichever call makes them: ``fdatasync``, or a
+    ``pwritev`` with ``RWF_DSYNC``. The real calls still run; ``hold`` makes each sync wait
+    for it first (a disk that stopped answering)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.syncs = 0
+        self.hold: threading.Event | None = None
+        real_fdatasync, real_pwritev = os.fdatasync, os.pwritev
+
+        def fdatasync(fd: int) -> None:
+            self._sync()
+            real_fdatasync(fd)
+
+        def pwritev(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+            if flags & getattr(os, "RWF_DSYNC", 0):
+                self._sync()
+            return real_pwritev(fd, buffers, offset, flags)
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        monkeypatch.setattr(os, "pwritev", pwritev)
+
+    def _sync(self) -> None:
+        self.syncs += 1
+        if self.hold is not None:
+            self.hold.wait(5)
+
+
+def test_many_threads_share_fsyncs_and_every_record_arrives_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spool = Spool(tmp_path, max_bytes=1 << 30)
-    syncs = 0
-    real_fdatasync = os.fdatasync
-
-    def counting_fdatasync(fd: int) -> None:
-        nonlocal syncs
-        syncs += 1
-        real_fdatasync(fd)
-
-    os.fdatasync = counting_fdatasync  # count, do not replace: the real sync still runs
-    try:
-        threads = [
-            threading.Thread(
-                target=lambda t=t: [spool.append(record(t * 1000 + i)) for i in range(200)]
-            )
-            for t in range(16)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        os.fdatasync = real_fdatasync
-        spool.close()
+    spy = SyncSpy(monkeypatch)
+    threads = [
+        threading.Thread(
+            target=lambda t=t: [spool.append(record(t * 1000 + i)) for i in range(200)]
+        )
+        for t in range(16)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spool.close()
     records = read_all(tmp_path)
     assert sorted(r.received_at for r in records) == sorted(
         t * 1000 + i for t in range(16) for i in range(200)
     )
     assert all(r.body.startswith(b"%d:" % r.received_at) for r in records)
-    assert syncs < 3200, "every append synced alone: group commit is not grouping"
+    assert 0 < spy.syncs < 3200, "every append synced alone: group commit is not grouping"
+
+
+def test_a_small_batch_is_written_and_synced_in_one_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RWF_DSYNC: the write itself is the sync (no separate ``fdatasync``), and what it wrote
+    is on disk whole."""
+    if not hasattr(os, "RWF_DSYNC"):
+        pytest.skip("pwritev flags are Linux-only")
+    spool = Spool(tmp_path, max_bytes=1 << 30)
+    spool.append(record(0))  # opens and preallocates the segment (its own fsync)
+    calls: list[str] = []
+    real_fdatasync, real_pwritev = os.fdatasync, os.pwritev
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append("fdatasync"), real_fdatasync(fd)))
+
+    def pwritev(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+        calls.append("pwritev+dsync" if flags & os.RWF_DSYNC else "pwritev")
+        return real_pwritev(fd, buffers, offset, flags)
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    spool.append(record(1))
+    spool.close()
+    assert calls == ["pwritev+dsync"]
+    assert sorted(r.received_at for r in read_all(tmp_path)) == [0, 1]
 
 
 def test_a_torn_tail_is_not_read_and_a_sealed_segment_is_detected(tmp_path: Path) -> None:
@@ -151,7 +195,10 @@ def test_quota_refuses_instead_of_filling_the_disk(tmp_path: Path) -> None:
 
 
 def test_a_failed_write_is_refused_and_never_written_after(tmp_path: Path) -> None:
-    """ENOSPC from the disk: the append fails, the next one starts a fresh segment."""
+    """ENOSPC from the disk: the append fails, the next one starts a fresh segment.
+
+    /dev/full also refuses ``RWF_DSYNC`` (EOPNOTSUPP), so the message also shows the spool
+    falling back to a plain write and a separate sync on a file that takes no write flags."""
     spool = Spool(tmp_path, max_bytes=1 << 30)
     spool.append(record(0))
     full = os.open("/dev/full", os.O_WRONLY)
@@ -190,22 +237,16 @@ def test_a_stuck_sync_fails_its_waiters_and_the_spool_recovers(
     monkeypatch.setattr(spool_module, "_SYNC_WAIT_SECONDS", 0.2)
     spool = Spool(tmp_path, max_bytes=1 << 30)
     spool.append(record(0))
-    release = threading.Event()
-    real_fdatasync = os.fdatasync
-
-    def slow_fdatasync(fd: int) -> None:
-        release.wait(5)
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+    spy = SyncSpy(monkeypatch)
+    spy.hold = threading.Event()
     stuck = threading.Thread(target=spool.append, args=(record(1),))
     stuck.start()
     time.sleep(0.05)  # the first append now holds the write lock, syncing
     with pytest.raises(SpoolUnavailable, match="did not sync in time"):
         spool.append(record(2))
-    release.set()
+    spy.hold.set()
     stuck.join()
-    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+    spy.hold = None
     spool.append(record(3))  # a fresh batch: not the failed one
     spool.close()
     assert sorted(r.received_at for r in read_all(tmp_path)) == [0, 1, 3]

@@ -82,7 +82,7 @@ class GenericProvider(Provider):
         given = signature.strip().encode("ascii", "replace")
         signed = timestamp.encode() + b"." + request.body
         for secret in self.source.credentials.get("secret", ()):
-            expected = hmac.new(secret.reveal().encode(), signed, hashlib.sha256).hexdigest()
+            expected = hmac.digest(secret.reveal().encode(), signed, "sha256").hex()
             if hmac.compare_digest(b"sha256=" + expected.encode(), given):
                 return
         raise AuthenticationFailed("signature does not match", code="bad_signature")
