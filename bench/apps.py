@@ -1,4 +1,5 @@
-"""Gunicorn app factories for `bench/receive.py`: `bench.apps:noop()` and `bench.apps:full()`.
+"""Gunicorn app factories for `bench/receive.py`: `bench.apps:noop()` and `bench.apps:full()`,
+and two diagnostic steps between them that `--ladder` adds (never durable, never the product).
 
 Gunicorn imports the app in its own processes, so the full receiver reads its data directory
 and its (per-run, generated) secret from environment variables the benchmark sets for the
@@ -8,8 +9,11 @@ gunicorn subprocess. Nothing secret is ever written to disk or the command line.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from flask import Flask
+
+from ingest.spool import Spool
 
 DATA_DIR_ENV = "MAILPULSE_BENCH_DATA_DIR"
 SECRET_ENV = "MAILPULSE_BENCH_SECRET"
@@ -35,3 +39,57 @@ def full() -> Flask:
     }
     configure()  # as ``python -m ingest.server`` does
     return create_app(parse_config(document, origin="bench", env={}))
+
+
+def verified() -> Flask:
+    """Diagnostic: the real receiver (routing, checks, HMAC, the spool record and its framing)
+    whose spool keeps nothing. Against the no-op it prices the request handling alone."""
+    import dataclasses
+
+    app = full()
+    state = app.extensions["mailpulse"]
+    app.extensions["mailpulse"] = dataclasses.replace(state, spool=_FramesOnly(state.spool))
+    return app
+
+
+def unsynced() -> Flask:
+    """Diagnostic: the real receiver and spool, group commit included, with the device sync
+    left out (writes reach the page cache only). Against the full path it prices the sync."""
+    import dataclasses
+
+    app = full()
+    state = app.extensions["mailpulse"]
+    spool = state.spool
+    unsynced = _UnsyncedSpool(
+        spool.directory,
+        max_bytes=spool.max_bytes,
+        retry_after=spool.retry_after,
+        segment_bytes=spool.segment_bytes,
+    )
+    app.extensions["mailpulse"] = dataclasses.replace(state, spool=unsynced)
+    return app
+
+
+class _UnsyncedSpool(Spool):
+    """The spool with its batch writes reported as synced without syncing."""
+
+    def _pwrite(self, parts: list[bytes]) -> bool:
+        self._dsync = False  # a plain write...
+        super()._pwrite(parts)
+        return True  # ...and no fdatasync after it
+
+
+class _FramesOnly:
+    """A spool that frames each record, as the real one does, then drops it."""
+
+    def __init__(self, spool: Any) -> None:
+        self._spool = spool
+
+    def append(self, record: Any) -> None:
+        record.encode_parts()
+
+    def check_writable(self) -> str | None:
+        return self._spool.check_writable()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._spool.close()
