@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,43 +9,17 @@ import pytest
 from flask import Flask
 
 from bench import apps
-from bench.receive import event_body
-from ingest.providers.generic import sign
-from ingest.segments import list_segments, read_segment
-
-
-class SyncCounter:
-    """Counts ``fdatasync`` calls and ``RWF_DSYNC`` writes; the real calls still run."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.syncs = 0
-        real_fdatasync, real_pwritev = os.fdatasync, os.pwritev
-
-        def fdatasync(fd: int) -> None:
-            self.syncs += 1
-            real_fdatasync(fd)
-
-        def pwritev(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
-            self.syncs += bool(flags & getattr(os, "RWF_DSYNC", 0))
-            return real_pwritev(fd, buffers, offset, flags)
-
-        monkeypatch.setattr(os, "fdatasync", fdatasync)
-        monkeypatch.setattr(os, "pwritev", pwritev)
+from bench.receive import event_body, spooled_records
+from tests.helpers import new_secret, signed_headers
+from tests.syncs import SyncSpy
 
 
 def post_signed(app: Flask, secret: str, bodies: int = 5) -> None:
     client = app.test_client()
     for _ in range(bodies):
         body = event_body()
-        timestamp = int(time.time())
         answer = client.post(
-            f"/webhooks/{apps.SOURCE}",
-            data=body,
-            headers={
-                "Content-Type": "application/json",
-                "X-Webhook-Timestamp": str(timestamp),
-                "X-Webhook-Signature": sign(secret, timestamp, body),
-            },
+            f"/webhooks/{apps.SOURCE}", data=body, headers=signed_headers(secret, body)
         )
         assert answer.status_code == 200, answer.get_data(as_text=True)
     wrong = client.post(
@@ -59,15 +30,9 @@ def post_signed(app: Flask, secret: str, bodies: int = 5) -> None:
     assert wrong.status_code == 401  # still the real authentication
 
 
-def spooled(data_dir: Path) -> int:
-    return sum(
-        len(read_segment(path, 0, 1 << 30).records) for path in list_segments(data_dir / "spool")
-    )
-
-
 @pytest.fixture
 def secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    value = secrets.token_hex(16)
+    value = new_secret()
     monkeypatch.setenv(apps.DATA_DIR_ENV, str(tmp_path))
     monkeypatch.setenv(apps.SECRET_ENV, value)
     return value
@@ -86,9 +51,9 @@ def test_each_side_keeps_what_it_says(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app = factory()
-    counter = SyncCounter(monkeypatch)  # after the app: its spool preallocates lazily
+    spy = SyncSpy(monkeypatch)  # after the app: its spool preallocates lazily
     post_signed(app, secret)
     app.extensions["mailpulse"].spool.close()
-    assert spooled(tmp_path) == records
+    assert spooled_records(tmp_path / "spool") == records
     # The first write preallocates the segment with its own fsync (not counted: os.fsync).
-    assert (counter.syncs > 0) is synced
+    assert (spy.syncs > 0) is synced

@@ -6,7 +6,6 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,6 +19,7 @@ from ingest.spool import (
     new_request_id,
     spool_usage,
 )
+from tests.syncs import SyncSpy
 
 
 def record(n: int, size: int = 100) -> SpoolRecord:
@@ -41,34 +41,6 @@ def read_all(directory: Path) -> list[SpoolRecord]:
     for path in list_segments(directory):
         found += read_segment(path, 0, 1 << 30).records
     return found
-
-
-class SyncSpy:
-    """Counts the syncs the spool asks for, whichever call makes them: ``fdatasync``, or a
-    ``pwritev`` with ``RWF_DSYNC``. The real calls still run; ``hold`` makes each sync wait
-    for it first (a disk that stopped answering)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.syncs = 0
-        self.hold: threading.Event | None = None
-        real_fdatasync, real_pwritev = os.fdatasync, os.pwritev
-
-        def fdatasync(fd: int) -> None:
-            self._sync()
-            real_fdatasync(fd)
-
-        def pwritev(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
-            if flags & getattr(os, "RWF_DSYNC", 0):
-                self._sync()
-            return real_pwritev(fd, buffers, offset, flags)
-
-        monkeypatch.setattr(os, "fdatasync", fdatasync)
-        monkeypatch.setattr(os, "pwritev", pwritev)
-
-    def _sync(self) -> None:
-        self.syncs += 1
-        if self.hold is not None:
-            self.hold.wait(5)
 
 
 def test_many_threads_share_fsyncs_and_every_record_arrives_whole(
@@ -104,18 +76,10 @@ def test_a_small_batch_is_written_and_synced_in_one_call(
         pytest.skip("pwritev flags are Linux-only")
     spool = Spool(tmp_path, max_bytes=1 << 30)
     spool.append(record(0))  # opens and preallocates the segment (its own fsync)
-    calls: list[str] = []
-    real_fdatasync, real_pwritev = os.fdatasync, os.pwritev
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append("fdatasync"), real_fdatasync(fd)))
-
-    def pwritev(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
-        calls.append("pwritev+dsync" if flags & os.RWF_DSYNC else "pwritev")
-        return real_pwritev(fd, buffers, offset, flags)
-
-    monkeypatch.setattr(os, "pwritev", pwritev)
+    spy = SyncSpy(monkeypatch)
     spool.append(record(1))
     spool.close()
-    assert calls == ["pwritev+dsync"]
+    assert spy.calls == ["pwritev+dsync"]
     assert sorted(r.received_at for r in read_all(tmp_path)) == [0, 1]
 
 
