@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Request, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from ingest.deferred_sync import DEFERRED_SYNC
 from ingest.errors import (
     AuthenticationFailed,
     ForbiddenAddress,
@@ -60,22 +61,23 @@ def receive(source: str) -> Response:
     try:
         if runtime is None:
             raise UnknownSource(f"no source named {source[:64]!r} is configured")
-        response = _receive(receiver, runtime)
+        return _receive(receiver, runtime, started)
     except IngestError as error:
-        outcome = error.code if isinstance(error, Rejected) else "spool_unavailable"
-        REQUESTS.labels(label, outcome).inc()
-        if isinstance(error, AuthenticationFailed):
-            _authentication_failed(label, error, shadow=False)
-        elif not isinstance(error, UnknownSource):
-            log.warning(
-                "webhook refused",
-                extra={"source": label, "outcome": outcome, "client_ip": request.remote_addr},
-            )
+        _refused(label, error, request.remote_addr)
         raise
-    stored, seconds = _success_metrics(label)
-    stored.inc()
-    seconds.observe(time.perf_counter() - started)
-    return response
+
+
+def _refused(source: str, error: IngestError, client_ip: str | None) -> None:
+    """Count and log one refused request."""
+    outcome = error.code if isinstance(error, Rejected) else "spool_unavailable"
+    REQUESTS.labels(source, outcome).inc()
+    if isinstance(error, AuthenticationFailed):
+        _authentication_failed(source, error, shadow=False)
+    elif not isinstance(error, UnknownSource):
+        log.warning(
+            "webhook refused",
+            extra={"source": source, "outcome": outcome, "client_ip": client_ip},
+        )
 
 
 @functools.cache
@@ -106,7 +108,7 @@ _BODY_HEADERS = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-leng
 _BODY_HEADERS_AS_HTTP = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
 
 
-def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
+def _receive(receiver: ReceiverState, runtime: SourceRuntime, started: float) -> Response:
     req: Request = request._get_current_object()  # type: ignore[attr-defined]  # hot path
     method = req.method
     if method != "POST":
@@ -205,9 +207,25 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime) -> Response:
         headers=stored_headers,
         body=body,
     )
-    receiver.spool.append(record)
-    if verdict == "verified":
-        runtime.provider.accepted(inbound)  # e.g. a token is spent only once it verified
+
+    def stored() -> None:
+        if verdict == "verified":
+            runtime.provider.accepted(inbound)  # e.g. a token is spent only once it verified
+        count, seconds = _success_metrics(runtime.config.name)
+        count.inc()
+        seconds.observe(time.perf_counter() - started)
+
+    deferred = environ.get(DEFERRED_SYNC)
+    if deferred is None:
+        receiver.spool.append(record)
+        stored()
+    else:
+        # The server syncs this record with the rest of its turn's, then answers: the 200
+        # below is sent only if that sync succeeds, a 503 otherwise.
+        def failed(error: SpoolUnavailable) -> None:
+            _refused(runtime.config.name, error, client_ip)
+
+        receiver.spool.stage(record, deferred, on_durable=stored, on_failed=failed)
     return Response(
         b'{"status":"stored","request_id":"' + record.request_id.encode() + b'"}',
         mimetype="application/json",

@@ -11,6 +11,10 @@ writes; the flusher reads segments up to their last complete record and knows a 
 finished (safe to delete once read) when it can take that lock itself. ``kill -9`` releases
 the lock, so a dead worker's segment is picked up like any other.
 
+A thread that answers many requests itself (the worker's polling thread, ``ingest.inline``)
+does not wait per request: it stages each record with :meth:`Spool.stage` into a
+:class:`~ingest.deferred_sync.DeferredSync` and syncs them all before answering any.
+
 A record on disk::
 
     b"MPS1" | header length (u32) | body length (u32) | CRC-32 of header+body (u32) | header | body
@@ -33,6 +37,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,7 @@ from typing import Any
 import orjson
 
 from ingest import direct_io
+from ingest.deferred_sync import DeferredSync
 from ingest.direct_io import DirectWriter
 from ingest.errors import SpoolUnavailable
 
@@ -201,6 +207,40 @@ class Spool:
             raise SpoolUnavailable("the spool did not sync in time", retry_after=self.retry_after)
         if batch.failure is not None:
             raise SpoolUnavailable(batch.failure, retry_after=self.retry_after)
+
+    def stage(
+        self,
+        record: SpoolRecord,
+        deferred: DeferredSync,
+        *,
+        on_durable: Callable[[], None],
+        on_failed: Callable[[SpoolUnavailable], None],
+    ) -> None:
+        """Stage ``record`` in ``deferred``: durable once ``deferred.commit()`` succeeds.
+
+        Raises :class:`SpoolUnavailable` at once when the spool is full, as :meth:`append` does.
+        """
+        if self._pid != os.getpid():
+            self._reset()
+        parts = record.encode_parts()
+        self._check_quota(sum(map(len, parts)))
+        deferred.add(self, parts, on_durable, on_failed)
+
+    def write_staged(self, parts: list[bytes], size: int) -> None:
+        """Write ``parts`` and sync them, in turn with the group-commit batches; raise
+        :class:`SpoolUnavailable` when they may not be durable."""
+        if self._pid != os.getpid():
+            self._reset()
+        if not self._write_lock.acquire(timeout=_SYNC_WAIT_SECONDS):
+            raise SpoolUnavailable("the spool did not sync in time", retry_after=self.retry_after)
+        try:
+            self._write_and_sync(parts, size)
+        except OSError as exc:
+            reason = _describe(exc)
+            log.error("spool write failed", extra={"reason": reason, "records": len(parts) // 3})
+            raise SpoolUnavailable(reason, retry_after=self.retry_after) from exc
+        finally:
+            self._write_lock.release()
 
     def _lead(self, batch: _Batch) -> None:
         """Write and sync ``batch`` once the previous batch's sync is over."""
