@@ -16,6 +16,9 @@ half the throughput). A worker that already holds a connection per thread leaves
 the kernel's queue for ``ACCEPT_DEFER_SECONDS``, for a sibling with a free thread to take,
 then accepts at once those that no sibling took.
 
+A kept-alive connection whose next request arrives whole is answered on the polling thread
+itself, many to a sync (:mod:`ingest.inline`); everything else goes to the thread pool.
+
 Selected by ``python -m ingest.server`` as ``worker_class``, with :func:`deadline_ssl_context`
 as gunicorn's ``ssl_context`` hook when it serves TLS.
 """
@@ -27,11 +30,17 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from datetime import datetime
 from typing import Any
 
 import orjson
+from gunicorn.http import wsgi
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.gthread import ThreadWorker
+
+from ingest import inline
+from ingest.deferred_sync import DEFERRED_SYNC, DeferredSync
 
 #: How long a worker holding a connection per thread leaves a new connection to its siblings.
 ACCEPT_DEFER_SECONDS = 0.02
@@ -111,8 +120,14 @@ def deadline_ssl_context(config: Any, default_factory: Callable[[], ssl.SSLConte
 class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
     """``gthread`` with :class:`_DeadlineSocket` connections."""
 
+    alive: bool  # gunicorn's: False once the worker is stopping
     read_deadline = _Deadline.deadline
     _defer_until = 0.0  # not accepting before this (monotonic seconds); 0: not deferring
+
+    def init_process(self) -> None:
+        self._deferred = DeferredSync()  # records staged by this turn's inline requests
+        self._held: list[tuple[Any, bytes, bool]] = []  # their answers: conn, bytes, keep-alive
+        super().init_process()
 
     def load_wsgi(self) -> None:
         """Load the app, then read its ``receiver.read_timeout_seconds`` once for every
@@ -146,6 +161,8 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
                 for listener in self.sockets if self.alive else ():  # none while stopping
                     self._accept_waiting(listener)
         super().wait_for_and_dispatch_events(timeout)
+        if self._held:
+            self._answer_held()
 
     def _accept_waiting(self, listener: Any) -> None:
         """Accept every connection waiting on ``listener`` now, whatever this worker holds."""
@@ -170,3 +187,128 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
             if isinstance(sock, _Deadline):
                 sock.in_app = False
                 sock.settimeout(sock.deadline)  # the app may have changed it for its body read
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        """A kept-alive connection has more to say: answer it here when it can be."""
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        if not self._serve_inline(conn):
+            self.enqueue_req(conn)
+
+    def _serve_inline(self, conn: Any) -> bool:
+        """Run the application for ``conn``'s next request on this thread when one read
+        brings all of it; False (with the bytes read pushed back) leaves it to the pool."""
+        if not conn.initialized or conn.is_http2 or isinstance(conn.sock, ssl.SSLSocket):
+            return False
+        try:
+            data = conn.sock.recv(inline.READ_BYTES)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:  # the client closed its kept-alive connection
+            self.nr_conns -= 1
+            conn.close()
+            return True
+        parsed = inline.whole_request(self.cfg, data, conn.client, conn.parser.req_count + 1)
+        if parsed is None:
+            conn.parser.unreader.unread(data)
+            return False
+        req, received = parsed
+        try:
+            answer, keepalive, staged = self._run_app(req, conn)
+        except Exception:  # the application never raises; a bug here must not stop the loop
+            self.log.exception("Error handling request")
+            self.nr_conns -= 1
+            conn.close()
+            return True
+        # The connection's own parser carries on after this request, with any bytes the
+        # client sent behind it.
+        conn.parser.mesg = req
+        conn.parser.req_count += 1
+        leftover = received.take_buffered()
+        if leftover:
+            conn.parser.unreader.unread(leftover)
+        if staged:
+            self._held.append((conn, answer, keepalive))
+        else:
+            self._send(conn, answer, keepalive)
+        return True
+
+    def _run_app(self, req: Any, conn: Any) -> tuple[bytes, bool, bool]:
+        """The answer to ``req``, whether the connection stays open after it, and whether
+        the application staged a record that must be durable before it is sent (gunicorn's
+        ``handle_request``, writing to memory instead of the socket)."""
+        staged_before = len(self._deferred)
+        gathered = inline.Gathered()
+        self.cfg.pre_request(self, req)
+        started = datetime.now()
+        resp, environ = wsgi.create(req, gathered, conn.client, conn.server, self.cfg)
+        environ["wsgi.multithread"] = True
+        environ[DEFERRED_SYNC] = self._deferred
+        self.nr += 1
+        if self.nr >= self.max_requests:
+            if self.alive:  # gunicorn's own message and behaviour
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            resp.force_close()
+        closing = not self.alive or not self.cfg.keepalive
+        if closing or len(self.keepalived_conns) >= self.max_keepalived:
+            resp.force_close()
+        try:
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                for item in respiter:
+                    resp.write(item)
+                resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.now() - started)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            while req.body.read(inline.READ_BYTES):  # a body the application left unread
+                pass
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+        return gathered.data(), not resp.should_close(), len(self._deferred) > staged_before
+
+    def _answer_held(self) -> None:
+        """Make this turn's staged records durable with one sync, then send their answers
+        (a 503 each instead, should the sync fail)."""
+        held, self._held = self._held, []
+        failure = self._deferred.commit()
+        for conn, answer, keepalive in held:
+            if failure is not None:
+                answer = inline.unavailable_answer(failure.message, failure.retry_after)
+                keepalive = False
+            self._send(conn, answer, keepalive)
+
+    def _send(self, conn: Any, answer: bytes, keepalive: bool) -> None:
+        """Send ``answer`` and put the connection back to wait (or close it); a client that
+        does not take it all at once gets the rest from a pool thread."""
+        try:
+            sent = conn.sock.send(answer)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent, keepalive = len(answer), False  # the client is gone: close
+        if sent < len(answer):
+            future = self.tpool.submit(self._send_rest, conn, answer[sent:], keepalive)
+            future.add_done_callback(
+                lambda done: self.method_queue.defer(self.finish_request, conn, done)
+            )
+            return
+        finished: Future[bool] = Future()
+        finished.set_result(keepalive)
+        self.finish_request(conn, finished)
+
+    def _send_rest(self, conn: Any, rest: bytes, keepalive: bool) -> bool:
+        """In a pool thread: send the rest of an answer, within the read deadline."""
+        try:
+            conn.sock.setblocking(True)  # a deadline socket: blocking for at most its deadline
+            conn.sock.sendall(rest)
+        except OSError:
+            return False
+        return keepalive

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,21 @@ def signed_headers(secret: str, body: bytes, timestamp: int | None = None) -> di
         "X-Webhook-Timestamp": str(timestamp),
         "X-Webhook-Signature": sign(secret, timestamp, body),
     }
+
+
+def read_http_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP response (Content-Length framed) off ``sock``: status, headers, body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"connection closed without an answer: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    while len(body) < int(headers["Content-Length"]):
+        body += sock.recv(4096)
+    return int(lines[0].split()[1]), headers, body
 
 
 def event(event_id: str, kind: str = "delivered", **extra: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Server, event, running_server, signed_headers
+from tests.helpers import Server, event, read_http_answer, running_server, signed_headers
 
 pytestmark = pytest.mark.slow
 
@@ -32,21 +32,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def _connect(server: Server) -> socket.socket:
     port = int(server.base_url.rsplit(":", 1)[1])
     return socket.create_connection(("127.0.0.1", port), timeout=30)
-
-
-def _answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """Read one HTTP response (Content-Length framed) off ``sock``."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        assert chunk, f"connection closed without an answer: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    while len(body) < int(headers["Content-Length"]):
-        body += sock.recv(4096)
-    return int(lines[0].split()[1]), headers, body
 
 
 def _request(server: Server, event_id: str) -> bytes:
@@ -78,7 +63,7 @@ def test_headers_that_never_finish_are_answered_408_and_others_are_served(
     assert response.status_code == 200, response.text
     assert time.monotonic() - started < 4 * TIMEOUT + 5
     for sock in stalled:
-        _assert_408(_answer(sock))
+        _assert_408(read_http_answer(sock))
         sock.close()
 
 
@@ -87,11 +72,11 @@ def test_a_kept_alive_connection_that_stalls_mid_headers_is_answered_408(
 ) -> None:
     with _connect(server) as sock:
         sock.sendall(_request(server, "keepalive-1"))
-        status, _, body = _answer(sock)
+        status, _, body = read_http_answer(sock)
         assert status == 200, body
         sock.sendall(b"POST /webhooks/in_house HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         started = time.monotonic()
-        _assert_408(_answer(sock))
+        _assert_408(read_http_answer(sock))
         assert time.monotonic() - started < TIMEOUT + 3
 
 
@@ -109,5 +94,5 @@ def test_a_deadline_on_reads_does_not_cut_a_slow_but_steady_body(
         for start in range(0, len(request), len(request) // 5 + 1):
             sock.sendall(request[start : start + len(request) // 5 + 1])
             time.sleep(TIMEOUT / 2)
-        status, _, body = _answer(sock)
+        status, _, body = read_http_answer(sock)
     assert status == 200, body

@@ -1,0 +1,103 @@
+"""Answering a kept-alive connection's request on the worker's own thread, many per sync.
+
+Gunicorn's threaded worker hands every request to a pool thread. For a webhook that is a
+round of wake-ups between threads, and more around the spool's sync: each request's thread
+sleeps until its batch is durable, then wakes to answer. When a kept-alive connection turns
+readable and one ``recv`` brings a whole request (headers and a ``Content-Length`` body, the
+usual webhook), the worker's polling thread can instead answer it itself: it runs the
+application with the records staged in a :class:`~ingest.spool.DeferredSync`, does the same
+for every other connection that turned readable, then syncs all their records at once and
+sends the answers. Nothing is sent before its record is durable; when the sync fails every
+staged request is answered 503 instead.
+
+Anything else (a request split over several reads, a chunked body, ``Expect: 100-continue``,
+TLS, a connection's first request) goes to the pool as before, with the bytes already read
+pushed back. Gunicorn's own parser reads the request in both cases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from gunicorn.http.body import LengthReader
+from gunicorn.http.errors import NoMoreData
+from gunicorn.http.message import Request
+from gunicorn.http.unreader import Unreader
+
+#: The most one read takes from a connection for an inline request. Webhooks are mostly a
+#: few kilobytes; a larger one is read by a pool thread.
+READ_BYTES = 64 * 1024
+
+
+class Received(Unreader):  # type: ignore[misc]
+    """What one read brought, as a gunicorn unreader that ends there (no socket behind it)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.buf.write(data)
+
+    def chunk(self, size_hint: int | None = None) -> bytes:
+        return b""  # the end of what arrived: the parser raises NoMoreData if it wants more
+
+    def remaining(self) -> int:
+        """Bytes not parsed yet."""
+        return len(self.buf.getbuffer())
+
+
+class Gathered:
+    """Stands in for the client socket while the application runs: gunicorn's response
+    writes land here, to be sent once the turn's records are durable."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.parts.append(bytes(data))
+
+    def send(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def settimeout(self, _timeout: float | None) -> None:
+        """Nothing is read from or written to a socket during the request: no timeout."""
+
+    def data(self) -> bytes:
+        """Everything written so far."""
+        return b"".join(self.parts)
+
+
+def whole_request(
+    cfg: Any, data: bytes, client: Any, number: int
+) -> tuple[Request, Received] | None:
+    """The request ``data`` holds whole, parsed by gunicorn, or None when it does not.
+
+    None means "let a pool thread read it": the headers or the body are not all there, the
+    body is chunked, the client waits for ``100 Continue``, or gunicorn's parser refused the
+    request (the pool thread parses it again and answers the error as it always does).
+    """
+    received = Received(data)
+    try:
+        request = Request(cfg, received, client, number)
+    except NoMoreData:
+        return None
+    except Exception:  # a malformed request: its error answer is the pool's job
+        return None
+    reader = request.body.reader
+    if not isinstance(reader, LengthReader) or reader.length > received.remaining():
+        return None
+    if request._expected_100_continue:  # noqa: SLF001  # the client holds its body back
+        return None
+    return request, received
+
+
+def unavailable_answer(message: str, retry_after: int) -> bytes:
+    """The 503 sent instead of a staged request's answer when its sync failed (the same body
+    the application sends for a spool it cannot write)."""
+    body = orjson.dumps({"error": "spool_unavailable", "message": message})
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"Retry-After: {retry_after}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
