@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest import create_app
-from ingest.spool import DeferredSync
+from ingest.deferred_sync import DeferredSync
+from ingest.metrics import REQUESTS
 from ingest.worker import DeadlineThreadWorker
 from mailpulse.config import load_config
 from tests.helpers import (
@@ -80,6 +81,12 @@ class Worker:
         for path in list_segments(self.spool_dir):
             found += [r.request_id for r in read_segment(path, 0, 1 << 30).records]
         return found
+
+
+def counted(outcome: str) -> float:
+    """This process's ``mailpulse_requests_total`` for the test source and ``outcome``."""
+    value: float = REQUESTS.labels("in_house", outcome)._value.get()
+    return value
 
 
 def answered(client: socket.socket, within: float) -> bool:
@@ -136,17 +143,20 @@ def test_kept_alive_requests_wait_for_one_shared_sync(
     worker: Worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clients = [worker.connect() for _ in range(8)]
+    stored_before = counted("stored")
     spy = SyncSpy(monkeypatch)
     spy.hold = threading.Event()
     for number, client in enumerate(clients):
         client.sendall(worker.request(f"kept-{number}"))
-    # The disk has not answered: nobody is told "stored".
+    # The disk has not answered: nobody is told "stored", and nothing is counted as stored.
     assert not any(answered(client, 0.3) for client in clients)
+    assert counted("stored") == stored_before
     spy.hold.set()
     answers = [read_http_answer(client) for client in clients]
     assert [status for status, _, _ in answers] == [200] * len(clients), answers
     ids = [json.loads(body)["request_id"] for _, _, body in answers]
     assert set(ids) <= set(worker.records())
+    assert counted("stored") == stored_before + len(clients)
     # One sync for the request that arrived first, one for the seven that came meanwhile:
     # never a sync per request.
     assert 1 <= spy.syncs <= 3
@@ -160,6 +170,7 @@ def test_a_failed_sync_answers_503_and_acknowledges_nothing(
 ) -> None:
     clients = [worker.connect() for _ in range(3)]
     before = set(worker.records())
+    stored_before, refused_before = counted("stored"), counted("spool_unavailable")
     real_pwritev = os.pwritev
 
     def broken_disk(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
@@ -174,6 +185,8 @@ def test_a_failed_sync_answers_503_and_acknowledges_nothing(
         assert int(headers["Retry-After"]) > 0 and headers["Connection"] == "close"
         assert json.loads(body)["error"] == "spool_unavailable"
         assert client.recv(1) == b""  # closed after the 503
+    assert counted("stored") == stored_before
+    assert counted("spool_unavailable") == refused_before + len(clients)
     monkeypatch.setattr(os, "pwritev", real_pwritev)
     # The disk is back: the next request is stored (in a new segment) and answered 200.
     client = worker.connect()
