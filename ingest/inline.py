@@ -1,9 +1,9 @@
-"""Answering a kept-alive connection's request on the worker's own thread, many per sync.
+"""Answering a request on the worker's own polling thread, many per sync.
 
 Gunicorn's threaded worker hands every request to a pool thread. For a webhook that is a
 round of wake-ups between threads, and more around the spool's sync: each request's thread
-sleeps until its batch is durable, then wakes to answer. When a kept-alive connection turns
-readable and one ``recv`` brings a whole request (headers and a ``Content-Length`` body, the
+sleeps until its batch is durable, then wakes to answer. When a connection turns readable
+and one ``recv`` brings a whole request (headers and a ``Content-Length`` body, the
 usual webhook), the worker's polling thread can instead answer it itself: it runs the
 application with the records staged in a :class:`~ingest.spool.DeferredSync`, does the same
 for every other connection that turned readable, then syncs all their records at once and
@@ -11,7 +11,7 @@ sends the answers. Nothing is sent before its record is durable; when the sync f
 staged request is answered 503 instead.
 
 Anything else (a request split over several reads, a chunked body, ``Expect: 100-continue``,
-TLS, a connection's first request) goes to the pool as before, with the bytes already read
+TLS, HTTP/2) goes to the pool as before, with the bytes already read
 pushed back. Gunicorn's own parser reads the request in both cases.
 """
 

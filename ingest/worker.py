@@ -16,8 +16,9 @@ half the throughput). A worker that already holds a connection per thread leaves
 the kernel's queue for ``ACCEPT_DEFER_SECONDS``, for a sibling with a free thread to take,
 then accepts at once those that no sibling took.
 
-A kept-alive connection whose next request arrives whole is answered on the polling thread
-itself, many to a sync (:mod:`ingest.inline`); everything else goes to the thread pool.
+A plain HTTP/1.1 request that arrives whole, on a new or a kept-alive connection, is answered
+on the polling thread itself, many to a sync (:mod:`ingest.inline`); everything else goes to
+the thread pool. So a new connection waits for its first bytes in the poller, not in a thread.
 
 Selected by ``python -m ingest.server`` as ``worker_class``, with :func:`deadline_ssl_context`
 as gunicorn's ``ssl_context`` hook when it serves TLS.
@@ -26,12 +27,14 @@ as gunicorn's ``ssl_context`` hook when it serves TLS.
 from __future__ import annotations
 
 import contextlib
+import selectors
 import socket
 import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -125,9 +128,16 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
     _defer_until = 0.0  # not accepting before this (monotonic seconds); 0: not deferring
 
     def init_process(self) -> None:
+        self.prepare_inline()
+        super().init_process()
+
+    def prepare_inline(self) -> None:
+        """Set up what answering inline needs (before the loop runs)."""
         self._deferred = DeferredSync()  # records staged by this turn's inline requests
         self._held: list[tuple[Any, bytes, bool]] = []  # their answers: conn, bytes, keep-alive
-        super().init_process()
+        # Plain HTTP/1.1 only: a TLS handshake, or HTTP/2 sniffing, happens in a pool thread.
+        h2c = getattr(self.cfg, "http2_cleartext", None) not in (None, "off")
+        self._plain = not self.cfg.is_ssl and not h2c
 
     def load_wsgi(self) -> None:
         """Load the app, then read its ``receiver.read_timeout_seconds`` once for every
@@ -175,7 +185,28 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
     def enqueue_req(self, conn: Any) -> None:
         if not isinstance(conn.sock, _Deadline):
             conn.sock = _DeadlineSocket.adopt(conn.sock, self.read_deadline)
+        if self._plain and not conn.initialized and not conn.data_ready:
+            # A new connection waits for its first bytes in the poller, not in a pool thread,
+            # so that its first request can be answered inline too.
+            conn.sock.setblocking(False)
+            conn.timeout = time.monotonic() + self.cfg.keepalive
+            self.pending_conns.append(conn)
+            self.poller.register(
+                conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
+            )
+            return
         super().enqueue_req(conn)
+
+    def on_pending_socket_readable(self, conn: Any, client: Any) -> None:
+        """A new connection's first bytes arrived: answer its request here when it can be."""
+        self.poller.unregister(client)
+        self.pending_conns.remove(conn)
+        conn.data_ready = True
+        if self._plain and not conn.initialized:
+            conn.init()  # plain HTTP/1.1: only makes the connection's parser
+            conn.sock.setblocking(False)
+        if not self._serve_inline(conn):
+            self.enqueue_req(conn)
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         sock = conn.sock

@@ -28,7 +28,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest import create_app
-from ingest.deferred_sync import DeferredSync
 from ingest.metrics import REQUESTS
 from ingest.worker import DeadlineThreadWorker
 from mailpulse.config import load_config
@@ -65,8 +64,8 @@ class Worker:
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
     def connect(self) -> socket.socket:
-        """A connection that has had one request answered (by a pool thread, as every
-        connection's first request is): from now on it is a kept-alive connection."""
+        """A connection that has had one request answered: from now on it is a kept-alive
+        connection."""
         client = socket.create_connection(self.address, timeout=10)
         self.clients.append(client)  # closed when the test ends
         client.sendall(self.request(f"first-{client.getsockname()[1]}"))
@@ -108,8 +107,7 @@ def worker(tmp_path: Path) -> Iterator[Worker]:
     cfg.set("keepalive", 5)
     process = DeadlineThreadWorker(1, os.getppid(), [listener], _App(app), 30, cfg, Logger(cfg))
     # What init_process does, without the signal handlers only a main thread may install.
-    process._deferred = DeferredSync()
-    process._held = []
+    process.prepare_inline()
     process.tpool = process.get_thread_pool()
     process.poller = selectors.DefaultSelector()
     process.method_queue.init()
@@ -248,11 +246,13 @@ def test_a_closed_kept_alive_connection_is_let_go(worker: Worker) -> None:
     assert worker.process.nr_conns == 0
 
 
-def test_a_kept_alive_webhook_is_answered_while_every_pool_thread_is_stuck(
-    tmp_path: Path,
+@pytest.mark.parametrize("kept_alive", [True, False], ids=["kept-alive", "new-connection"])
+def test_a_webhook_is_answered_while_every_pool_thread_is_stuck(
+    tmp_path: Path, kept_alive: bool
 ) -> None:
     """On the real server: one pool thread, held by a client that sends half its headers and
-    stops. A kept-alive connection's next webhook does not wait for that thread."""
+    stops. A webhook that arrives whole, on a kept-alive or a new connection, does not wait
+    for that thread."""
     with running_server(tmp_path, workers=1, threads=1, read_timeout_seconds=8) as server:
         session = requests.Session()
 
@@ -268,6 +268,8 @@ def test_a_kept_alive_webhook_is_answered_while_every_pool_thread_is_stuck(
             stalled.sendall(b"POST /webhooks/in_house HTTP/1.1\r\nHost: x\r\nContent-Le")
             time.sleep(0.3)  # the pool thread is now reading those headers
             started = time.monotonic()
+            if not kept_alive:
+                session.close()  # the next request opens a new connection
             answer = post("during")
             waited = time.monotonic() - started
             assert answer.status_code == 200, answer.text
