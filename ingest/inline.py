@@ -10,8 +10,10 @@ for every other connection that turned readable, then syncs all their records at
 sends the answers. Nothing is sent before its record is durable; when the sync fails every
 staged request is answered 503 instead.
 
-Anything else (a request split over several reads, a chunked body, ``Expect: 100-continue``,
-TLS, HTTP/2) goes to the pool as before, with the bytes already read
+A request that arrives in pieces (many clients write the headers and the body separately)
+waits in the poller for the rest, up to :data:`PIECES_WAIT_SECONDS`. Anything else (a chunked
+or large body, ``Expect: 100-continue``, TLS, HTTP/2, a request still incomplete after that
+wait) goes to the pool as before, with the bytes already read
 pushed back. Gunicorn's own parser reads the request in both cases.
 """
 
@@ -28,6 +30,10 @@ from gunicorn.http.unreader import Unreader
 #: The most one read takes from a connection for an inline request. Webhooks are mostly a
 #: few kilobytes; a larger one is read by a pool thread.
 READ_BYTES = 64 * 1024
+#: How long a request arriving in pieces may wait in the poller for its rest before a pool
+#: thread reads it (with the full read deadline): long enough for a body sent right after
+#: its headers, short enough that a client trickling bytes soon meets that deadline.
+PIECES_WAIT_SECONDS = 1.0
 
 
 class Received(Unreader):  # type: ignore[misc]
@@ -67,27 +73,37 @@ class Gathered:
         return b"".join(self.parts)
 
 
+#: What :func:`whole_request` says of a request that may still arrive whole: part of it is
+#: here, and the rest would still fit in one inline read.
+MORE_TO_COME = "more to come"
+
+
 def whole_request(
     cfg: Any, data: bytes, client: Any, number: int
-) -> tuple[Request, Received] | None:
-    """The request ``data`` holds whole, parsed by gunicorn, or None when it does not.
+) -> tuple[Request, Received] | str | None:
+    """The request ``data`` holds whole, parsed by gunicorn; :data:`MORE_TO_COME` when only
+    part of a request small enough for an inline read has arrived; else None.
 
-    None means "let a pool thread read it": the headers or the body are not all there, the
-    body is chunked, the client waits for ``100 Continue``, or gunicorn's parser refused the
-    request (the pool thread parses it again and answers the error as it always does).
+    None means "let a pool thread read it": the body is chunked or larger than one inline
+    read, the client waits for ``100 Continue``, or gunicorn's parser refused the request (the
+    pool thread parses it again and answers the error as it always does).
     """
+    if len(data) >= READ_BYTES:
+        return None
     received = Received(data)
     try:
         request = Request(cfg, received, client, number)
     except NoMoreData:
-        return None
+        return MORE_TO_COME  # the headers are not all here yet
     except Exception:  # a malformed request: its error answer is the pool's job
         return None
     reader = request.body.reader
-    if not isinstance(reader, LengthReader) or reader.length > received.remaining():
+    if not isinstance(reader, LengthReader) or reader.length >= READ_BYTES:
         return None
     if request._expected_100_continue:  # noqa: SLF001  # the client holds its body back
         return None
+    if reader.length > received.remaining():
+        return MORE_TO_COME  # many clients send the headers and the body in two writes
     return request, received
 
 

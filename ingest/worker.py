@@ -135,6 +135,7 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
         """Set up what answering inline needs (before the loop runs)."""
         self._deferred = DeferredSync()  # records staged by this turn's inline requests
         self._held: list[tuple[Any, bytes, bool]] = []  # their answers: conn, bytes, keep-alive
+        self._in_pieces: list[Any] = []  # connections waiting in the poller for the rest
         # Plain HTTP/1.1 only: a TLS handshake, or HTTP/2 sniffing, happens in a pool thread.
         h2c = getattr(self.cfg, "http2_cleartext", None) not in (None, "off")
         self._plain = not self.cfg.is_ssl and not h2c
@@ -170,9 +171,14 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
                 self._defer_until = 0.0
                 for listener in self.sockets if self.alive else ():  # none while stopping
                     self._accept_waiting(listener)
+        if self._in_pieces:
+            first = min(conn.pieces_since for conn in self._in_pieces)
+            timeout = max(0.0, min(timeout, first + inline.PIECES_WAIT_SECONDS - time.monotonic()))
         super().wait_for_and_dispatch_events(timeout)
         if self._held:
             self._answer_held()
+        if self._in_pieces:
+            self._give_up_on_pieces()
 
     def _accept_waiting(self, listener: Any) -> None:
         """Accept every connection waiting on ``listener`` now, whatever this worker holds."""
@@ -237,13 +243,19 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
             return False
         except OSError:
             data = b""
-        if not data:  # the client closed its kept-alive connection
-            self.nr_conns -= 1
+        if not data:
+            if conn.parser.unreader.buf.getvalue():
+                return False  # it stopped mid-request: the pool answers that (400), as ever
+            self.nr_conns -= 1  # it closed its connection between requests
             conn.close()
             return True
+        data = conn.parser.unreader.take_buffered() + data  # with what came before, if any
         parsed = inline.whole_request(self.cfg, data, conn.client, conn.parser.req_count + 1)
-        if parsed is None:
-            conn.parser.unreader.unread(data)
+        if parsed == inline.MORE_TO_COME and self._wait_for_pieces(conn, data):
+            return True
+        conn.pieces_since = None
+        if not isinstance(parsed, tuple):
+            conn.parser.unreader.unread(data)  # for the pool thread's parser to read first
             return False
         req, received = parsed
         try:
@@ -265,6 +277,37 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
         else:
             self._send(conn, answer, keepalive)
         return True
+
+    def _wait_for_pieces(self, conn: Any, data: bytes) -> bool:
+        """Keep what arrived and wait in the poller for the rest of the request, unless it has
+        been waiting for :data:`~ingest.inline.PIECES_WAIT_SECONDS` already."""
+        now = time.monotonic()
+        since = getattr(conn, "pieces_since", None) or now
+        if now - since >= inline.PIECES_WAIT_SECONDS:
+            return False
+        conn.pieces_since = since
+        conn.parser.unreader.unread(data)
+        self._in_pieces.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._more_pieces, conn))
+        return True
+
+    def _more_pieces(self, conn: Any, client: Any) -> None:
+        """More of a request arriving in pieces: answer it here if it is whole now."""
+        self.poller.unregister(client)
+        self._in_pieces.remove(conn)
+        if not self._serve_inline(conn):
+            self.enqueue_req(conn)
+
+    def _give_up_on_pieces(self) -> None:
+        """Requests still in pieces after the wait go to a pool thread, which reads the rest
+        within the read deadline (and answers 408 if it never comes)."""
+        now = time.monotonic()
+        for conn in list(self._in_pieces):
+            if now - conn.pieces_since >= inline.PIECES_WAIT_SECONDS:
+                self._in_pieces.remove(conn)
+                self.poller.unregister(conn.sock)
+                conn.pieces_since = None
+                self.enqueue_req(conn)
 
     def _run_app(self, req: Any, conn: Any) -> tuple[bytes, bool, bool]:
         """The answer to ``req``, whether the connection stays open after it, and whether

@@ -28,10 +28,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest import create_app
+from ingest.inline import PIECES_WAIT_SECONDS
 from ingest.metrics import REQUESTS
 from ingest.worker import DeadlineThreadWorker
 from mailpulse.config import load_config
 from tests.helpers import (
+    Server,
     event,
     new_secret,
     read_http_answer,
@@ -193,9 +195,39 @@ def test_a_failed_sync_answers_503_and_acknowledges_nothing(
     assert len(set(worker.records()) - before) == 2  # the two "first" requests after the failure
 
 
-def test_requests_that_do_not_arrive_whole_are_answered_by_the_pool(worker: Worker) -> None:
+def test_requests_in_pieces_still_share_one_sync(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many clients write the headers and the body separately: those requests wait in the
+    poller for their bodies and are answered inline all the same."""
+    clients = [worker.connect() for _ in range(8)]
+    spy = SyncSpy(monkeypatch)
+    spy.hold = threading.Event()
+    pieces = [worker.request(f"pieces-{n}").partition(b"\r\n\r\n") for n in range(8)]
+    for client, (head, _, _) in zip(clients, pieces, strict=True):
+        client.sendall(head + b"\r\n\r\n")
+    time.sleep(0.2)
+    for client, (_, _, body) in zip(clients, pieces, strict=True):
+        client.sendall(body)
+    assert not any(answered(client, 0.3) for client in clients)
+    spy.hold.set()
+    assert [read_http_answer(client)[0] for client in clients] == [200] * len(clients)
+    assert 1 <= spy.syncs <= 3
+
+
+def test_a_request_still_in_pieces_after_the_wait_is_read_by_the_pool(worker: Worker) -> None:
     client = worker.connect()
-    # Headers now, body later: a pool thread reads the rest.
+    head, _, body = worker.request("slow").partition(b"\r\n\r\n")
+    client.sendall(head + b"\r\n\r\n")
+    time.sleep(PIECES_WAIT_SECONDS + 0.3)
+    assert worker.process._in_pieces == []  # handed over to a pool thread
+    client.sendall(body)
+    assert read_http_answer(client)[0] == 200
+
+
+def test_requests_in_pieces_pipelined_or_chunked_are_all_answered(worker: Worker) -> None:
+    client = worker.connect()
+    # Headers now, body later: the request waits in the poller for its rest.
     request = worker.request("split")
     head, _, body = request.partition(b"\r\n\r\n")
     client.sendall(head + b"\r\n\r\n")
@@ -246,13 +278,11 @@ def test_a_closed_kept_alive_connection_is_let_go(worker: Worker) -> None:
     assert worker.process.nr_conns == 0
 
 
-@pytest.mark.parametrize("kept_alive", [True, False], ids=["kept-alive", "new-connection"])
-def test_a_webhook_is_answered_while_every_pool_thread_is_stuck(
-    tmp_path: Path, kept_alive: bool
-) -> None:
+@pytest.mark.parametrize("how", ["kept-alive", "new-connection", "in-pieces"])
+def test_a_webhook_is_answered_while_every_pool_thread_is_stuck(tmp_path: Path, how: str) -> None:
     """On the real server: one pool thread, held by a client that sends half its headers and
-    stops. A webhook that arrives whole, on a kept-alive or a new connection, does not wait
-    for that thread."""
+    stops. A webhook on a kept-alive or a new connection, or sent as headers then body, does
+    not wait for that thread."""
     with running_server(tmp_path, workers=1, threads=1, read_timeout_seconds=8) as server:
         session = requests.Session()
 
@@ -266,16 +296,36 @@ def test_a_webhook_is_answered_while_every_pool_thread_is_stuck(
         host, port = server.base_url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=20) as stalled:
             stalled.sendall(b"POST /webhooks/in_house HTTP/1.1\r\nHost: x\r\nContent-Le")
-            time.sleep(0.3)  # the pool thread is now reading those headers
+            # The rest of those headers is waited for in the poller first, then by the pool
+            # thread, which now blocks on them until the read deadline.
+            time.sleep(PIECES_WAIT_SECONDS + 0.5)
             started = time.monotonic()
-            if not kept_alive:
-                session.close()  # the next request opens a new connection
-            answer = post("during")
+            if how == "in-pieces":
+                status = post_in_pieces(server, "during")
+            else:
+                if how == "new-connection":
+                    session.close()  # the next request opens a new connection
+                status = post("during").status_code
             waited = time.monotonic() - started
-            assert answer.status_code == 200, answer.text
+            assert status == 200
             assert waited < 4, f"answered after {waited:.1f} s: it waited for the pool"
             assert read_http_answer(stalled)[0] == 408  # the deadline still holds
         session.close()
+
+
+def post_in_pieces(server: Server, event_id: str) -> int:
+    """POST a signed webhook on a new connection, headers and body in two writes 0.2 s apart;
+    the answer's status."""
+    body = json.dumps(event(event_id)).encode()
+    lines = ["POST /webhooks/in_house HTTP/1.1", "Host: mailpulse"]
+    lines += [f"{name}: {value}" for name, value in signed_headers(server.secret, body).items()]
+    lines.append(f"Content-Length: {len(body)}")
+    host, port = server.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as client:
+        client.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        time.sleep(0.2)
+        client.sendall(body)
+        return read_http_answer(client)[0]
 
 
 _PREFIXES = [
