@@ -21,8 +21,8 @@ DEFERRED_SYNC = "mailpulse.deferred_sync"
 class DeferredSync:
     """Records of the requests one server turn answers, made durable together.
 
-    A thread that answers a turn's requests itself (every kept-alive request whose bytes had
-    all arrived) stages each record here, then :meth:`commit` writes and syncs them all at
+    A thread that answers a turn's requests itself (every request whose bytes had all
+    arrived) stages each record here, then :meth:`commit` writes and syncs them all at
     once, and only then are the answers sent. The requests share one sync without a thread
     woken per request. Each record brings what to do once it is durable, or once it is
     certain it is not.

@@ -1,27 +1,25 @@
 """Answering a request on the worker's own polling thread, many per sync.
 
-Gunicorn's threaded worker hands every request to a pool thread. For a webhook that is a
-round of wake-ups between threads, and more around the spool's sync: each request's thread
-sleeps until its batch is durable, then wakes to answer. When a connection turns readable
-and one ``recv`` brings a whole request (headers and a ``Content-Length`` body, the
-usual webhook), the worker's polling thread can instead answer it itself: it runs the
-application with the records staged in a :class:`~ingest.spool.DeferredSync`, does the same
-for every other connection that turned readable, then syncs all their records at once and
-sends the answers. Nothing is sent before its record is durable; when the sync fails every
-staged request is answered 503 instead.
+Gunicorn's threaded worker hands every request to a pool thread. For a webhook that is a round
+of wake-ups between threads, and more around the spool's sync: each request's thread sleeps
+until its batch is durable, then wakes to answer. When a connection turns readable and a whole
+request has arrived (headers and a ``Content-Length`` body, the usual webhook), the worker's
+polling thread can instead answer it itself: it runs the application with the records staged in
+a :class:`~ingest.deferred_sync.DeferredSync`, does the same for every other connection that
+turned readable, then syncs all their records at once and sends the answers. Nothing is sent
+before its record is durable; when the sync fails every staged request is answered 503 instead.
 
-A request that arrives in pieces (many clients write the headers and the body separately)
-waits in the poller for the rest, up to :data:`PIECES_WAIT_SECONDS`. Anything else (a chunked
-or large body, ``Expect: 100-continue``, TLS, HTTP/2, a request still incomplete after that
-wait) goes to the pool as before, with the bytes already read
-pushed back. Gunicorn's own parser reads the request in both cases.
+A request that arrives in pieces (many clients write the headers and the body separately) waits
+in the poller for the rest, up to :data:`PIECES_WAIT_SECONDS`. Anything else (a chunked or
+large body, ``Expect: 100-continue``, TLS, HTTP/2, a request still incomplete after that wait)
+goes to the pool as before, with the bytes already read pushed back. Gunicorn's own parser
+reads the request in both cases.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from gunicorn.http.body import LengthReader
 from gunicorn.http.errors import NoMoreData
 from gunicorn.http.message import Request
@@ -105,15 +103,3 @@ def whole_request(
     if reader.length > received.remaining():
         return MORE_TO_COME  # many clients send the headers and the body in two writes
     return request, received
-
-
-def unavailable_answer(message: str, retry_after: int) -> bytes:
-    """The 503 sent instead of a staged request's answer when its sync failed (the same body
-    the application sends for a spool it cannot write)."""
-    body = orjson.dumps({"error": "spool_unavailable", "message": message})
-    head = (
-        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        f"Retry-After: {retry_after}\r\n\r\n"
-    )
-    return head.encode("latin-1") + body

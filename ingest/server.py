@@ -144,21 +144,18 @@ def _json_write_error(sock: Any, status: int, reason: str, message: str) -> None
     Gunicorn answers malformed HTTP itself, before Flask sees it, with an HTML page; this
     keeps the contract (JSON body, never a 5xx for a client's mistake) at that level too.
     """
-    import orjson
     from gunicorn import util
 
-    retry = ""
+    from ingest.http_errors import raw_error_answer
+
+    retry = None
     if status == 501:  # an unknown Transfer-Encoding is the client's mistake
         status, reason = 400, "Bad Request"
     elif status >= 500:
-        status, reason, retry = 503, "Service Unavailable", "Retry-After: 30\r\n"
+        status, reason, retry = 503, "Service Unavailable", 30
     code = _GUNICORN_CODES.get(status, "bad_request" if status < 500 else "internal_error")
-    body = orjson.dumps({"error": code, "message": message or reason})
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{retry}\r\n"
-    )
-    util.write_nonblock(sock, head.encode("latin-1") + body)
+    answer = raw_error_answer(status, reason, code, message or reason, retry_after=retry)
+    util.write_nonblock(sock, answer)
 
 
 def _child_exit(_server: Any, worker: Any) -> None:

@@ -37,13 +37,13 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-import orjson
 from gunicorn.http import wsgi
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.gthread import ThreadWorker
 
 from ingest import inline
 from ingest.deferred_sync import DEFERRED_SYNC, DeferredSync
+from ingest.http_errors import raw_error_answer
 
 #: How long a worker holding a connection per thread leaves a new connection to its siblings.
 ACCEPT_DEFER_SECONDS = 0.02
@@ -52,18 +52,10 @@ ACCEPT_DEFER_SECONDS = 0.02
 def _answer_timeout(sock: socket.socket, deadline: float) -> NoMoreData:
     """Answer 408 on ``sock`` and return what to raise: gunicorn takes it as a client that
     went away, closes the connection quietly and frees the thread."""
-    body = orjson.dumps(
-        {
-            "error": "request_timeout",
-            "message": f"the request headers stopped arriving for {deadline:g} s; send them whole",
-        }
-    )
-    head = (
-        "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
+    message = f"the request headers stopped arriving for {deadline:g} s; send them whole"
+    answer = raw_error_answer(408, "Request Timeout", "request_timeout", message)
     with contextlib.suppress(OSError):  # the client is gone too: closing is all that is left
-        sock.sendall(head.encode("latin-1") + body)
+        sock.sendall(answer)
     return NoMoreData(b"")
 
 
@@ -211,8 +203,7 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
         if self._plain and not conn.initialized:
             conn.init()  # plain HTTP/1.1: only makes the connection's parser
             conn.sock.setblocking(False)
-        if not self._serve_inline(conn):
-            self.enqueue_req(conn)
+        self._serve(conn)
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         sock = conn.sock
@@ -229,12 +220,17 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
         """A kept-alive connection has more to say: answer it here when it can be."""
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
+        self._serve(conn)
+
+    def _serve(self, conn: Any) -> None:
+        """Answer ``conn``'s request here if it can be, else hand it to a pool thread."""
         if not self._serve_inline(conn):
             self.enqueue_req(conn)
 
     def _serve_inline(self, conn: Any) -> bool:
-        """Run the application for ``conn``'s next request on this thread when one read
-        brings all of it; False (with the bytes read pushed back) leaves it to the pool."""
+        """Run the application for ``conn``'s next request on this thread once all of it has
+        arrived (True: answered, held for the sync, waiting for its rest or closed); False,
+        with the bytes read pushed back, leaves it to the pool."""
         if not conn.initialized or conn.is_http2 or isinstance(conn.sock, ssl.SSLSocket):
             return False
         try:
@@ -295,8 +291,7 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
         """More of a request arriving in pieces: answer it here if it is whole now."""
         self.poller.unregister(client)
         self._in_pieces.remove(conn)
-        if not self._serve_inline(conn):
-            self.enqueue_req(conn)
+        self._serve(conn)
 
     def _give_up_on_pieces(self) -> None:
         """Requests still in pieces after the wait go to a pool thread, which reads the rest
@@ -359,7 +354,13 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
         failure = self._deferred.commit()
         for conn, answer, keepalive in held:
             if failure is not None:
-                answer = inline.unavailable_answer(failure.message, failure.retry_after)
+                answer = raw_error_answer(
+                    503,
+                    "Service Unavailable",
+                    "spool_unavailable",  # as the application answers it
+                    failure.message,
+                    retry_after=failure.retry_after,
+                )
                 keepalive = False
             self._send(conn, answer, keepalive)
 

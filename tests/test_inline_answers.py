@@ -46,6 +46,20 @@ from tests.syncs import SyncSpy
 THREADS = 2
 
 
+def raw_webhook(secret: str, event_id: str, *, chunked: bool = False) -> tuple[bytes, bytes]:
+    """A webhook POST to ``in_house`` signed with ``secret``, as its head (up to the blank
+    line) and its body, framed by ``Content-Length`` or in one chunk."""
+    body = json.dumps(event(event_id)).encode()
+    lines = ["POST /webhooks/in_house HTTP/1.1", "Host: mailpulse"]
+    lines += [f"{name}: {value}" for name, value in signed_headers(secret, body).items()]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+        body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode(), body
+
+
 @dataclass
 class Worker:
     """The worker running in a thread, and what it serves."""
@@ -58,12 +72,7 @@ class Worker:
 
     def request(self, event_id: str, *, signed: bool = True) -> bytes:
         """The bytes of one signed (or wrongly signed) webhook request, kept alive."""
-        body = json.dumps(event(event_id)).encode()
-        headers = signed_headers(self.secret if signed else new_secret(), body)
-        lines = ["POST /webhooks/in_house HTTP/1.1", "Host: mailpulse"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        lines.append(f"Content-Length: {len(body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+        return b"".join(raw_webhook(self.secret if signed else new_secret(), event_id))
 
     def connect(self) -> socket.socket:
         """A connection that has had one request answered: from now on it is a kept-alive
@@ -203,11 +212,11 @@ def test_requests_in_pieces_still_share_one_sync(
     clients = [worker.connect() for _ in range(8)]
     spy = SyncSpy(monkeypatch)
     spy.hold = threading.Event()
-    pieces = [worker.request(f"pieces-{n}").partition(b"\r\n\r\n") for n in range(8)]
-    for client, (head, _, _) in zip(clients, pieces, strict=True):
-        client.sendall(head + b"\r\n\r\n")
+    pieces = [raw_webhook(worker.secret, f"pieces-{n}") for n in range(8)]
+    for client, (head, _) in zip(clients, pieces, strict=True):
+        client.sendall(head)
     time.sleep(0.2)
-    for client, (_, _, body) in zip(clients, pieces, strict=True):
+    for client, (_, body) in zip(clients, pieces, strict=True):
         client.sendall(body)
     assert not any(answered(client, 0.3) for client in clients)
     spy.hold.set()
@@ -217,8 +226,8 @@ def test_requests_in_pieces_still_share_one_sync(
 
 def test_a_request_still_in_pieces_after_the_wait_is_read_by_the_pool(worker: Worker) -> None:
     client = worker.connect()
-    head, _, body = worker.request("slow").partition(b"\r\n\r\n")
-    client.sendall(head + b"\r\n\r\n")
+    head, body = raw_webhook(worker.secret, "slow")
+    client.sendall(head)
     time.sleep(PIECES_WAIT_SECONDS + 0.3)
     assert worker.process._in_pieces == []  # handed over to a pool thread
     client.sendall(body)
@@ -228,9 +237,8 @@ def test_a_request_still_in_pieces_after_the_wait_is_read_by_the_pool(worker: Wo
 def test_requests_in_pieces_pipelined_or_chunked_are_all_answered(worker: Worker) -> None:
     client = worker.connect()
     # Headers now, body later: the request waits in the poller for its rest.
-    request = worker.request("split")
-    head, _, body = request.partition(b"\r\n\r\n")
-    client.sendall(head + b"\r\n\r\n")
+    head, body = raw_webhook(worker.secret, "split")
+    client.sendall(head)
     time.sleep(0.2)
     client.sendall(body)
     assert read_http_answer(client)[0] == 200
@@ -239,12 +247,7 @@ def test_requests_in_pieces_pipelined_or_chunked_are_all_answered(worker: Worker
     assert read_http_answer(client)[0] == 200
     assert read_http_answer(client)[0] == 401
     # A chunked body on a kept-alive connection.
-    body = json.dumps(event("chunked")).encode()
-    headers = signed_headers(worker.secret, body)
-    lines = ["POST /webhooks/in_house HTTP/1.1", "Host: mailpulse", "Transfer-Encoding: chunked"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
-    client.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + chunked)
+    client.sendall(b"".join(raw_webhook(worker.secret, "chunked", chunked=True)))
     assert read_http_answer(client)[0] == 200
     client.close()
 
@@ -316,13 +319,10 @@ def test_a_webhook_is_answered_while_every_pool_thread_is_stuck(tmp_path: Path, 
 def post_in_pieces(server: Server, event_id: str) -> int:
     """POST a signed webhook on a new connection, headers and body in two writes 0.2 s apart;
     the answer's status."""
-    body = json.dumps(event(event_id)).encode()
-    lines = ["POST /webhooks/in_house HTTP/1.1", "Host: mailpulse"]
-    lines += [f"{name}: {value}" for name, value in signed_headers(server.secret, body).items()]
-    lines.append(f"Content-Length: {len(body)}")
+    head, body = raw_webhook(server.secret, event_id)
     host, port = server.base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=20) as client:
-        client.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        client.sendall(head)
         time.sleep(0.2)
         client.sendall(body)
         return read_http_answer(client)[0]
