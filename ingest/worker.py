@@ -167,10 +167,10 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
             first = min(conn.pieces_since for conn in self._in_pieces)
             timeout = max(0.0, min(timeout, first + inline.PIECES_WAIT_SECONDS - time.monotonic()))
         super().wait_for_and_dispatch_events(timeout)
+        if self._in_pieces:  # first: what arrived at the last moment joins this turn's sync
+            self._give_up_on_pieces()
         if self._held:
             self._answer_held()
-        if self._in_pieces:
-            self._give_up_on_pieces()
 
     def _accept_waiting(self, listener: Any) -> None:
         """Accept every connection waiting on ``listener`` now, whatever this worker holds."""
@@ -225,6 +225,7 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
     def _serve(self, conn: Any) -> None:
         """Answer ``conn``'s request here if it can be, else hand it to a pool thread."""
         if not self._serve_inline(conn):
+            conn.pieces_since = None
             self.enqueue_req(conn)
 
     def _serve_inline(self, conn: Any) -> bool:
@@ -294,15 +295,15 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
         self._serve(conn)
 
     def _give_up_on_pieces(self) -> None:
-        """Requests still in pieces after the wait go to a pool thread, which reads the rest
-        within the read deadline (and answers 408 if it never comes)."""
+        """Requests whose wait is over are read once more, in case the rest has just come;
+        those still in pieces go to a pool thread, which reads the rest within the read
+        deadline (and answers 408 if it never comes)."""
         now = time.monotonic()
         for conn in list(self._in_pieces):
             if now - conn.pieces_since >= inline.PIECES_WAIT_SECONDS:
                 self._in_pieces.remove(conn)
                 self.poller.unregister(conn.sock)
-                conn.pieces_since = None
-                self.enqueue_req(conn)
+                self._serve(conn)
 
     def _run_app(self, req: Any, conn: Any) -> tuple[bytes, bool, bool]:
         """The answer to ``req``, whether the connection stays open after it, and whether
