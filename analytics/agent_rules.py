@@ -1,7 +1,7 @@
 """Contextual agent rules, applied per message when metrics are computed.
 
 Per-event rules (ESP flags first, then user agent and network) run when events are written
-(:mod:`ingest.agents`). These rules need the rest of the message, so they run at read time
+(by the flusher). These rules need the rest of the message, so they run at read time
 and therefore always apply to the whole history:
 
 * a click less than ``SCANNER_CLICK_SECONDS`` after delivery is a security scanner's
@@ -11,7 +11,7 @@ and therefore always apply to the whole history:
 
 from __future__ import annotations
 
-from ingest.agents import RULES_VERSION
+from mailpulse.lake import AGENT_RULES_VERSION as RULES_VERSION
 
 __all__ = ["BURST_CLICKS", "BURST_SECONDS", "RULES_VERSION", "SCANNER_CLICK_SECONDS"]
 SCANNER_CLICK_SECONDS = 10

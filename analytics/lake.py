@@ -18,7 +18,7 @@ import polars as pl
 
 from analytics import queries, rollup
 from analytics.errors import LakeNotFound
-from ingest.lake import EVENTS_SCHEMA
+from mailpulse import lake
 from mailpulse.config import Config, load_config
 
 _DUCKDB_TYPES = {
@@ -35,31 +35,44 @@ class Lake:
     """A read-only view of one data directory's lake."""
 
     def __init__(
-        self, data_dir: str | Path, *, config: Config | None = None, use_rollup: bool = True
+        self,
+        data_dir: str | Path,
+        *,
+        config: Config | None = None,
+        use_rollup: bool = True,
+        create: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.use_rollup = use_rollup  # False: always group the events (to check the rollup)
+        if create:  # an empty lake shows zeros until the first data arrives
+            self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.data_dir.is_dir():
             raise LakeNotFound(
                 f"no data directory at {self.data_dir}; run `mailpulse demo` or point "
                 "data_dir at a receiver's data"
             )
-        self.config = config
-        self.events_dir = self.data_dir / "lake" / "events"
+        #: The configuration the lake was opened with (its defaults when opened by path).
+        self.config = config if config is not None else Config(data_dir=self.data_dir)
+        self.lake_dir = lake.lake_dir(self.data_dir)
+        self.events_dir = lake.table_dir(self.lake_dir, "events")
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         self.refresh()
 
     @classmethod
-    def from_config(cls, config: Config | None = None) -> Lake:
-        """The lake of a configuration (found the usual way when omitted)."""
+    def from_config(cls, config: Config | None = None, *, create: bool = False) -> Lake:
+        """The lake of a configuration (found the usual way when omitted).
+
+        A configuration loaded here needs no provider and no credential: reading the lake
+        does not receive webhooks.
+        """
         config = config or load_config()
-        return cls(config.data_dir, config=config)
+        return cls(config.data_dir, config=config, create=create)
 
     def refresh(self) -> None:
         """(Re)create the ``events`` view, picking up files written since."""
-        if any(self.events_dir.glob("date=*/*.parquet")):
-            glob = str(self.events_dir / "date=*" / "*.parquet").replace("'", "''")
+        if lake.list_files(self.lake_dir, "events"):
+            glob = str(self.events_dir / lake.PARTITION_GLOB).replace("'", "''")
             self.con.execute(
                 "CREATE OR REPLACE VIEW events AS SELECT * FROM read_parquet("
                 f"'{glob}', hive_partitioning = true, union_by_name = true)"
@@ -67,7 +80,7 @@ class Lake:
         else:
             columns = ", ".join(
                 f"NULL::{_DUCKDB_TYPES[type(dtype)]} AS {name}"
-                for name, dtype in EVENTS_SCHEMA.items()
+                for name, dtype in lake.EVENTS_SCHEMA.items()
             )
             self.con.execute(
                 f"CREATE OR REPLACE VIEW events AS SELECT {columns}, NULL::DATE AS date WHERE false"
@@ -131,7 +144,23 @@ class Lake:
 
     def _state(self) -> str | None:
         """The per-message state: from the rollup when one covers the lake, else None."""
-        return rollup.state_source(self.data_dir / "lake") if self.use_rollup else None
+        return rollup.state_source(self.lake_dir) if self.use_rollup else None
+
+    def version(self) -> tuple[int, float]:
+        """How many events files the lake holds and the newest file's time (rollups included):
+        changes whenever what a query reads changes, so caches key on it."""
+        events = lake.list_files(self.lake_dir, "events")
+        rollups = list(rollup.rollup_dir(self.lake_dir).glob("*.parquet"))
+        newest = max((path.stat().st_mtime for path in events + rollups), default=0.0)
+        return len(events), newest
+
+    def ingestion_status(self) -> dict[str, Any]:
+        """The flusher's last status (pending spool bytes, last flush time, events per source),
+        with the quarantine's size counted now from Parquet footers, so it shows without a
+        running flusher."""
+        status = lake.read_status(self.config.state_dir)
+        quarantine = lake.count_rows(lake.list_files(self.lake_dir, "quarantine"))
+        return {**status, "quarantine_rows": quarantine}
 
     def close(self) -> None:
         """Close the DuckDB connection."""
@@ -164,13 +193,17 @@ class Lake:
         return f"<table><caption>mailpulse lake</caption>{rows}</table>"
 
 
-def open_lake(source: str | Path | Config | None = None) -> Lake:
-    """Open a lake from a data directory path, a :class:`Config`, or the usual config."""
+def open_lake(source: str | Path | Config | None = None, *, create: bool = False) -> Lake:
+    """Open a lake from a data directory path, a :class:`Config`, or the usual config.
+
+    ``create`` makes an empty data directory when there is none (the dashboard does, to show
+    zeros until data arrives); otherwise a missing one raises :class:`LakeNotFound`.
+    """
     if isinstance(source, Config):
-        return Lake.from_config(source)
+        return Lake.from_config(source, create=create)
     if source is None:
-        return Lake.from_config()
-    return Lake(source)
+        return Lake.from_config(create=create)
+    return Lake(source, create=create)
 
 
 def _filters(

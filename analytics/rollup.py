@@ -14,7 +14,6 @@ commands run when they finish.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import duckdb
 import orjson
 
 from analytics.queries import merge_sql, state_sql
-from ingest.lake import fsync_file
+from mailpulse import lake
 
 _ROLLUP = re.compile(r"^rollup-(\d+)\.json$")
 
@@ -57,7 +56,7 @@ def current(lake_dir: Path) -> Rollup | None:
 
 def events_files(lake_dir: Path) -> list[str]:
     """Every visible events file, relative to the lake directory."""
-    return sorted(str(p.relative_to(lake_dir)) for p in lake_dir.glob("events/date=*/*.parquet"))
+    return sorted(str(p.relative_to(lake_dir)) for p in lake.list_files(lake_dir, "events"))
 
 
 def build(lake_dir: Path, files: list[str] | None = None) -> Rollup | None:
@@ -75,23 +74,18 @@ def build(lake_dir: Path, files: list[str] | None = None) -> Rollup | None:
         _remove_older(folder, number + 1)
         return None
     parquet = folder / f"rollup-{number}.parquet"
-    temporary = folder / f".rollup-{number}.parquet.tmp"
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(
-            f"COPY ({state_sql(_read(lake_dir, files))}) "
-            f"TO '{_quote(temporary)}' (FORMAT parquet, COMPRESSION zstd)"
-        )
+        with lake.atomic_path(parquet) as temporary:
+            con.execute(
+                f"COPY ({state_sql(_read(lake_dir, files))}) "
+                f"TO '{_quote(temporary)}' (FORMAT parquet, COMPRESSION zstd)"
+            )
     finally:
         con.close()
-    fsync_file(temporary)
-    os.replace(temporary, parquet)
-    manifest = folder / f"rollup-{number}.json"
-    manifest_tmp = folder / f".rollup-{number}.json.tmp"
-    manifest_tmp.write_bytes(orjson.dumps({"covers": files}))
-    fsync_file(manifest_tmp)
-    os.replace(manifest_tmp, manifest)  # the rollup exists from here on
+    # The rollup exists once its manifest does.
+    lake.write_bytes_atomic(folder / f"rollup-{number}.json", orjson.dumps({"covers": files}))
     _remove_older(folder, number)
     return Rollup(parquet, frozenset(files))
 

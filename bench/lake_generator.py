@@ -22,7 +22,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ingest import lake  # noqa: E402
+from mailpulse import lake  # noqa: E402
 
 DOMAINS = [
     "gmail.com",

@@ -14,7 +14,6 @@ import os
 import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -23,13 +22,9 @@ import streamlit as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from analytics import activity
-from analytics.lake import Lake
+from analytics.lake import Lake, open_lake
 from analytics.suppression import Explanation, explain
 from analytics.suppression_table import latest, per_day, suppression_table
-from ingest.flusher import count_rows
-from ingest.lake import list_files
-from ingest.metrics import read_status
-from mailpulse.config import Config, load_config
 
 HEADLINE_TILES = (
     "sent",
@@ -68,28 +63,15 @@ class Filters:
 
 
 @st.cache_resource
-def config() -> Config:
-    """The configuration the dashboard was started with (``MAILPULSE_CONFIG``)."""
-    return load_config(os.environ.get("MAILPULSE_CONFIG"))
-
-
-@st.cache_resource
-def _lake(data_dir: str) -> Lake:
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
-    return Lake(data_dir)
-
-
 def lake() -> Lake:
-    """The lake of the configuration, opened once per process."""
-    return _lake(str(config().data_dir))
+    """The lake of the configuration the dashboard was started with (``MAILPULSE_CONFIG``),
+    opened once per process; its settings are ``lake().config``."""
+    return open_lake(create=True)
 
 
 def version() -> tuple[int, float]:
     """How many event files the lake holds and the newest one's time: the cache key."""
-    files = list((config().data_dir / "lake" / "events").glob("date=*/*.parquet"))
-    rollups = list((config().data_dir / "lake" / "messages").glob("*.parquet"))
-    newest = max((path.stat().st_mtime for path in files + rollups), default=0.0)
-    return len(files), newest
+    return lake().version()
 
 
 def _query(function: Any, *args: Any, **kwargs: Any) -> pl.DataFrame:
@@ -157,7 +139,7 @@ def suppressed(version: tuple[int, float]) -> pl.DataFrame:
     with _LOCK:
         the_lake = lake()
         the_lake.refresh()
-        return suppression_table(the_lake, config().suppression)
+        return suppression_table(the_lake, the_lake.config.suppression)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -177,7 +159,7 @@ def latest_suppressions(version: tuple[int, float], limit: int = 20) -> pl.DataF
 def why(address: str) -> Explanation:
     """Why one address is (or is not) suppressed."""
     with _LOCK:
-        return explain(lake(), config().suppression, address)
+        return explain(lake(), lake().config.suppression, address)
 
 
 @st.cache_data(ttl=15, show_spinner=False)
@@ -202,9 +184,7 @@ def sources_health(version: tuple[int, float]) -> pl.DataFrame:
 def flusher_status() -> dict[str, Any]:
     """The flusher's last status (pending spool bytes, last flush time), with the quarantine's
     size counted from the lake now (Parquet footers only), so it shows without a flusher."""
-    status = read_status(config().state_dir)
-    files = list_files(config().lake_dir, "quarantine")
-    return {**status, "quarantine_rows": count_rows(files)}
+    return lake().ingestion_status()
 
 
 def signature_failures(url: str | None = None) -> pl.DataFrame | None:
@@ -214,7 +194,7 @@ def signature_failures(url: str | None = None) -> pl.DataFrame | None:
     The URL is ``url``, else ``$MAILPULSE_RECEIVER_URL``, else ``[dashboard] receiver_url``.
     """
     # --receiver-url (via the environment) wins over the config's [dashboard] receiver_url.
-    target = url or os.environ.get("MAILPULSE_RECEIVER_URL") or config().dashboard.receiver_url
+    target = url or os.environ.get("MAILPULSE_RECEIVER_URL") or lake().config.dashboard.receiver_url
     try:
         text = requests.get(f"{target.rstrip('/')}/metrics", timeout=1).text
     except requests.RequestException:

@@ -14,7 +14,7 @@ import ipaddress
 import re
 from functools import lru_cache
 
-RULES_VERSION = 2
+from mailpulse.lake import AGENT_RULES_VERSION as RULES_VERSION
 
 _GMAIL_PROXY = re.compile(r"GoogleImageProxy|ggpht\.com", re.IGNORECASE)
 _SCANNER = re.compile(

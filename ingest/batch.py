@@ -19,9 +19,9 @@ import pyarrow as pa
 from ingest.agents import classify
 from ingest.errors import MappingError, PayloadError
 from ingest.events import Event, recipient_domain
-from ingest.lake import EVENTS_SCHEMA, QUARANTINE_SCHEMA, RAW_SCHEMA, TIMESTAMP
 from ingest.providers import NormalizeContext, Provider
 from ingest.spool import SpoolRecord
+from mailpulse.lake import EVENTS_SCHEMA, QUARANTINE_SCHEMA, RAW_SCHEMA, TIMESTAMP
 
 log = logging.getLogger(__name__)
 

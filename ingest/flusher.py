@@ -25,16 +25,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 import polars as pl
 
-from ingest import lake, segments
+from ingest import segments
 from ingest.batch import BatchBuilder
 from ingest.errors import FlusherBusy
 from ingest.events import MICROS
-from ingest.metrics import STATUS_FILE
 from ingest.providers import PROVIDERS, Provider
 from ingest.state import Commit, FlusherState
+from mailpulse import lake
 from mailpulse.config import Config
 
 log = logging.getLogger(__name__)
@@ -315,20 +314,10 @@ class Flusher:
         status = {
             "last_flush_at": self.clock(),
             "pending_bytes": pending,
-            "quarantine_rows": count_rows(lake.list_files(self.config.lake_dir, "quarantine")),
+            "quarantine_rows": lake.count_rows(lake.list_files(self.config.lake_dir, "quarantine")),
             "events": events,
         }
-        target = self.config.state_dir / STATUS_FILE
-        temporary = target.with_suffix(".tmp")
-        temporary.write_bytes(orjson.dumps(status))
-        os.replace(temporary, target)
-
-
-def count_rows(files: list[Path]) -> int:
-    """Rows in Parquet files, from their footers alone."""
-    if not files:
-        return 0
-    return int(pl.scan_parquet(files, hive_partitioning=False).select(pl.len()).collect().item())
+        lake.write_status(self.config.state_dir, status)
 
 
 def _counters(builder: BatchBuilder, events: pl.DataFrame) -> dict[str, int]:

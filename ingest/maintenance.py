@@ -1,7 +1,13 @@
-"""Lake upkeep that runs under the flusher lock: compaction and quarantine replay."""
+"""Lake upkeep that runs under the flusher lock: compaction and quarantine replay.
+
+Compaction and reclassification rewrite events files, which retires whatever a reader built
+from the old ones (the analytics rollup): they take an ``after_rewrite`` callback, run with
+the lake directory while the lock is still held, and the CLI passes the rollup's rebuild.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -9,16 +15,19 @@ from pathlib import Path
 import orjson
 import polars as pl
 
-from ingest import lake
 from ingest.agents import classify, is_rule_decision
 from ingest.batch import BatchBuilder
 from ingest.errors import LakeError
 from ingest.flusher import Flusher, FlushResult, locked_state
 from ingest.spool import SpoolRecord
 from ingest.state import Commit, FlusherState
+from mailpulse import lake
 
 _COMPACTED_TABLES = ("events", "raw", "quarantine")
 _UNIQUE_KEY = {"events": "event_id", "raw": "request_id", "quarantine": "quarantine_id"}
+
+#: Called with the lake directory after files were rewritten, still under the flusher lock.
+AfterRewrite = Callable[[Path], object]
 
 
 @dataclass
@@ -31,11 +40,18 @@ class CompactResult:
     rows_removed: int = 0
 
 
-def compact(flusher: Flusher, date: str | None = None, wait_seconds: float = 60.0) -> CompactResult:
+def compact(
+    flusher: Flusher,
+    date: str | None = None,
+    wait_seconds: float = 60.0,
+    *,
+    after_rewrite: AfterRewrite | None = None,
+) -> CompactResult:
     """Merge each partition's files into one, keeping one row per event id.
 
     Each partition is its own journaled batch: the merged file appears, the commit records
-    it, and only then are the small files removed, so no row is ever missing.
+    it, and only then are the small files removed, so no row is ever missing. Then
+    ``after_rewrite`` runs (see the module docstring).
     """
     config = flusher.config
     result = CompactResult()
@@ -51,15 +67,9 @@ def compact(flusher: Flusher, date: str | None = None, wait_seconds: float = 60.
                 result.files_before += len(files)
                 result.files_after += 1
                 result.rows_removed += removed
-        _refresh_rollup(config.lake_dir)
+        if after_rewrite is not None:
+            after_rewrite(config.lake_dir)
     return result
-
-
-def _refresh_rollup(lake_dir: Path) -> None:
-    """Rebuild the per-message rollup reports read (under the lock: no files move meanwhile)."""
-    from analytics.rollup import build
-
-    build(lake_dir)
 
 
 def _compact_partition(
@@ -150,11 +160,14 @@ class ReclassifyResult:
     rows_changed: int = 0
 
 
-def reclassify(flusher: Flusher, wait_seconds: float = 60.0) -> ReclassifyResult:
+def reclassify(
+    flusher: Flusher, wait_seconds: float = 60.0, *, after_rewrite: AfterRewrite | None = None
+) -> ReclassifyResult:
     """Re-run the agent rules over every open and click whose agent a rule decided.
 
     ESP flags are kept as they are. Each changed partition is rewritten as one journaled
-    batch, like a compaction, so readers never see a partial or doubled partition.
+    batch, like a compaction, so readers never see a partial or doubled partition. When one
+    changed, ``after_rewrite`` runs (see the module docstring).
     """
     config = flusher.config
     result = ReclassifyResult()
@@ -170,8 +183,8 @@ def reclassify(flusher: Flusher, wait_seconds: float = 60.0) -> ReclassifyResult
             replace_partition(state, config.lake_dir, "events", day, files, updated)
             result.partitions += 1
             result.rows_changed += changed
-        if result.partitions:
-            _refresh_rollup(config.lake_dir)
+        if result.partitions and after_rewrite is not None:
+            after_rewrite(config.lake_dir)
     return result
 
 

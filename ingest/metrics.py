@@ -13,17 +13,14 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from ingest.spool import spool_usage
-
-STATUS_FILE = "status.json"
+from mailpulse.lake import read_status
 
 REQUESTS = Counter(
     "mailpulse_requests",
@@ -85,15 +82,6 @@ class FlusherStatusCollector(Collector):
             for outcome, count in sorted(outcomes.items()):
                 events.add_metric([source, outcome], count)
         yield events
-
-
-def read_status(state_dir: Path) -> dict[str, Any]:
-    """The flusher's last status snapshot, or an empty one."""
-    try:
-        data = orjson.loads((state_dir / STATUS_FILE).read_bytes())
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def render(spool_dir: Path, state_dir: Path) -> bytes:

@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 
 from ingest.errors import LakeError
-from ingest.lake import remove_files
+from mailpulse.lake import remove_files
 
 log = logging.getLogger(__name__)
 

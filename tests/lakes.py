@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from ingest import lake
+from mailpulse import lake
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 _DEFAULTS: dict[str, Any] = {

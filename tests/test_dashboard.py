@@ -153,7 +153,7 @@ def test_the_campaigns_table_is_the_registry_table(demo_dir: Path, use_lake: Any
 
 def test_the_search_box_explains_a_suppression(demo_dir: Path, use_lake: Any) -> None:
     use_lake(demo_dir)
-    data.config()  # fill the cache from this configuration
+    data.lake()  # fill the cache from this configuration
     suppressed = data.suppressed(data.version())
     address = suppressed["address"][0]
     app = run("suppressions")

@@ -10,10 +10,10 @@ from typing import Any
 import polars as pl
 from flask.testing import FlaskClient
 
-from ingest import lake
 from ingest.flusher import Flusher
 from ingest.maintenance import compact, quarantine_frame, replay_quarantine
 from ingest.state import FlusherState
+from mailpulse import lake
 from mailpulse.config import Config
 from tests.helpers import event, lake_rows, signed_headers
 

@@ -297,9 +297,7 @@ def test_the_rollup_and_newer_files_give_the_numbers_of_the_events(
 def test_a_rewritten_file_retires_the_rollup_until_compaction_rebuilds_it(
     spring: Path, tmp_path: Path
 ) -> None:
-    from ingest.flusher import Flusher
-    from ingest.maintenance import compact
-    from mailpulse.config import parse_config
+    from tests.helpers import mailpulse
 
     lake_dir = spring / "lake"
     assert rollup.build(lake_dir) is not None
@@ -311,8 +309,10 @@ def test_a_rewritten_file_retires_the_rollup_until_compaction_rebuilds_it(
         [row("x1", "delivered", "new@x.io", T0, message_id="mx", campaign="spring")],
         batch=5,
     )
-    config = parse_config({"data_dir": str(spring)}, env={})
-    compact(Flusher(config))  # rewrites the 2026-11-02 partition, then rebuilds the rollup
+    toml = tmp_path / "mailpulse.toml"
+    toml.write_text(f"data_dir = {str(spring)!r}\n")
+    # Rewrites the 2026-11-02 partition, then rebuilds the rollup.
+    assert mailpulse("compact", config=toml).returncode == 0
     with open_lake(spring) as lake, Lake(spring, use_rollup=False) as raw:
         assert lake._state() is not None
         after = lake.metrics("campaign").to_dicts()

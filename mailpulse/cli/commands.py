@@ -129,11 +129,13 @@ def compact(config_path: str | None, day: datetime | None) -> None:
     Example:
         mailpulse compact --date 2026-11-27
     """
+    from analytics.rollup import build
     from ingest.flusher import Flusher
     from ingest.maintenance import compact as run
 
     config = load(config_path)
-    result = run(Flusher(config), day.strftime("%Y-%m-%d") if day else None)
+    date = day.strftime("%Y-%m-%d") if day else None
+    result = run(Flusher(config), date, after_rewrite=build)  # the rollup covered old files
     click.echo(
         f"compacted {result.partitions} partitions: {result.files_before} files into "
         f"{result.files_after}, {result.rows_removed} duplicate rows removed",
@@ -351,11 +353,12 @@ def reclassify(config_path: str | None) -> None:
     Example:
         mailpulse reclassify --config /etc/mailpulse.toml
     """
+    from analytics.rollup import build
     from ingest.flusher import Flusher
     from ingest.maintenance import reclassify as run
 
     config = load(config_path)
-    result = run(Flusher(config))
+    result = run(Flusher(config), after_rewrite=build)  # the rollup covered old files
     click.echo(
         f"reclassified {result.rows_changed} opens and clicks in {result.partitions} partitions",
         err=True,

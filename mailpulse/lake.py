@@ -1,4 +1,9 @@
-"""The Parquet lake on disk: table schemas, partition paths and atomic file writes.
+"""The lake contract: what the writing side (``ingest``) and the reading side (``analytics``)
+agree on, and the only module both import.
+
+Table schemas, where tables and partitions live, the one atomic-write helper, the flusher's
+status file, row counts from Parquet footers, and the version of the per-event agent rules
+written into each decision.
 
 Layout (DESIGN.md)::
 
@@ -16,11 +21,22 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
+import orjson
 import polars as pl
+
+#: Written into the reason of every agent decision a rule made (``rules v2: ...``); a reader
+#: tells rule decisions of an older version apart by it, ``mailpulse reclassify`` renews them.
+AGENT_RULES_VERSION = 2
+#: The flusher's last status snapshot, in the state directory.
+STATUS_FILE = "status.json"
+#: Every data file of a table, relative to the table's folder (Hive partitions by date).
+PARTITION_GLOB = "date=*/*.parquet"
 
 TIMESTAMP = pl.Datetime("us", "UTC")
 EPOCH = date(1970, 1, 1)
@@ -92,10 +108,20 @@ def plan_path(lake_dir: Path, table: str, date: str, batch: int) -> Path:
     return table_dir(lake_dir, table) / f"date={date}" / name
 
 
+def lake_dir(data_dir: Path) -> Path:
+    """The lake of a data directory."""
+    return data_dir / "lake"
+
+
+def state_dir(data_dir: Path) -> Path:
+    """The flusher's own bookkeeping in a data directory (offsets, journal, status)."""
+    return data_dir / "state"
+
+
 def list_files(lake_dir: Path, table: str, date: str | None = None) -> list[Path]:
     """Visible Parquet files of a table (or of one partition), in name order."""
     base = table_dir(lake_dir, table)
-    pattern = f"date={date}/*.parquet" if date else "date=*/*.parquet"
+    pattern = f"date={date}/*.parquet" if date else PARTITION_GLOB
     return sorted(base.glob(pattern))
 
 
@@ -121,13 +147,36 @@ def split_by_date(frame: pl.DataFrame, table: str) -> dict[str, pl.DataFrame]:
     }
 
 
-def write_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` so that the path shows either nothing or the whole file."""
+@contextmanager
+def atomic_path(path: Path, *, sync_directory: bool = True) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write; afterwards the whole file appears at ``path``.
+
+    The temporary file is fsync'd and renamed over ``path``, and then the folder is fsync'd so
+    the rename survives a crash. Writers of many files pass ``sync_directory=False`` and call
+    :func:`fsync_directories` once for all of them. On an error the temporary file is removed.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(temporary, compression="zstd", statistics=True)
-    fsync_file(temporary)
-    os.replace(temporary, path)
+    try:
+        yield temporary
+        fsync_file(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    if sync_directory:
+        fsync_directories([path])
+
+
+def write_atomic(frame: pl.DataFrame, path: Path, *, sync_directory: bool = False) -> None:
+    """Write ``frame`` as Parquet so that ``path`` shows either nothing or the whole file."""
+    with atomic_path(path, sync_directory=sync_directory) as temporary:
+        frame.write_parquet(temporary, compression="zstd", statistics=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` shows either its old contents or all of ``data``."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
 
 
 def fsync_file(path: Path) -> None:
@@ -161,3 +210,24 @@ def remove_files(paths: Iterable[Path]) -> None:
 def empty_frame(table: str) -> pl.DataFrame:
     """A typed frame with no rows."""
     return pl.DataFrame(schema=SCHEMAS[table])
+
+
+def count_rows(files: list[Path]) -> int:
+    """Rows in Parquet files, from their footers alone."""
+    if not files:
+        return 0
+    return int(pl.scan_parquet(files, hive_partitioning=False).select(pl.len()).collect().item())
+
+
+def write_status(state_dir: Path, status: dict[str, Any]) -> None:
+    """Replace the flusher's status snapshot (read by ``/metrics`` and the dashboard)."""
+    write_bytes_atomic(state_dir / STATUS_FILE, orjson.dumps(status))
+
+
+def read_status(state_dir: Path) -> dict[str, Any]:
+    """The flusher's last status snapshot, or an empty one."""
+    try:
+        data = orjson.loads((state_dir / STATUS_FILE).read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
