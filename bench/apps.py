@@ -31,6 +31,7 @@ def full() -> Flask:
     """The real receiver: generic-provider HMAC check and the fsync'd spool."""
     from ingest import create_app
     from ingest.logs import configure
+    from ingest.providers import PROVIDERS
     from mailpulse.config import parse_config
 
     document = {
@@ -38,7 +39,7 @@ def full() -> Flask:
         "sources": {SOURCE: {"provider": "generic", "secret": os.environ[SECRET_ENV]}},
     }
     configure()  # as ``python -m ingest.server`` does
-    return create_app(parse_config(document, origin="bench", env={}))
+    return create_app(parse_config(document, origin="bench", env={}, providers=PROVIDERS))
 
 
 def verified() -> Flask:

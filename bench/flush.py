@@ -182,13 +182,14 @@ def read_baseline(data_dir: Path) -> dict[str, Any]:
 def flush_phase(data_dir: Path) -> dict[str, Any]:
     """Drain the spool with the real flusher; time it and take the process's peak RSS."""
     from ingest.flusher import Flusher
+    from ingest.providers import PROVIDERS
     from mailpulse.config import parse_config
 
     document = {
         "data_dir": str(data_dir),
         "sources": {SOURCE: {"provider": "generic", "secret": secrets.token_hex(32)}},
     }
-    flusher = Flusher(parse_config(document, origin="bench", env={}))
+    flusher = Flusher(parse_config(document, origin="bench", env={}, providers=PROVIDERS))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     result = flusher.flush()

@@ -46,7 +46,7 @@ def setup(name: str, data_dir: Path) -> tuple[Config, dict[str, str]]:
         "data_dir": str(data_dir),
         "sources": {SOURCE: {"provider": name, **receiver}},
     }
-    return parse_config(document, origin="bench", env={}), sender
+    return parse_config(document, origin="bench", env={}, providers=PROVIDERS), sender
 
 
 def spool_traffic(

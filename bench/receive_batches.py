@@ -49,6 +49,7 @@ def full() -> Any:
     """Gunicorn app factory: the real receiver with one ``sendgrid`` source (public key only)."""
     from ingest import create_app
     from ingest.logs import configure
+    from ingest.providers import PROVIDERS
     from mailpulse.config import parse_config
 
     document = {
@@ -59,7 +60,7 @@ def full() -> Any:
         "sources": {SOURCE: {"provider": "sendgrid", "public_key": os.environ[PUBLIC_KEY_ENV]}},
     }
     configure()  # as ``python -m ingest.server`` does
-    return create_app(parse_config(document, origin="bench", env={}))
+    return create_app(parse_config(document, origin="bench", env={}, providers=PROVIDERS))
 
 
 def signed_batch() -> tuple[OutboundRequest, str, Provider]:
@@ -77,7 +78,9 @@ def signed_batch() -> tuple[OutboundRequest, str, Provider]:
     sendgrid = PROVIDERS["sendgrid"]
     receiver, sender = sendgrid.demo_credentials(f"http://127.0.0.1/webhooks/{SOURCE}")
     document = {"sources": {SOURCE: {"provider": "sendgrid", **receiver}}}
-    provider = sendgrid(parse_config(document, origin="bench", env={}).sources[SOURCE])
+    provider = sendgrid(
+        parse_config(document, origin="bench", env={}, providers=PROVIDERS).sources[SOURCE]
+    )
     events = generate(provider, Scenario(messages=600, seed=11))
     if len(events) < BATCH:
         raise RuntimeError(f"the scenario made only {len(events)} events")

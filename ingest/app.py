@@ -8,6 +8,7 @@ from flask import Flask, Response
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ingest import http_errors, metrics, receiver
+from ingest.providers import PROVIDERS
 from ingest.runtime import build_state
 from mailpulse.config import Config, load_config
 
@@ -20,7 +21,7 @@ def create_app(
     ``clock`` returns unix seconds; tests pass a fixed one to check timestamp tolerance.
     ``workers`` is how many processes serve the same config (gunicorn's worker count).
     """
-    config = config if config is not None else load_config()
+    config = config if config is not None else load_config(providers=PROVIDERS)
     app = Flask("mailpulse")
     app.config["MAILPULSE"] = config
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from ingest.flusher import Flusher
+from ingest.providers import PROVIDERS
 from mailpulse.config import Config, load_config
 from mailpulse.errors import MailpulseError
 
@@ -82,7 +83,7 @@ def serve(
     def _reload(_signum: int, _frame: Any) -> None:
         # A worker that cannot load its config would stop gunicorn altogether: check first.
         try:
-            load_config(None if config.is_demo else config.origin)
+            load_config(None if config.is_demo else config.origin, providers=PROVIDERS)
         except MailpulseError as error:
             log.error("configuration not reloaded: %s", error)
             return
@@ -125,7 +126,7 @@ class _GunicornApplication(BaseApplication):  # type: ignore[misc]
         from ingest.logs import configure
 
         configure()
-        return create_app(load_config(), workers=self.cfg.workers)
+        return create_app(load_config(providers=PROVIDERS), workers=self.cfg.workers)
 
 
 _GUNICORN_CODES = {

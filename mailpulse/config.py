@@ -1,11 +1,13 @@
 """Configuration: ``mailpulse.toml`` plus the environment, validated once at start.
 
 Where the file is found, in order: the ``--config PATH`` option, ``MAILPULSE_CONFIG``, then
-``./mailpulse.toml``. With none, a demo setup applies (one source per registered provider,
-named after it, whose credentials are generated into the data directory) and
-:attr:`Config.is_demo` says so.
+``./mailpulse.toml``. With none, the demo setup applies (the data directory ``data``, and the
+sources ``mailpulse demo`` generated credentials for) and :attr:`Config.is_demo` says so.
 ``MAILPULSE_DATA_DIR`` overrides ``data_dir``. A relative ``data_dir`` in a file is taken
 relative to that file.
+
+Loading reads files and never writes one. Sources are read only when the provider registry
+is passed in (``providers``, see :mod:`mailpulse.sources`): this module imports no provider.
 
 Any credential key may instead be given as ``<key>_env`` (the name of an environment
 variable) or ``<key>_file`` (a path whose contents are the secret), and any may be a list:
@@ -17,44 +19,28 @@ one sentence each, so a person fixes the file in one pass.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import tomllib
 import urllib.parse
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mailpulse.credentials import Secret as Secret
-from mailpulse.credentials import read_credential, string_list
 from mailpulse.credentials import redacted_url as redacted_url
 from mailpulse.errors import ConfigError
+from mailpulse.sources import IPNetwork as IPNetwork
+from mailpulse.sources import ProviderRules as ProviderRules
+from mailpulse.sources import SourceConfig as SourceConfig
+from mailpulse.sources import demo_source_tables, parse_sources, unknown_keys
 
 DEFAULT_CONFIG_NAME = "mailpulse.toml"
-_SOURCE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: The one spool engine there is (``"postgres"``, shared by several receivers, comes later).
+SPOOL_ENGINES = ("local",)
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Schemes of the stores ``receiver.rate_limit_storage`` may name besides ``memory://``.
 SHARED_RATE_LIMIT_SCHEMES = ("redis", "rediss", "redis+unix", "valkey", "valkeys", "valkey+unix")
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    """One ``[sources.<name>]`` table: a URL ``/webhooks/<name>`` and how to trust it."""
-
-    name: str
-    provider: str
-    credentials: Mapping[str, tuple[Secret, ...]] = field(default_factory=dict)
-    options: Mapping[str, Any] = field(default_factory=dict)
-    allow_ips: tuple[IPNetwork, ...] = ()  # empty: every address may post
-    rate_limit: str | None = None
-    campaign: str | None = None
-    max_body_bytes: int | None = None
-    # Accept what fails authentication too, recording the verdict: for moving an existing
-    # endpoint over without losing events while credentials are being set up. Off by default.
-    shadow: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +71,13 @@ class LakeConfig:
 
 
 @dataclass(frozen=True)
+class SpoolConfig:
+    """The ``[spool]`` table: where accepted requests wait for the flusher."""
+
+    engine: str = "local"  # the embedded spool in the data directory
+
+
+@dataclass(frozen=True)
 class SuppressionConfig:
     """The ``[suppression]`` table (rules in DESIGN.md, "Suppression")."""
 
@@ -111,8 +104,10 @@ class Config:
     data_dir: Path
     receiver: ReceiverConfig = field(default_factory=ReceiverConfig)
     lake: LakeConfig = field(default_factory=LakeConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
     suppression: SuppressionConfig = field(default_factory=SuppressionConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    # Empty when loaded without the provider registry: readers of the lake need no source.
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
     origin: str = "built-in demo defaults"
     is_demo: bool = False
@@ -149,9 +144,12 @@ def find_config_path(
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    providers: Mapping[str, ProviderRules] | None = None,
 ) -> Config:
-    """Find, read and validate the configuration.
+    """Find, read and validate the configuration; ``providers`` to read its sources too.
 
     Raises:
         ConfigError: with every mistake found, one sentence each.
@@ -159,7 +157,7 @@ def load_config(
     env = os.environ if env is None else env
     found = find_config_path(path, env)
     if found is None:
-        return _demo_config(env)
+        return _demo_config(env, providers)
     origin = str(found)
     try:
         document = tomllib.loads(found.read_text(encoding="utf-8"))
@@ -169,7 +167,8 @@ def load_config(
         raise ConfigError([f"cannot be read ({exc.__class__.__name__})"], origin) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"is not valid TOML: {exc}"], origin) from None
-    return parse_config(document, origin=origin, base_dir=found.resolve().parent, env=env)
+    base_dir = found.resolve().parent
+    return parse_config(document, origin=origin, base_dir=base_dir, env=env, providers=providers)
 
 
 def parse_config(
@@ -178,106 +177,79 @@ def parse_config(
     origin: str = "configuration",
     base_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    providers: Mapping[str, ProviderRules] | None = None,
 ) -> Config:
-    """Validate a parsed TOML document (tests call this directly)."""
+    """Validate a parsed TOML document (tests call this directly).
+
+    The steps: no unknown top-level key, the data directory, each flat table with its own
+    checks, then the sources (read only with ``providers``). Every mistake of every step is
+    collected before one :class:`ConfigError` reports them.
+    """
     env = os.environ if env is None else env
     problems: list[str] = []
-    _unknown_keys(
-        document,
-        {"data_dir", "receiver", "lake", "suppression", "dashboard", "sources"},
-        "",
-        problems,
-    )
-
-    data_dir_value = env.get("MAILPULSE_DATA_DIR") or document.get("data_dir", "data")
-    if not isinstance(data_dir_value, str) or not data_dir_value:
-        problems.append("data_dir must be a path string")
-        data_dir_value = "data"
-    data_dir = Path(data_dir_value).expanduser()
-    if not data_dir.is_absolute() and base_dir is not None and not env.get("MAILPULSE_DATA_DIR"):
-        data_dir = base_dir / data_dir
-
-    receiver = _section(document, "receiver", ReceiverConfig, problems)
-    lake = _section(document, "lake", LakeConfig, problems)
-    suppression = _section(document, "suppression", SuppressionConfig, problems)
-    dashboard = _section(document, "dashboard", DashboardConfig, problems)
-    _check_receiver(receiver, problems)
-    if not _valid_http_url(dashboard.receiver_url):
-        problems.append("dashboard.receiver_url must be an http:// or https:// URL with a host")
-    if lake.dedup_window_days < 30:
-        problems.append("lake.dedup_window_days must be at least 30 (ESPs retry for days)")
-    if lake.flush_batch_bytes < 4096:
-        problems.append("lake.flush_batch_bytes must be at least 4096")
-
-    sources: dict[str, SourceConfig] = {}
-    secret_files: list[Path] = []
+    unknown_keys(document, {"data_dir", "sources", *_TABLES}, "", problems)
+    data_dir = _data_dir(document, base_dir, env, problems)
+    tables = {name: _table(document, name, problems) for name in _TABLES}
     # Secrets written in the file itself make the file a secret (a parsed document has none).
     config_file = Path(origin) if base_dir is not None else None
-    if config_file is not None and urllib.parse.urlsplit(receiver.rate_limit_storage).password:
+    secret_files: list[Path] = []
+    storage = tables["receiver"].rate_limit_storage
+    if config_file is not None and urllib.parse.urlsplit(storage).password:
         secret_files.append(config_file)
+    holders = (config_file, secret_files)
     raw_sources = document.get("sources", {})
-    if not isinstance(raw_sources, dict):
-        problems.append("sources must be a table of [sources.<name>] tables")
-        raw_sources = {}
-    for name, table in raw_sources.items():
-        source = _parse_source(name, table, base_dir, env, problems, (config_file, secret_files))
-        if source is not None:
-            sources[name] = source
+    sources = parse_sources(raw_sources, providers, base_dir, env, problems, holders)
     if problems:
         raise ConfigError(problems, origin)
     return Config(
         data_dir=data_dir,
-        receiver=receiver,
-        lake=lake,
-        suppression=suppression,
-        dashboard=dashboard,
+        **tables,
         sources=sources,
         origin=origin,
         secret_files=tuple(dict.fromkeys(path.resolve() for path in secret_files)),
     )
 
 
-def _demo_config(env: Mapping[str, str]) -> Config:
-    """The built-in demo setup: one source per registered provider, named after it.
+def _demo_config(env: Mapping[str, str], providers: Mapping[str, ProviderRules] | None) -> Config:
+    """The built-in demo setup: ``data`` (or ``MAILPULSE_DATA_DIR``) and its demo sources.
 
-    Credentials are generated once per provider into ``<data_dir>/demo_credentials.json``
-    (see :mod:`mailpulse.simulate.credentials`) and validated like a file's sources.
+    The sources are those ``mailpulse demo`` generated credentials for into
+    ``<data_dir>/demo_credentials.json`` (none before it ran), validated like a file's; they
+    are read only with ``providers``. Nothing is written.
     """
-    from dataclasses import replace
-
-    from mailpulse.simulate.credentials import ensure_demo_credentials
-
     data_dir = Path(env.get("MAILPULSE_DATA_DIR") or "data")
-    stored = ensure_demo_credentials(data_dir)
-    document = {
-        "data_dir": str(data_dir),
-        "sources": {
-            name: {"provider": entry["provider"], **entry.get("receiver", {})}
-            for name, entry in stored.items()
-        },
-    }
-    config = parse_config(document, origin=str(data_dir / "demo_credentials.json"), env=env)
+    sources = demo_source_tables(data_dir) if providers is not None else {}
+    document = {"data_dir": str(data_dir), "sources": sources}
+    origin = str(data_dir / "demo_credentials.json")
+    config = parse_config(document, origin=origin, env=env, providers=providers)
     return replace(config, origin="built-in demo defaults", is_demo=True)
 
 
-def _unknown_keys(
-    table: Mapping[str, Any], known: set[str], where: str, problems: list[str]
-) -> None:
-    for key in table:
-        if key not in known:
-            hint = f" (known: {', '.join(sorted(known))})"
-            problems.append(f"{where}{key}: unknown key{hint}")
+def _data_dir(
+    document: Mapping[str, Any], base_dir: Path | None, env: Mapping[str, str], problems: list[str]
+) -> Path:
+    """``MAILPULSE_DATA_DIR``, else ``data_dir`` (relative to the file), else ``data``."""
+    value = env.get("MAILPULSE_DATA_DIR") or document.get("data_dir", "data")
+    if not isinstance(value, str) or not value:
+        problems.append("data_dir must be a path string")
+        value = "data"
+    data_dir = Path(value).expanduser()
+    if not data_dir.is_absolute() and base_dir is not None and not env.get("MAILPULSE_DATA_DIR"):
+        data_dir = base_dir / data_dir
+    return data_dir
 
 
-def _section(document: Mapping[str, Any], name: str, kind: type[Any], problems: list[str]) -> Any:
-    """Read a flat table into its dataclass, checking names and types against the defaults."""
+def _table(document: Mapping[str, Any], name: str, problems: list[str]) -> Any:
+    """A flat table read into its dataclass, names and types checked against the defaults,
+    then the table's own checks."""
+    kind, check = _TABLES[name]
     table = document.get(name, {})
     if not isinstance(table, dict):
         problems.append(f"{name} must be a table")
         return kind()
     defaults = kind()
     known = set(kind.__dataclass_fields__)
-    _unknown_keys(table, known, f"{name}.", problems)
+    unknown_keys(table, known, f"{name}.", problems)
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in known:
@@ -288,7 +260,9 @@ def _section(document: Mapping[str, Any], name: str, kind: type[Any], problems: 
             problems.append(f"{name}.{key} must be {type(default).__name__}, not {value!r}")
             continue
         values[key] = value
-    return kind(**values)
+    parsed = kind(**values)
+    check(parsed, problems)
+    return parsed
 
 
 def _check_receiver(receiver: ReceiverConfig, problems: list[str]) -> None:
@@ -315,106 +289,36 @@ def _check_receiver(receiver: ReceiverConfig, problems: list[str]) -> None:
         )
 
 
-_COMMON_SOURCE_KEYS = {
-    "provider",
-    "allow_ips",
-    "rate_limit",
-    "campaign",
-    "max_body_bytes",
-    "shadow",
+def _check_lake(lake: LakeConfig, problems: list[str]) -> None:
+    if lake.dedup_window_days < 30:
+        problems.append("lake.dedup_window_days must be at least 30 (ESPs retry for days)")
+    if lake.flush_batch_bytes < 4096:
+        problems.append("lake.flush_batch_bytes must be at least 4096")
+
+
+def _check_spool(spool: SpoolConfig, problems: list[str]) -> None:
+    if spool.engine not in SPOOL_ENGINES:
+        problems.append(
+            f'spool.engine must be "local" (the embedded spool), not {spool.engine!r}: '
+            "other engines such as postgres come with a later version"
+        )
+
+
+def _check_dashboard(dashboard: DashboardConfig, problems: list[str]) -> None:
+    parts = urllib.parse.urlsplit(dashboard.receiver_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append("dashboard.receiver_url must be an http:// or https:// URL with a host")
+
+
+def _no_checks(_table: object, _problems: list[str]) -> None:
+    """Every value of the right type is valid."""
+
+
+#: The flat tables: their dataclass and the checks beyond each key's type.
+_TABLES: dict[str, tuple[type[Any], Callable[[Any, list[str]], None]]] = {
+    "receiver": (ReceiverConfig, _check_receiver),
+    "lake": (LakeConfig, _check_lake),
+    "spool": (SpoolConfig, _check_spool),
+    "suppression": (SuppressionConfig, _no_checks),
+    "dashboard": (DashboardConfig, _check_dashboard),
 }
-
-
-def _parse_source(
-    name: str,
-    table: Any,
-    base_dir: Path | None,
-    env: Mapping[str, str],
-    problems: list[str],
-    holders: tuple[Path | None, list[Path]],
-) -> SourceConfig | None:
-    from ingest.providers import PROVIDERS  # the registry imports provider modules
-
-    where = f"sources.{name}"
-    if not _SOURCE_NAME.match(name):
-        problems.append(f"{where}: a source name is 1-64 letters, digits, '-' or '_'")
-    if not isinstance(table, dict):
-        problems.append(f"{where} must be a table")
-        return None
-    provider_name = table.get("provider")
-    if provider_name not in PROVIDERS:
-        known = ", ".join(sorted(PROVIDERS))
-        problems.append(f"{where}.provider: unknown provider {provider_name!r} (known: {known})")
-        return None
-    provider = PROVIDERS[provider_name]
-    credential_names = {
-        f"{key}{suffix}" for key in provider.credential_keys for suffix in ("", "_env", "_file")
-    }
-    allowed = _COMMON_SOURCE_KEYS | set(provider.option_keys) | credential_names
-    _unknown_keys(table, allowed, f"{where}.", problems)
-
-    credentials: dict[str, tuple[Secret, ...]] = {}
-    before = len(problems)
-    for key in sorted(provider.credential_keys):
-        values = read_credential(key, table, base_dir, env, f"{where}.", problems, holders)
-        if values:
-            credentials[key] = values
-    credentials_ok = len(problems) == before
-
-    allow_ips: list[IPNetwork] = []
-    for cidr in string_list(table.get("allow_ips", []), f"{where}.allow_ips", problems):
-        try:
-            allow_ips.append(ipaddress.ip_network(cidr, strict=False))
-        except ValueError:
-            problems.append(f"{where}.allow_ips: {cidr!r} is not an IPv4 or IPv6 CIDR")
-
-    rate_limit = table.get("rate_limit")
-    if rate_limit is not None and (
-        not isinstance(rate_limit, str) or not _valid_rate_limit(rate_limit)
-    ):
-        problems.append(f'{where}.rate_limit: {rate_limit!r} is not a rate limit like "200/second"')
-        rate_limit = None
-
-    campaign = table.get("campaign")
-    if campaign is not None and (not isinstance(campaign, str) or not campaign):
-        problems.append(f"{where}.campaign must name a field")
-        campaign = None
-    max_body = table.get("max_body_bytes")
-    if max_body is not None and (
-        isinstance(max_body, bool) or not isinstance(max_body, int) or max_body <= 0
-    ):
-        problems.append(f"{where}.max_body_bytes must be a positive integer")
-        max_body = None
-    shadow = table.get("shadow", False)
-    if not isinstance(shadow, bool):
-        problems.append(f"{where}.shadow must be true or false")
-        shadow = False
-
-    source = SourceConfig(
-        name=name,
-        provider=provider_name,
-        credentials=credentials,
-        options={key: table[key] for key in provider.option_keys if key in table},
-        allow_ips=tuple(allow_ips),
-        rate_limit=rate_limit,
-        campaign=campaign,
-        max_body_bytes=max_body,
-        shadow=shadow,
-    )
-    if credentials_ok:  # otherwise a credential mistake already said what is missing
-        problems.extend(f"{where}: {problem}" for problem in provider.config_problems(source))
-    return source
-
-
-def _valid_rate_limit(text: str) -> bool:
-    from limits import parse_many
-
-    try:
-        return bool(parse_many(text))
-    except ValueError:
-        return False
-
-
-def _valid_http_url(text: str) -> bool:
-    parts = urllib.parse.urlsplit(text)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)

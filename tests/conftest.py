@@ -13,9 +13,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from ingest import create_app
-from mailpulse.config import Config, parse_config
+from mailpulse.config import Config
 from tests import leaks
-from tests.helpers import new_secret
+from tests.helpers import new_secret, parse_config
 
 
 @pytest.fixture(scope="session", autouse=True)

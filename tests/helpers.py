@@ -19,11 +19,23 @@ from typing import Any
 import duckdb
 import requests
 
+from ingest.providers import PROVIDERS
 from ingest.providers.generic import sign
+from mailpulse import config as configuration
 from mailpulse.demo import free_port
 from tests import leaks
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def parse_config(document: Any, **options: Any) -> configuration.Config:
+    """A config document validated with the provider registry, as ingest and the CLI do."""
+    return configuration.parse_config(document, providers=PROVIDERS, **options)
+
+
+def load_config(path: Any = None, **options: Any) -> configuration.Config:
+    """A config file loaded with the provider registry, as ingest and the CLI do."""
+    return configuration.load_config(path, providers=PROVIDERS, **options)
 
 
 def new_secret() -> str:

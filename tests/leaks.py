@@ -37,10 +37,11 @@ def secret_forms(value: str) -> set[str]:
 
 def record_server(config_path: Path, log_path: Path) -> None:
     """Remember a server's log and every credential its configuration holds."""
+    from ingest.providers import PROVIDERS
     from mailpulse.config import load_config
 
     RECORD.logs.append(log_path)
-    config = load_config(config_path)
+    config = load_config(config_path, providers=PROVIDERS)
     for source in config.sources.values():
         if source.provider == "sendgrid":
             continue  # its credential is a public key: meant to be seen

@@ -94,7 +94,7 @@ def fill(config: Config, secret: str) -> None:
 
 @pytest.fixture
 def filled(tmp_path: Path, secret: str) -> Path:
-    from mailpulse.config import load_config
+    from tests.helpers import load_config
 
     path = write_config(tmp_path, secret)
     fill(load_config(path, env={}), secret)
@@ -204,7 +204,7 @@ def test_flush_while_another_flusher_holds_the_lock_exits_4(tmp_path: Path, secr
 
 
 def test_quarantine_list_as_json(tmp_path: Path, secret: str) -> None:
-    from mailpulse.config import load_config
+    from tests.helpers import load_config
 
     path = write_config(tmp_path, secret)
     config = load_config(path, env={})

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from mailpulse.config import Secret, load_config, parse_config
+from mailpulse import config as configuration
+from mailpulse.config import Secret
 from mailpulse.errors import ConfigError
+from tests.helpers import load_config, parse_config
 
 
 def problems(document: dict[str, Any], env: dict[str, str] | None = None) -> list[str]:
@@ -171,29 +173,6 @@ def test_file_lookup_order_and_data_dir_env(
     assert load_config(explicit, env=override).data_dir == tmp_path / "elsewhere"
 
 
-def test_demo_defaults_generate_private_credentials_per_provider(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from ingest.providers import PROVIDERS
-
-    monkeypatch.chdir(tmp_path)
-    config = load_config(None, env={"MAILPULSE_DATA_DIR": str(tmp_path / "d")})
-    assert config.is_demo
-    assert {name: s.provider for name, s in config.sources.items()} == {n: n for n in PROVIDERS}
-    path = tmp_path / "d" / "demo_credentials.json"
-    assert path.stat().st_mode & 0o077 == 0
-    first = config.sources["generic"].credentials["secret"][0].reveal()
-    again = load_config(None, env={"MAILPULSE_DATA_DIR": str(tmp_path / "d")})
-    assert again.sources["generic"].credentials["secret"][0].reveal() == first
-    assert len(first) >= 32
-
-
-def test_an_older_demo_secret_keeps_signing_the_generic_source(tmp_path: Path) -> None:
-    (tmp_path / "demo_secret").write_text("f" * 64)
-    config = load_config(None, env={"MAILPULSE_DATA_DIR": str(tmp_path)})
-    assert config.sources["generic"].credentials["secret"][0].reveal() == "f" * 64
-
-
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "missing.toml", env={})
@@ -220,3 +199,24 @@ def test_dashboard_receiver_url_default_and_validation() -> None:
         parse_config({"dashboard": {"receiver_url": 8025}})
     with pytest.raises(ConfigError, match="dashboard.port"):
         parse_config({"dashboard": {"port": 1}})
+
+
+def test_spool_engine_is_local_and_says_what_else_is_coming() -> None:
+    assert parse_config({}).spool.engine == "local"
+    assert parse_config({"spool": {"engine": "local"}}).spool.engine == "local"
+    (problem,) = problems({"spool": {"engine": "postgres"}})
+    assert problem.startswith('spool.engine must be "local"') and "later" in problem
+    assert problems({"spool": {"engine": 1}}) == ["spool.engine must be str, not 1"]
+    assert problems({"spool": {"url": "postgresql://x"}})[0].startswith("spool.url: unknown key")
+
+
+def test_without_the_provider_registry_sources_are_not_read(tmp_path: Path) -> None:
+    """Readers of the lake load a config whose webhook secrets they do not have."""
+    toml = tmp_path / "mailpulse.toml"
+    toml.write_text('[sources.s]\nprovider = "generic"\nsecret_env = "NOT_SET_HERE"\n')
+    config = configuration.load_config(toml, env={})
+    assert config.sources == {}
+    with pytest.raises(ConfigError, match="NOT_SET_HERE is not set"):
+        load_config(toml, env={})
+    with pytest.raises(ConfigError, match="sources must be a table"):
+        configuration.parse_config({"sources": 3}, env={})

@@ -31,10 +31,10 @@ from ingest import create_app
 from ingest.inline import PIECES_WAIT_SECONDS
 from ingest.metrics import REQUESTS
 from ingest.worker import DeadlineThreadWorker
-from mailpulse.config import load_config
 from tests.helpers import (
     Server,
     event,
+    load_config,
     new_secret,
     read_http_answer,
     running_server,

@@ -340,8 +340,7 @@ def test_a_duplicate_delivery_of_an_event_counts_once(tmp_path: Path) -> None:
 
     from ingest import create_app
     from ingest.flusher import Flusher
-    from mailpulse.config import parse_config
-    from tests.helpers import event, signed_headers
+    from tests.helpers import event, parse_config, signed_headers
 
     config = parse_config(
         {

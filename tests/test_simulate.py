@@ -22,11 +22,10 @@ import pytest
 from ingest.providers import PROVIDERS
 from ingest.providers.base import Provider
 from ingest.providers.generic import GenericProvider
-from mailpulse.config import parse_config
 from mailpulse.simulate.scenario import APPLE_DOMAINS, CORPORATE_DOMAINS, Scenario, generate
 from mailpulse.simulate.schedule import REORDER_WINDOW, batches, plan
 from mailpulse.simulate.truth import read_truth, summary_path
-from tests.helpers import Server, lake_rows, mailpulse, running_server, start_server
+from tests.helpers import Server, lake_rows, mailpulse, parse_config, running_server, start_server
 
 KEY = ("source", "event_type", "recipient", "message_id", "campaign")
 MESSAGES = 16  # per source: a few dozen events each keeps the module well under a minute

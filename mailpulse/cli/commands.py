@@ -52,7 +52,7 @@ def serve(
         raise click.UsageError("--certfile and --keyfile go together")
     if certfile and keyfile:
         _check_tls(certfile, keyfile)
-    config = load(config_path, announce=demo_notice)
+    config = load(config_path, announce=demo_notice, need_sources=True)
     configure()  # the flusher thread logs as JSON lines, like the workers
     click.echo(
         f"mailpulse: receiving on {'https' if certfile else 'http'}://{host}:{port}/webhooks/"

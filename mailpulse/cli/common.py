@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import click
 
 from mailpulse.config import Config, load_config
+from mailpulse.errors import MailpulseError
 
 #: Exit statuses, documented in the README for cron.
 EXIT_OK = 0
@@ -31,9 +32,20 @@ def config_option(function: F) -> F:
     )(function)
 
 
-def load(config_path: str | None, *, announce: bool = True) -> Config:
-    """Load the configuration; say so on stderr when the demo defaults apply."""
-    config = load_config(config_path)
+def load(config_path: str | None, *, announce: bool = True, need_sources: bool = False) -> Config:
+    """Load the configuration and its sources; say so on stderr when the demo setup applies.
+
+    With ``need_sources`` (commands that receive or send webhooks), the demo setup before
+    ``mailpulse demo`` generated its credentials stops with one line saying what to do.
+    """
+    from ingest.providers import PROVIDERS
+
+    config = load_config(config_path, providers=PROVIDERS)
+    if config.is_demo and need_sources and not config.sources:
+        raise MailpulseError(
+            f"no mailpulse.toml and no demo credentials in {config.data_dir}/: "
+            "run `mailpulse demo` first, or write a mailpulse.toml"
+        )
     if config.is_demo and announce:
         click.echo(
             f"mailpulse: no mailpulse.toml found; using the demo setup in {config.data_dir}/",

@@ -111,7 +111,7 @@ def simulate(
 
     if not url.startswith(("http://", "https://")):
         raise click.BadParameter("must start with http:// or https://", param_hint="--url")
-    config = load(config_path)
+    config = load(config_path, need_sources=True)
     options = Options(
         url=url,
         sources=sources,
@@ -180,8 +180,12 @@ def demo(
     from mailpulse import demo as runner
     from mailpulse.simulate import Options
     from mailpulse.simulate import simulate as run
+    from mailpulse.simulate.credentials import ensure_demo_credentials
 
     config = load(config_path)
+    if config.is_demo:  # the one command that generates the demo sources' credentials
+        ensure_demo_credentials(config.data_dir)
+        config = load(config_path, announce=False)
     port = port or runner.free_port()
     base = f"http://127.0.0.1:{port}"
     config_args = ["--config", config_path] if config_path else ["--no-demo-notice"]

@@ -27,8 +27,9 @@ from typing import Any
 
 from mailpulse.config import SourceConfig
 from mailpulse.errors import MailpulseError
+from mailpulse.sources import DEMO_CREDENTIALS as DEMO_CREDENTIALS
+from mailpulse.sources import read_demo_credentials as read_demo_credentials
 
-DEMO_CREDENTIALS = "demo_credentials.json"
 LEGACY_DEMO_SECRET = "demo_secret"  # the single generic secret older demos generated
 #: The URL demo credentials are registered for (Mandrill signs the URL as registered).
 DEMO_BASE_URL = "http://127.0.0.1:8025"
@@ -36,6 +37,9 @@ DEMO_BASE_URL = "http://127.0.0.1:8025"
 
 def ensure_demo_credentials(data_dir: Path) -> dict[str, dict[str, Any]]:
     """Read the demo credentials, generating those of providers not in the file yet.
+
+    Only ``mailpulse demo`` (and ``mailpulse simulate`` on the demo setup) calls this;
+    loading a configuration reads the file and never creates it.
 
     Returns ``{source: {"provider": ..., "receiver": {...}, "sender": {...}}}``.
     """
@@ -57,20 +61,6 @@ def ensure_demo_credentials(data_dir: Path) -> dict[str, dict[str, Any]]:
     _write_private(path, {"sources": stored}, exclusive=not path.exists())
     # Another process may have created the file first: everyone uses the stored one.
     return read_demo_credentials(path)
-
-
-def read_demo_credentials(path: Path) -> dict[str, dict[str, Any]]:
-    """The sources of a demo credentials file; empty when there is none."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise MailpulseError(f"cannot read {path} ({exc.__class__.__name__})") from None
-    sources = document.get("sources") if isinstance(document, dict) else None
-    if not isinstance(sources, dict):
-        raise MailpulseError(f'{path} must hold {{"sources": {{...}}}}')
-    return {name: entry for name, entry in sources.items() if isinstance(entry, dict)}
 
 
 def _write_private(path: Path, document: Mapping[str, Any], *, exclusive: bool) -> None:

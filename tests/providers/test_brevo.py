@@ -22,9 +22,8 @@ from ingest.providers.base import SimulatedEvent
 from ingest.providers.brevo import BrevoProvider
 from ingest.providers.brevo.simulate import DROPS
 from ingest.providers.shared_secret import basic_header
-from mailpulse.config import parse_config
 from mailpulse.errors import ConfigError
-from tests.helpers import new_secret
+from tests.helpers import new_secret, parse_config
 from tests.providers.kit import golden_rows, inbound, iso_z, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "brevo"

@@ -19,8 +19,9 @@ from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
 from ingest.providers.base import SimulatedEvent
 from ingest.providers.mandrill import MandrillProvider, sign
-from mailpulse.config import Secret, SourceConfig, parse_config
+from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
+from tests.helpers import parse_config
 from tests.providers.kit import inbound, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mandrill"

@@ -21,8 +21,9 @@ from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
 from ingest.providers.base import SimulatedEvent
 from ingest.providers.resend import ResendProvider, sign
 from ingest.replay import MemoryReplayGuard
-from mailpulse.config import Secret, SourceConfig, parse_config
+from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
+from tests.helpers import parse_config
 from tests.providers.kit import inbound
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "resend"

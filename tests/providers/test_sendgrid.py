@@ -26,8 +26,9 @@ from ingest.providers.sendgrid import (
     SendGridProvider,
 )
 from ingest.providers.sendgrid.signature import generate_key_pair, sign
-from mailpulse.config import Secret, SourceConfig, parse_config
+from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
+from tests.helpers import parse_config
 from tests.providers.kit import golden_rows, inbound, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sendgrid"

@@ -20,9 +20,8 @@ from ingest.providers.base import SimulatedEvent
 from ingest.providers.shared_secret import basic_header
 from ingest.providers.sparkpost import BATCH_HEADER, SparkPostProvider
 from ingest.providers.sparkpost.mapping import BOUNCE_CLASSES
-from mailpulse.config import parse_config
 from mailpulse.errors import ConfigError
-from tests.helpers import new_secret
+from tests.helpers import new_secret, parse_config
 from tests.providers.kit import golden_rows, inbound, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sparkpost"

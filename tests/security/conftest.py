@@ -25,8 +25,7 @@ import pytest
 
 from ingest.providers import PROVIDERS, Provider
 from ingest.providers.base import SimulatedEvent
-from mailpulse.config import parse_config
-from tests.helpers import Server, start_server
+from tests.helpers import Server, parse_config, start_server
 from tests.leaks import secret_forms
 
 #: Mandrill signs the URL; sender and receiver must agree on it, whatever port the server gets.

@@ -25,7 +25,7 @@ from ingest.providers.base import (
     ReplayGuard,
     SimulatedEvent,
 )
-from mailpulse.config import parse_config
+from tests.helpers import parse_config
 from tests.security.conftest import SIGNED_URL
 from tests.security.test_hostile import AUTH_HEADERS, SCHEME, _document, _event
 

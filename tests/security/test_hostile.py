@@ -34,8 +34,7 @@ from ingest.providers import PROVIDERS
 from ingest.providers.base import SimulatedEvent
 from ingest.providers.generic import sign as generic_sign
 from ingest.providers.resend import sign as resend_sign
-from mailpulse.config import parse_config
-from tests.helpers import lake_rows, mailpulse
+from tests.helpers import lake_rows, mailpulse, parse_config
 from tests.security.conftest import (
     SIGNED_URL,
     Exchange,
