@@ -17,6 +17,9 @@ from mailpulse.config import Config
 from tests import leaks
 from tests.helpers import new_secret, parse_config
 
+# After the last test, whichever ran: no configured secret in any log, output or answer.
+pytest_plugins = ["tests.leak_check"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def record_answers() -> Iterator[None]:

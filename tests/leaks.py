@@ -1,4 +1,4 @@
-"""What the test run could leak a secret through, for ``tests/test_zz_no_secret_leaks.py``.
+"""What the test run could leak a secret through, checked as the run ends (leak_check.py).
 
 Every server started through :func:`tests.helpers.start_server` records its log file and
 the credentials its configuration holds (read when it starts, while any ``<key>_env``
@@ -21,6 +21,19 @@ class Record:
     secrets: set[str] = field(default_factory=set)
     logs: list[Path] = field(default_factory=list)
     outputs: list[tuple[str, str]] = field(default_factory=list)  # (what, text)
+
+    def leaks(self) -> list[tuple[str, str]]:
+        """Where a recorded secret appears: (the log or output, the secret's first characters)."""
+        haystacks = [(str(p), p.read_text(errors="replace")) for p in self.logs if p.is_file()]
+        haystacks += self.outputs
+        return sorted(
+            {
+                (where, secret[:4] + "...")
+                for where, text in haystacks
+                for secret in self.secrets
+                if secret in text
+            }
+        )
 
 
 RECORD = Record()
