@@ -32,15 +32,27 @@ def config_option(function: F) -> F:
     )(function)
 
 
-def load(config_path: str | None, *, announce: bool = True, need_sources: bool = False) -> Config:
+def load(
+    config_path: str | None,
+    *,
+    announce: bool = True,
+    need_sources: bool = False,
+    generate_demo_credentials: bool = False,
+) -> Config:
     """Load the configuration and its sources; say so on stderr when the demo setup applies.
 
     With ``need_sources`` (commands that receive or send webhooks), the demo setup before
     ``mailpulse demo`` generated its credentials stops with one line saying what to do.
+    ``generate_demo_credentials`` is for ``mailpulse demo``, the one command that does.
     """
     from ingest.providers import PROVIDERS
 
     config = load_config(config_path, providers=PROVIDERS)
+    if config.is_demo and generate_demo_credentials:
+        from mailpulse.simulate.credentials import ensure_demo_credentials
+
+        ensure_demo_credentials(config.data_dir)
+        config = load_config(config_path, providers=PROVIDERS)
     if config.is_demo and need_sources and not config.sources:
         raise MailpulseError(
             f"no mailpulse.toml and no demo credentials in {config.data_dir}/: "

@@ -180,12 +180,8 @@ def demo(
     from mailpulse import demo as runner
     from mailpulse.simulate import Options
     from mailpulse.simulate import simulate as run
-    from mailpulse.simulate.credentials import ensure_demo_credentials
 
-    config = load(config_path)
-    if config.is_demo:  # the one command that generates the demo sources' credentials
-        ensure_demo_credentials(config.data_dir)
-        config = load(config_path, announce=False)
+    config = load(config_path, generate_demo_credentials=True)
     port = port or runner.free_port()
     base = f"http://127.0.0.1:{port}"
     config_args = ["--config", config_path] if config_path else ["--no-demo-notice"]
