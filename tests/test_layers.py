@@ -4,6 +4,7 @@ this tree, and each one fails a copy of the tree given one import the wrong way.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,3 +69,11 @@ def test_a_wrong_way_import_breaks_its_contract(
     assert result.returncode == 1, result.stdout + result.stderr
     assert "0 kept, 1 broken" in result.stdout
     assert module.removesuffix(".py").replace("/", ".") in result.stdout
+
+
+def test_make_lint_checks_the_contracts() -> None:
+    """``make test`` runs ``lint``, and ``lint`` runs import-linter."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    lint_recipe = re.search(r"^lint:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert lint_recipe is not None and "$(BIN)/lint-imports" in lint_recipe.group(1)
+    assert re.search(r"^test: .*\blint\b", makefile, re.MULTILINE)
