@@ -53,7 +53,7 @@ class Lake:
             )
         #: The configuration the lake was opened with (its defaults when opened by path).
         self.config = config if config is not None else Config(data_dir=self.data_dir)
-        self.lake_dir = lake.lake_dir(self.data_dir)
+        self.lake_dir = self.config.lake_dir
         self.events_dir = lake.table_dir(self.lake_dir, "events")
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")

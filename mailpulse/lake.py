@@ -1,5 +1,5 @@
 """The lake contract: what the writing side (``ingest``) and the reading side (``analytics``)
-agree on, and the only module both import.
+agree on about the files between them. Both import it; neither imports the other.
 
 Table schemas, where tables and partitions live, the one atomic-write helper, the flusher's
 status file, row counts from Parquet footers, and the version of the per-event agent rules
@@ -106,16 +106,6 @@ def plan_path(lake_dir: Path, table: str, date: str, batch: int) -> Path:
     """A new, not yet existing file name for ``batch`` in one partition."""
     name = f"part-{batch:010d}-{uuid.uuid4().hex[:8]}.parquet"
     return table_dir(lake_dir, table) / f"date={date}" / name
-
-
-def lake_dir(data_dir: Path) -> Path:
-    """The lake of a data directory."""
-    return data_dir / "lake"
-
-
-def state_dir(data_dir: Path) -> Path:
-    """The flusher's own bookkeeping in a data directory (offsets, journal, status)."""
-    return data_dir / "state"
 
 
 def list_files(lake_dir: Path, table: str, date: str | None = None) -> list[Path]:
