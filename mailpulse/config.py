@@ -30,10 +30,8 @@ from typing import Any
 from mailpulse.credentials import Secret as Secret
 from mailpulse.credentials import redacted_url as redacted_url
 from mailpulse.errors import ConfigError
-from mailpulse.sources import IPNetwork as IPNetwork
-from mailpulse.sources import ProviderRules as ProviderRules
+from mailpulse.sources import ProviderRules, demo_source_tables, parse_sources, unknown_keys
 from mailpulse.sources import SourceConfig as SourceConfig
-from mailpulse.sources import demo_source_tables, parse_sources, unknown_keys
 
 DEFAULT_CONFIG_NAME = "mailpulse.toml"
 #: The one spool engine there is (``"postgres"``, shared by several receivers, comes later).
