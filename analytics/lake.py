@@ -44,15 +44,17 @@ class Lake:
     ) -> None:
         self.data_dir = Path(data_dir)
         self.use_rollup = use_rollup  # False: always group the events (to check the rollup)
+        #: The configuration the lake was opened with (its defaults when opened by path).
+        self.config = config if config is not None else Config(data_dir=self.data_dir)
         if create:  # an empty lake shows zeros until the first data arrives
             self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not self.data_dir.is_dir():
+        # The demo setup before `mailpulse demo` ran is an empty lake, and creates nothing;
+        # a configured or named directory that is not there is a mistake worth saying.
+        if not self.data_dir.is_dir() and not self.config.is_demo:
             raise LakeNotFound(
                 f"no data directory at {self.data_dir}; run `mailpulse demo` or point "
                 "data_dir at a receiver's data"
             )
-        #: The configuration the lake was opened with (its defaults when opened by path).
-        self.config = config if config is not None else Config(data_dir=self.data_dir)
         self.lake_dir = self.config.lake_dir
         self.events_dir = lake.table_dir(self.lake_dir, "events")
         self.con = duckdb.connect()

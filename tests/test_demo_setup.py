@@ -36,9 +36,12 @@ def test_loading_a_config_and_opening_the_lake_in_an_empty_directory_writes_noth
 ) -> None:
     for config in (configuration.load_config(), load_config()):
         assert config.is_demo and config.data_dir == Path("data") and config.sources == {}
-    with pytest.raises(LakeNotFound, match="mailpulse demo"):
-        open_lake()
+    with open_lake() as lake:  # the demo lake before `mailpulse demo`: empty
+        assert lake.summary()["events"] == 0
+        assert lake.ingestion_status() == {"quarantine_rows": 0}
     assert list(empty_dir.iterdir()) == []
+    with pytest.raises(LakeNotFound, match="mailpulse demo"):  # a named one must be there
+        open_lake(empty_dir / "data")
 
 
 def test_demo_sources_are_the_credentials_mailpulse_demo_generated(tmp_path: Path) -> None:
@@ -68,6 +71,12 @@ def test_serve_without_config_or_demo_credentials_says_what_to_do(tmp_path: Path
         "mailpulse: no mailpulse.toml and no demo credentials in data/: "
         "run `mailpulse demo` first, or write a mailpulse.toml"
     ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_before_the_demo_reports_zeros_and_writes_nothing(tmp_path: Path) -> None:
+    result = mailpulse("report", "--format", "json", cwd=tmp_path, env=_clean_env(), timeout=60)
+    assert result.returncode == 0, result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
