@@ -28,7 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from ingest.errors import AuthenticationFailed, SpoolUnavailable
 from ingest.events import EVENT_TYPES, Event
+from ingest.replay import MemoryReplayGuard
 from mailpulse.config import SourceConfig
 
 
@@ -56,14 +58,19 @@ class NormalizeContext:
 
 
 class ReplayGuard(Protocol):
-    """Remembers single-use values (a Mailgun token) across every worker until they expire."""
+    """Remembers single-use values (a Mailgun token) across every worker until they expire.
 
-    def first_use(self, key: str, *, now: float, expires_at: float) -> bool:
-        """True unless ``key`` was recorded before and has not expired at ``now``.
+    Only acknowledged requests are remembered: ``seen`` is asked while authenticating,
+    ``remember`` is called once the request is stored. Storage failures raise
+    :class:`~ingest.errors.SpoolUnavailable`.
+    """
 
-        ``now`` is the receiver's clock (tests pin it); ``expires_at`` is when a replay of
-        the key would fail the timestamp check anyway.
-        """
+    def seen(self, key: str, *, now: float) -> bool:
+        """True when ``key`` was remembered and has not expired at ``now``."""
+        ...
+
+    def remember(self, key: str, *, expires_at: float) -> None:
+        """Record ``key`` until ``expires_at``, when a replay would fail the timestamp check."""
         ...
 
 
@@ -131,7 +138,8 @@ class Provider(ABC):
 
     def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
         self.source = source
-        self.replay = replay
+        # Unit tests construct providers without a shared guard; the receiver passes one.
+        self.replay: ReplayGuard = replay if replay is not None else MemoryReplayGuard()
         # A source may name its own token header (``token_header``): it is a credential too.
         token_header = source.options.get("token_header")
         extra = {token_header.lower()} if isinstance(token_header, str) else set()
@@ -162,12 +170,40 @@ class Provider(ABC):
         """The field to read the campaign from for this source."""
         return context.campaign_field or self.default_campaign_field
 
-    def accepted(self, request: InboundRequest) -> None:
-        """Called once a request is durably stored; SNS confirms subscriptions here.
+    def replay_key(self, request: InboundRequest) -> tuple[str, float] | None:
+        """The single-use key of an authentic request and when it expires (unix seconds).
 
-        Must not block: anything slow runs on a background thread.
+        ``None`` (the default) for ESPs whose requests carry nothing single-use.
         """
         return None
+
+    def refuse_replay(self, request: InboundRequest, now: float) -> None:
+        """Raise ``AuthenticationFailed`` when the request's single-use key was acknowledged.
+
+        Called by ``authenticate`` once the signature verified; records nothing.
+        """
+        key = self.replay_key(request)
+        if key is not None and self.replay.seen(key[0], now=now):
+            raise AuthenticationFailed(
+                "this signed request was already received", code="replayed_token"
+            )
+
+    def accepted(self, request: InboundRequest) -> None:
+        """Called once a request is durably stored: its single-use key is spent only now.
+
+        A request the spool refused leaves no trace, so the ESP's identical retry passes.
+        Must not block: anything slow runs on a background thread.
+        """
+        key = self.replay_key(request)
+        if key is None:
+            return
+        try:
+            self.replay.remember(key[0], expires_at=key[1])
+        except SpoolUnavailable:
+            # The request is stored and answered 200 all the same (the guard logged which file
+            # and why): a replay inside the window is then stored again, and the flusher drops
+            # it as a duplicate.
+            return
 
     def message_id(self, sequence: int, seed: int) -> str:
         """A message id in the ESP's own format, for the simulator (deterministic)."""

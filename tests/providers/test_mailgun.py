@@ -288,10 +288,11 @@ def test_every_single_byte_change_fails() -> None:
 
 
 def test_event_data_is_not_signed_so_the_token_is_single_use() -> None:
-    """Mailgun signs only timestamp+token; a second use of a token is refused."""
+    """Mailgun signs only timestamp+token; a second use of an acknowledged token is refused."""
     prov = provider("k")
     signature = signed("k")
     prov.authenticate(request(body_with(signature)), NOW)
+    prov.accepted(request(body_with(signature)))
     assert refused(prov, body_with(signature, {"event": "clicked"})) == "replayed_token"
 
 

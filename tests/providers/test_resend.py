@@ -192,6 +192,7 @@ def test_an_identical_request_inside_the_window_is_a_replay_but_a_resigned_retry
     source = SourceConfig(name="rs", provider="resend", credentials={"secret": (Secret(key),)})
     guarded = ResendProvider(source, replay=MemoryReplayGuard())
     guarded.authenticate(request(body, signed(key, body, now)), now)
+    guarded.accepted(request(body, signed(key, body, now)))
     with pytest.raises(AuthenticationFailed) as caught:
         guarded.authenticate(request(body, signed(key, body, now)), now + 1)
     assert caught.value.code == "replayed_token"

@@ -78,8 +78,11 @@ bodies = st.one_of(
 class AlwaysFirstUse:
     """A replay guard that forgets: the same example may run twice under Hypothesis."""
 
-    def first_use(self, key: str, *, now: float, expires_at: float) -> bool:
-        return True
+    def seen(self, key: str, *, now: float) -> bool:
+        return False
+
+    def remember(self, key: str, *, expires_at: float) -> None:
+        return None
 
 
 def configured(

@@ -39,7 +39,6 @@ from ingest.providers.base import (
 )
 from ingest.providers.resend.mapping import normalize_event
 from ingest.providers.resend.simulate import resend_event
-from ingest.replay import MemoryReplayGuard
 from mailpulse.config import SourceConfig
 
 TOLERANCE_SECONDS = 300
@@ -85,7 +84,6 @@ class ResendProvider(Provider):
 
     def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
         super().__init__(source, replay=replay)
-        self._guard: ReplayGuard = replay if replay is not None else MemoryReplayGuard()
         # Decoded once: the hot path only hashes. A malformed secret is a config problem and
         # is skipped here, so it can never verify anything.
         self._keys: list[bytes] = []
@@ -139,11 +137,17 @@ class ResendProvider(Provider):
                 f"{prefix}timestamp is more than {TOLERANCE_SECONDS} s from our clock",
                 code="stale_timestamp",
             )
-        key = f"{self.source.name}:{msg_id}:{timestamp}"
-        if not self._guard.first_use(key, now=now, expires_at=int(timestamp) + TOLERANCE_SECONDS):
-            raise AuthenticationFailed(
-                "this signed request was already received", code="replayed_token"
-            )
+        self.refuse_replay(request, now)
+
+    def replay_key(self, request: InboundRequest) -> tuple[str, float] | None:
+        """The id and timestamp of a signed request: a byte-identical replay repeats both."""
+        headers = request.headers
+        prefix = next((p for p in PREFIXES if f"{p}id" in headers), None)
+        timestamp = headers.get(f"{prefix}timestamp", "") if prefix else ""
+        if prefix is None or not timestamp.isascii() or not timestamp.isdigit():
+            return None
+        key = f"{self.source.name}:{headers[f'{prefix}id']}:{timestamp}"
+        return key, int(timestamp) + TOLERANCE_SECONDS
 
     def _signature_ok(self, msg_id: str, timestamp: str, header: str, body: bytes) -> bool:
         signed = msg_id.encode("utf-8", "surrogateescape") + b"." + timestamp.encode() + b"."
