@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parseaddr
 from typing import Any
 
 import orjson
@@ -104,9 +105,15 @@ def parse_timestamp(value: Any, *, field_name: str = "timestamp") -> int:
 
 
 def normalize_recipient(value: Any) -> str:
-    """Trim and lower-case an address; refuse anything that is not ``local@domain``."""
+    """Trim and lower-case an address; refuse anything that is not ``local@domain``.
+
+    An address written ``Display Name <address>`` (RFC 5322, as Resend's ``data.to`` may carry
+    it) is reduced to the bare address.
+    """
     if not isinstance(value, str):
         raise MappingError("recipient address is missing or not a string")
+    if "<" in value:  # only then is there a display name to drop; bare addresses skip parsing
+        value = parseaddr(value)[1]
     address = value.strip().lower()
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:

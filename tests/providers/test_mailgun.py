@@ -498,3 +498,21 @@ def test_parent_key_alone_is_enough() -> None:
         name="mg", provider="mailgun", credentials={"parent_signing_key": (Secret("p"),)}
     )
     assert MailgunProvider.config_problems(source) == []
+
+
+def test_a_rejected_event_without_recipient_takes_the_to_header() -> None:
+    """``rejected`` may lack ``recipient``; the address is in ``message.headers.to``."""
+    item = json.loads((FIXTURES / "mgdocs2026_event_data_failed_permanent.json").read_bytes())
+    rejected = {k: v for k, v in item.items() if k not in ("recipient", "severity", "reason")}
+    rejected["event"] = "rejected"
+    (event,) = provider().normalize(rejected, CONTEXT)
+    assert (event.event_type, event.bounce_class) == ("dropped", "rejected")
+    assert event.recipient == "badrecipient@sample.mailgun.com"
+    headers = item["message"]["headers"]
+    several = {**rejected, "message": {"headers": {**headers, "to": "Ann <A@x.org>, b@y.org"}}}
+    events = provider().normalize(several, CONTEXT)
+    assert [e.recipient for e in events] == ["a@x.org", "b@y.org"]
+    assert len({e.event_id for e in events}) == 2
+    without = {**rejected, "message": {"headers": {"message-id": "m"}}}
+    with pytest.raises(MappingError):
+        provider().normalize(without, CONTEXT)

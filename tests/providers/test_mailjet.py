@@ -195,6 +195,26 @@ def event_of(name: str, **fields: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
+    ("related", "error"),
+    [
+        ("domain", "greylisted"),
+        ("system", "system issue"),
+        ("system", "protocol issue"),
+        ("system", "connection issue"),
+    ],
+)
+def test_a_bounce_mailjet_documents_as_temporary_is_deferred(related: str, error: str) -> None:
+    """Mailjet's error table: greylisting "will be re-attempted"; system issues are temporary."""
+    body = (FIXTURES / INVALID_SAMPLE).read_bytes()
+    repaired = body.replace(b'"user unknown"\n', b'"user unknown",\n', 1)
+    (item,) = provider().split(repaired, {})
+    item = {**item, "hard_bounce": False, "error_related_to": related, "error": error}
+    (event,) = provider().normalize(item, CONTEXT)
+    assert (event.event_type, event.bounce_class) == ("deferred", None)
+    assert event.reason is not None and event.reason.startswith(f"{related}: {error} (")
+
+
+@pytest.mark.parametrize(
     ("hard", "expected"), [(True, "hard"), (False, "soft"), (None, "undetermined")]
 )
 def test_bounce_class_follows_hard_bounce(hard: bool | None, expected: str) -> None:

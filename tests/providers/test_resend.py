@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import AuthenticationFailed, IngestError, MappingError, PayloadError
-from ingest.events import Event, composite_id
+from ingest.events import Event, composite_id, recipient_domain
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
 from ingest.providers.base import SimulatedEvent
 from ingest.providers.resend import ResendProvider, sign
@@ -282,6 +282,15 @@ def test_several_recipients_give_one_row_each_with_suffixed_ids() -> None:
         ("a@x.org", "msg_fixture:a@x.org"),
         ("b@y.org", "msg_fixture:b@y.org"),
     ]
+
+
+def test_a_recipient_with_a_display_name_is_stored_as_the_bare_address() -> None:
+    """``data.to`` may hold ``Name <address>``, the form the fixture's own ``from`` uses."""
+    item = json.loads((FIXTURES / "resendrust_email_delivered.json").read_bytes())
+    named = {**item, "data": {**item["data"], "to": ['"Doe, Ann" <Ann@Example.org>', "b@y.org"]}}
+    events = provider().normalize(named, CONTEXT)
+    assert [e.recipient for e in events] == ["ann@example.org", "b@y.org"]
+    assert recipient_domain(events[0].recipient) == "example.org"
 
 
 def test_webhook_id_wins_and_without_any_id_header_the_id_is_composite() -> None:

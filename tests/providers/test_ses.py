@@ -743,21 +743,33 @@ def test_ses_setup_ping_gives_no_rows_and_unknown_types_are_mapping_errors() -> 
         )
 
 
-def test_sns_docs_hello_world_notification_is_no_ses_event() -> None:
-    """Quirk: the SNS docs' sample Notification carries "Hello world!", not an SES event; it
-    splits into one item whose mapping fails, so it lands in quarantine."""
-    prov = provider()
-    [item] = prov.split((FIXTURES / "snsdocs_http_notification_body.json").read_bytes(), {})
-    with pytest.raises(MappingError):
-        prov.normalize(item, CONTEXT)
+@pytest.mark.parametrize(
+    "message",
+    [None, "Successfully validated SNS topic for Amazon SES event publishing."],
+    ids=["sns-docs-hello-world", "ses-topic-validated"],
+)
+def test_a_plain_text_test_notification_is_a_control_notice_not_an_event(
+    message: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SNS docs' sample Notification ("Hello world!", a topic test) and SES's message when
+    it validates a topic are acknowledged and logged; they are never quarantined."""
+    document = json.loads((FIXTURES / "snsdocs_http_notification_body.json").read_bytes())
+    if message is not None:
+        document["Message"] = message
+    with caplog.at_level(logging.INFO):
+        assert provider().split(json.dumps(document).encode(), {}) == []
+    assert any(r.getMessage().startswith("SNS control notice") for r in caplog.records)
 
 
 @pytest.mark.parametrize(
     "name",
     ["snsdocs_http_subscription_confirmation_body", "snsdocs_http_unsubscribe_confirmation_body"],
 )
-def test_sns_docs_confirmations_split_into_nothing(name: str) -> None:
-    assert provider().split((FIXTURES / f"{name}.json").read_bytes(), {}) == []
+@pytest.mark.parametrize("raw", [False, True], ids=["signed", "raw-delivery-subscription"])
+def test_sns_docs_confirmations_split_into_nothing(name: str, raw: bool) -> None:
+    """SNS sends confirmations as envelopes even to a raw-delivery subscription."""
+    headers = {"x-amz-sns-rawdelivery": "true"} if raw else {}
+    assert provider().split((FIXTURES / f"{name}.json").read_bytes(), headers) == []
 
 
 def test_sns_docs_samples_carry_placeholder_signatures(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
 from ingest.providers.base import SimulatedEvent
 from ingest.providers.shared_secret import basic_header
 from ingest.providers.sparkpost import BATCH_HEADER, SparkPostProvider
-from ingest.providers.sparkpost.mapping import BOUNCE_CLASSES
+from ingest.providers.sparkpost.mapping import AUTO_REPLY_CLASS, BOUNCE_CLASSES
 from mailpulse.config import parse_config
 from mailpulse.errors import ConfigError
 from tests.helpers import new_secret
@@ -204,11 +205,40 @@ def test_bounce_classification_codes(code: str | None, expected: str) -> None:
 
 
 def test_every_classification_code_of_the_table_is_mapped() -> None:
-    assert set(BOUNCE_CLASSES) == {
+    assert set(BOUNCE_CLASSES) | {AUTO_REPLY_CLASS} == {
         "1", "10", "20", "21", "22", "23", "24", "25", "26", "30", "40", "50", "51", "52",
         "53", "54", "60", "70", "80", "90", "100",
     }  # fmt: skip
     assert set(BOUNCE_CLASSES.values()) == {"hard", "soft", "undetermined"}
+
+
+@pytest.mark.parametrize("kind", ["bounce", "out_of_band"])
+def test_an_auto_reply_is_other_with_its_reason_and_never_a_soft_bounce(
+    kind: str, tmp_path: Path
+) -> None:
+    """Class 60 is SparkPost's Auto-Reply (out of office): the message arrived."""
+    from analytics import open_lake
+    from analytics.suppression import suppressions
+    from mailpulse.config import SuppressionConfig
+    from tests.lakes import row, write_lake
+
+    batch = json.loads(
+        (FIXTURES / "sparkpost_elixir_sample_split_message_event_bounce.json").read_bytes()
+    )
+    body = batch[0]["msys"]["message_event"]
+    rows = []
+    for n in range(5):  # more than the soft-bounce rule needs, a day apart
+        element = {**body, "type": kind, "bounce_class": "60", "event_id": f"ooo-{n}",
+                   "timestamp": str(int(body["timestamp"]) + n * 86_400),
+                   "reason": "Out of office until Monday"}  # fmt: skip
+        (event,) = provider().normalize({"msys": {"message_event": element}}, CONTEXT)
+        assert (event.event_type, event.bounce_class) == ("other", None)
+        assert event.reason == "Out of office until Monday"
+        rows.append(row(event.event_id, event.event_type, event.recipient, _utc(event.occurred_at),
+                        reason=event.reason))  # fmt: skip
+    write_lake(tmp_path, rows)
+    with open_lake(tmp_path) as lake:
+        assert suppressions(lake, SuppressionConfig()).is_empty()
 
 
 @pytest.mark.parametrize(
@@ -486,3 +516,7 @@ def test_token_header_option_is_accepted_by_the_config() -> None:
         env={},
     )
     assert config.sources["sp"].options == {"token_header": "authorization"}
+
+
+def _utc(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)

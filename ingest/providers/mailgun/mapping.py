@@ -15,7 +15,9 @@ Event mapping (Mailgun's "Webhook Payloads" docs):
 other permanent ``failed`` (``bounce``, ...)   ``bounced``: ``delivery-status.bounce-type``,
                                                  else the SMTP code (5xx hard, 4xx soft),
                                                  else ``undetermined``
-``rejected``                                   ``dropped`` (class ``rejected``)
+``rejected``                                   ``dropped`` (class ``rejected``); without
+                                                 ``recipient``, one row per address of
+                                                 ``message.headers.to``
 ``opened`` / ``clicked``                       ``opened`` / ``clicked``; ``client-info.bot``
                                                  ``apple`` -> ``apple_mpp``, ``gmail`` ->
                                                  ``gmail_proxy``, ``generic`` ("most likely a
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from email.utils import getaddresses
 from typing import Any
 
 import orjson
@@ -86,6 +89,15 @@ def normalize(item: Any, campaign_field: str | None) -> list[Event]:
     if kind == "other" and not isinstance(item.get("recipient"), str):
         return []  # not about a recipient (list or account events): nothing to count
     occurred_at = parse_timestamp(item.get("timestamp"), field_name="event-data.timestamp")
+    if name == "rejected" and item.get("recipient") is None:
+        # Mailgun refused the whole message before it had recipients of its own: the
+        # addresses are those of the message's To header (one row each, told apart by address).
+        addresses = _header_recipients(item)
+        events = [e for a in addresses for e in normalize({**item, "recipient": a}, campaign_field)]
+        if len(events) > 1:
+            for event in events:
+                event.event_id = f"{event.event_id}:{event.recipient}"
+        return events
     recipient = normalize_recipient(item.get("recipient"))
     message_id = _message_id(item)
     url = optional_str(item.get("url")) if kind == "clicked" else None
@@ -180,6 +192,15 @@ def _event_id(
         return composite_id("mailgun", name, message_id, recipient, occurred_at, url)
     day = datetime.fromtimestamp(occurred_at / MICROS, tz=UTC).date().isoformat()
     return f"{esp_id}:{name}:{day}"
+
+
+def _header_recipients(item: dict[str, Any]) -> list[str]:
+    message = _dict(item.get("message"), "message")
+    to = _dict(message.get("headers"), "message.headers").get("to")
+    addresses = [address for _, address in getaddresses([to])] if isinstance(to, str) else []
+    if not any(addresses):
+        raise MappingError("rejected event has neither recipient nor message.headers.to")
+    return list(dict.fromkeys(address for address in addresses if address))
 
 
 def _message_id(item: dict[str, Any]) -> str | None:

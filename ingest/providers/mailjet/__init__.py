@@ -48,7 +48,7 @@ class MailjetProvider(shared_secret.SharedSecretProvider):
     #: Version 2 groups "all the events of the last second"; Mailjet gives no upper bound,
     #: so the simulator's groups stop at this many.
     max_batch = 100
-    emits = frozenset(MAILJET_EVENTS)  # no "sent" (accepted), deferral or resubscribe events
+    emits = frozenset(MAILJET_EVENTS)  # no "sent" (accepted) or resubscribe events
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """One event object (Version 1) or the grouped array (Version 2)."""

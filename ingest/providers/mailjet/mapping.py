@@ -5,11 +5,14 @@ Decisions where the docs are silent:
 * ``sent`` is ``delivered``: Mailjet sends it "when the destination SMTP server has accepted
   the message" (its ``smtp_reply`` gives ``smtp_status``). Mailjet reports no acceptance of its
   own, no deferral and no resubscribe.
-* ``bounce``: ``hard_bounce`` true -> hard, false -> soft, missing -> undetermined. ``reason`` is
-  ``"<error_related_to>: <error>"`` plus the ``comment`` in parentheses. ``smtp_status`` comes
-  from the text when it holds an enhanced code, else, for hard bounces, from Mailjet's fixed
-  error words (``user unknown`` 5.1.1, ``mailbox inactive`` 5.2.1, ``invalid domain`` and
-  ``no mail host`` 5.1.2).
+* ``bounce`` with an ``error`` Mailjet's error table calls temporary and retried
+  (``greylisted``: "Delivery will be re-attempted"; ``system issue``, ``protocol issue``,
+  ``connection issue``: "never be permanent") is ``deferred``, with the same ``reason``.
+* Any other ``bounce``: ``hard_bounce`` true -> hard, false -> soft, missing -> undetermined.
+  ``reason`` is ``"<error_related_to>: <error>"`` plus the ``comment`` in parentheses.
+  ``smtp_status`` comes from the text when it holds an enhanced code, else, for hard bounces,
+  from Mailjet's fixed error words (``user unknown`` 5.1.1, ``mailbox inactive`` 5.2.1,
+  ``invalid domain`` and ``no mail host`` 5.1.2).
 * ``blocked`` (Mailjet never tried) is ``dropped`` classed by its ``error``: an address Mailjet
   knows is bad (``user unknown``, ``mailbox inactive``, ``invalid domain``, ``no mail host``,
   ``typofix``) is ``invalid``; ``preblocked`` (it "recently or repeatedly bounced") is
@@ -78,6 +81,8 @@ DROP_CLASSES = {
     "policy issue": "policy",
     "quota exceeded": "quota",
 }
+#: Mailjet's ``error`` words its error table calls temporary: such a bounce is retried.
+TEMPORARY_ERRORS = frozenset({"greylisted", "system issue", "protocol issue", "connection issue"})
 #: Mailjet's ``error`` words of a hard bounce -> the enhanced status code they stand for.
 HARD_BOUNCE_STATUS = {
     "user unknown": "5.1.1",
@@ -103,12 +108,14 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
         raise MappingError("event has no 'event' name")
     name = name.strip().lower()
     event_type = EVENT_TYPES.get(name, "other")
+    if event_type == "bounced" and _error_word(item) in TEMPORARY_ERRORS:
+        event_type = "deferred"
     recipient = normalize_recipient(item.get("email"))
     occurred_at = parse_timestamp(item.get("time"), field_name="time")
     message_id = _message_id(item)
     url = optional_str(item.get("url")) if event_type == "clicked" else None
     engaged = event_type in ENGAGEMENT
-    reason = _reason(item) if event_type in ("bounced", "dropped") else None
+    reason = _reason(item) if event_type in ("bounced", "dropped", "deferred") else None
     bounce_class = _bounce_class(event_type, item)
     key_id = _id_text(item.get("MessageID"), "MessageID") or optional_str(item.get("Message_GUID"))
     return [
@@ -196,7 +203,7 @@ def _bounce_class(event_type: str, item: dict[str, Any]) -> str | None:
 def _smtp_status(event_type: str, item: dict[str, Any], bounce_class: str | None) -> str | None:
     if event_type == "delivered":
         return _enhanced(item.get("smtp_reply"))
-    if event_type != "bounced":
+    if event_type not in ("bounced", "deferred"):
         return None
     found = _enhanced(item.get("comment")) or _enhanced(item.get("error"))
     if found is None and bounce_class == "hard":

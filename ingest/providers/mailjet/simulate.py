@@ -20,6 +20,7 @@ MAILJET_EVENTS = {
     "delivered": "sent",
     "opened": "open",
     "clicked": "click",
+    "deferred": "bounce",  # a greylisted bounce, which Mailjet retries
     "bounced": "bounce",
     "dropped": "blocked",
     "complained": "spam",
@@ -41,7 +42,8 @@ BLOCKS = {
 _BOUNCES = {
     "hard": (True, "recipient", "user unknown"),
     "soft": (False, "recipient", "quota exceeded"),
-    "undetermined": (None, "system", "connection issue"),
+    "undetermined": (None, "domain", "relay/access denied"),
+    "deferred": (False, "domain", "greylisted"),
 }
 
 
@@ -78,7 +80,8 @@ def mailjet_event(event: SimulatedEvent) -> dict[str, Any]:
 
 def _details(event: SimulatedEvent, name: str) -> dict[str, Any]:
     if name == "bounce":
-        hard, related, error = _BOUNCES[event.bounce_class or "undetermined"]
+        kind = "deferred" if event.event_type == "deferred" else event.bounce_class
+        hard, related, error = _BOUNCES[kind or "undetermined"]
         details: dict[str, Any] = {"blocked": False}
         if hard is not None:
             details["hard_bounce"] = hard

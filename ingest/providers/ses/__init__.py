@@ -205,16 +205,22 @@ class SesProvider(Provider):
     # -- flusher
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
-        """``{"MessageId", "Message"}`` with the SES event decoded; confirmations give none."""
+        """``{"MessageId", "Message"}`` with the SES event decoded; control notices give none.
+
+        SNS's own notices (subscription and unsubscribe confirmations, which SNS never sends
+        raw, and plain-text test messages such as SES's "Successfully validated SNS topic")
+        are kept in the raw lake like every request and logged; they carry no event.
+        """
         document = load_json(body)
         if not isinstance(document, dict):
             raise PayloadError("body must be a JSON object")
+        kind = document.get("Type")
+        if _is_confirmation(kind) and (not _is_raw(headers) or "SubscribeURL" in document):
+            _control_notice(str(kind), document)
+            return []
         if _is_raw(headers):
             message_id = headers.get(MESSAGE_ID_HEADER) or None
             return [{"MessageId": message_id, "Message": document}]
-        kind = document.get("Type")
-        if _is_confirmation(kind):
-            return []
         if kind != sns.NOTIFICATION:
             raise PayloadError(f"SNS message Type {str(kind)[:40]!r} is not supported")
         message = document.get("Message")
@@ -223,7 +229,10 @@ class SesProvider(Provider):
         try:
             event = orjson.loads(message)
         except orjson.JSONDecodeError:
-            event = message  # not SES JSON: normalize says so, and the item is quarantined
+            # SES publishes JSON only: plain text is a topic test (the console's "Publish
+            # message", SES validating the topic), acknowledged and recorded, not an event.
+            _control_notice("test message", document)
+            return []
         return [{"MessageId": document.get("MessageId"), "Message": event}]
 
     def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
@@ -279,6 +288,17 @@ def _is_raw(headers: Mapping[str, str]) -> bool:
 
 def _is_confirmation(kind: Any) -> bool:
     return isinstance(kind, str) and kind in sns.CONFIRMATION_TYPES
+
+
+def _control_notice(kind: str, document: Mapping[str, Any]) -> None:
+    log.info(
+        "SNS control notice recorded (no event)",
+        extra={
+            "notice": kind,
+            "topic_arn": str(document.get("TopicArn"))[:256],
+            "sns_message_id": str(document.get("MessageId"))[:128],
+        },
+    )
 
 
 def _is_number(value: Any) -> bool:

@@ -93,7 +93,7 @@ def event_rows(
     metadata = json_text(own_tags) if own_tags else None
     events = []
     for row in mapper(event, mail):
-        recipient = normalize_recipient(_address(row.recipient))
+        recipient = normalize_recipient(row.recipient)
         occurred_at = parse_timestamp(row.occurred_at, field_name=f"{kind} timestamp")
         if sns_message_id is not None:
             event_id = f"{sns_message_id}:{recipient}"
@@ -330,13 +330,6 @@ def _enhanced(text: str | None) -> str | None:
 def _status(value: Any, diagnostic: str | None) -> str | None:
     status = optional_str(value)
     return _enhanced(status) or _enhanced(diagnostic)
-
-
-def _address(value: Any) -> Any:
-    # SES lists bare addresses; tolerate "Name <address>" should one appear.
-    if isinstance(value, str) and "<" in value and value.rstrip().endswith(">"):
-        return value[value.rfind("<") + 1 : value.rstrip().rfind(">")]
-    return value
 
 
 def _destination(mail: dict[str, Any]) -> list[Any]:

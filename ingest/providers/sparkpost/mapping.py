@@ -7,6 +7,8 @@ Decisions where the docs are silent:
 * ``bounce_class`` comes from SparkPost's Bounce Classification Codes: category Hard -> hard;
   Soft and Block -> soft (a block, like SendGrid's ``blocked``, is not the address's fault);
   Undetermined, Admin and unknown codes -> undetermined. ``out_of_band`` is an asynchronous bounce.
+* ``bounce_class`` 60 (Auto-Reply: an out-of-office answer, so the message arrived) is no
+  bounce: ``other`` with SparkPost's ``reason``, never counted by the soft-bounce rule.
 * ``policy_rejection`` and ``generation_rejection`` are drops classed from the reason text
   (``bounced``, ``unsubscribed``, ``complained``, ``suppressed``, ``invalid``, else ``policy``);
   ``generation_failure`` (a template that cannot render) is class ``generation``.
@@ -80,13 +82,14 @@ BOUNCE_CLASSES = {
     "52": "soft",  # Spam Content
     "53": "soft",  # Prohibited Attachment
     "54": "soft",  # Relaying Denied
-    "60": "soft",  # Auto-Reply
     "70": "soft",  # Transient Failure
     "80": "undetermined",  # Subscribe (Admin)
     "90": "hard",  # Unsubscribe
     "100": "soft",  # Challenge-Response
 }
 #: Lower-cased reason substrings (checked in order) -> drop class.
+#: SparkPost's Auto-Reply bounce class: the recipient's out-of-office, not a failure.
+AUTO_REPLY_CLASS = "60"
 DROP_CLASSES = (
     ("bounce", "bounced"),
     ("unsubscribe", "unsubscribed"),
@@ -116,6 +119,8 @@ def normalize_element(item: Any, campaign_field: str | None) -> list[Event]:
     if event_class in SKIPPED_CLASSES or kind in SKIPPED_TYPES:
         return []
     event_type = EVENT_TYPES.get(kind, "other")
+    if event_type == "bounced" and str(body.get("bounce_class", "")).strip() == AUTO_REPLY_CLASS:
+        event_type = "other"  # an out-of-office reply: the message was delivered
     return [_event(body, kind, event_type, item, campaign_field)]
 
 
