@@ -114,7 +114,7 @@ def normalize_recipient(value: Any) -> str:
         raise MappingError("recipient address is missing or not a string")
     if "<" in value:  # only then is there a display name to drop; bare addresses skip parsing
         value = parseaddr(value)[1]
-    address = value.strip().lower()
+    address: str = value.strip().lower()
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
         raise MappingError(f"recipient {address[:80]!r} is not an email address")

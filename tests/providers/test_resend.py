@@ -233,7 +233,10 @@ def test_a_bounce_maps_type_to_class_reason_and_status() -> None:
         "message": "bounced",
         "diagnosticCode": ["smtp; 550 5.1.1 user unknown"],
     }
-    cases = [({**bounce}, "bounced", "hard"), ({**bounce, "type": "Transient"}, "bounced", "soft")]
+    cases: list[tuple[dict[str, Any] | None, str, str]] = [
+        ({**bounce}, "bounced", "hard"),
+        ({**bounce, "type": "Transient"}, "bounced", "soft"),
+    ]
     cases += [({"type": "Odd"}, "bounced", "undetermined"), (None, "bounced", "undetermined")]
     for given_bounce, kind, klass in cases:
         data = {k: v for k, v in item["data"].items() if k != "bounce"}
