@@ -1,4 +1,4 @@
-"""``resend``: Resend's webhooks, signed the Standard Webhooks / Svix way.
+"""``resend``: Resend's webhooks, signed the Standard Webhooks / Svix way, with the ``standardwebhooks`` library.
 
 Authentication: headers ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``, or the
 same three with the ``svix-`` prefix (Resend sends those); a request uses one family, chosen by
@@ -20,12 +20,14 @@ import base64
 import binascii
 import hashlib
 import hmac
+from datetime import UTC, datetime
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+from standardwebhooks.webhooks import Webhook
 
 from ingest.errors import AuthenticationFailed, PayloadError
 from ingest.events import Event, load_json, mapping_errors
@@ -62,9 +64,11 @@ def secret_key(secret: str) -> bytes:
 
 def sign(secret: str, msg_id: str, timestamp: int | str, body: bytes) -> str:
     """The ``v1,<base64>`` signature entry of a message, as senders (and tests) compute it."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    return Webhook(secret).sign(msg_id, _moment(timestamp), body)
+
+
+def _moment(timestamp: int | str) -> datetime:
+    return datetime.fromtimestamp(int(timestamp), tz=UTC)
 
 
 class ResendProvider(Provider):
@@ -86,10 +90,10 @@ class ResendProvider(Provider):
         super().__init__(source, replay=replay)
         # Decoded once: the hot path only hashes. A malformed secret is a config problem and
         # is skipped here, so it can never verify anything.
-        self._keys: list[bytes] = []
+        self._hooks: list[Webhook] = []
         for secret in source.credentials.get("secret", ()):
             try:
-                self._keys.append(secret_key(secret.reveal()))
+                self._hooks.append(Webhook(secret_key(secret.reveal())))
             except ValueError:
                 continue
 
@@ -122,7 +126,7 @@ class ResendProvider(Provider):
             raise AuthenticationFailed(
                 f"{prefix}signature header is missing", code="missing_signature"
             )
-        if not self._keys:
+        if not self._hooks:
             raise AuthenticationFailed(
                 "this source has no usable secret configured", code="no_credentials"
             )
@@ -150,19 +154,19 @@ class ResendProvider(Provider):
         return key, int(timestamp) + TOLERANCE_SECONDS
 
     def _signature_ok(self, msg_id: str, timestamp: str, header: str, body: bytes) -> bool:
-        signed = msg_id.encode("utf-8", "surrogateescape") + b"." + timestamp.encode() + b"."
-        signed += body
-        expected = [
-            base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()) for key in self._keys
-        ]
+        # The library signs (key decoding, signed content); the header is matched here because
+        # its own verify() reads the wall clock, where the receiver's clock is injected.
+        try:
+            expected = [
+                hook.sign(msg_id, _moment(timestamp), body).encode() for hook in self._hooks
+            ]
+        except UnicodeEncodeError:  # an id no sender could have signed
+            return False
         matched = False
         for entry in header.split()[:MAX_SIGNATURES]:
-            version, _, given = entry.partition(",")
-            if version != "v1":
-                continue
-            given_bytes = given.encode("utf-8", "surrogateescape")
-            for digest in expected:
-                matched |= hmac.compare_digest(digest, given_bytes)
+            given = entry.encode("utf-8", "surrogateescape")
+            for signature in expected:
+                matched |= hmac.compare_digest(signature, given)
         return matched
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
