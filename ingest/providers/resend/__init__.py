@@ -1,4 +1,6 @@
-"""``resend``: Resend's webhooks, signed the Standard Webhooks / Svix way, with the ``standardwebhooks`` library.
+"""``resend``: Resend's webhooks, signed the Standard Webhooks / Svix way.
+
+Signatures are computed with the ``standardwebhooks`` library (the specification's own).
 
 Authentication: headers ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``, or the
 same three with the ``svix-`` prefix (Resend sends those); a request uses one family, chosen by
@@ -20,10 +22,10 @@ import base64
 import binascii
 import hashlib
 import hmac
-from datetime import UTC, datetime
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
