@@ -8,6 +8,7 @@ Unix epoch (UTC) until the moment they are written, which keeps the flusher's ho
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -119,6 +120,22 @@ def normalize_recipient(value: Any) -> str:
     if not at or not local or not domain:
         raise MappingError(f"recipient {address[:80]!r} is not an email address")
     return address
+
+
+#: An RFC 3463 enhanced status code, not part of a dotted IP address or version number.
+_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
+
+
+def enhanced_status(*texts: Any) -> str | None:
+    """The first RFC 3463 enhanced status code (``5.1.1``) in ``texts``; non-strings are skipped.
+
+    Every ESP's bounce text (an SMTP reply, a diagnostic code, a description) is searched the
+    same way, so a code reads the same whichever provider reported it.
+    """
+    for text in texts:
+        if isinstance(text, str) and (found := _ENHANCED_STATUS.search(text)):
+            return found.group(1)
+    return None
 
 
 def recipient_domain(address: str) -> str:

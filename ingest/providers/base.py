@@ -13,19 +13,16 @@ A provider knows three things about its ESP:
 
 Steps 2 and 3 run in the flusher, never while the ESP waits for an answer.
 
-For ``mailpulse simulate`` and the demo, a provider also speaks the ESP's side:
-
-4. ``encode``: simulated events (in mailpulse's vocabulary) become one request exactly as the
-   ESP would send it, batched as the ESP batches (at most ``max_batch`` events) and
-   authenticated with the sender's keys.
-5. ``demo_credentials``: a fresh pair of receiver settings and sender keys for a demo source.
+A provider is the receiving side only: the ESP's side (requests as the ESP writes them, demo
+credentials) lives with the simulator, in :mod:`mailpulse.simulate.esp`, which the receiver
+never imports.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from ingest.errors import AuthenticationFailed, SpoolUnavailable
@@ -74,42 +71,6 @@ class ReplayGuard(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class SimulatedEvent:
-    """One event the simulator makes happen, in mailpulse's vocabulary: its ground truth.
-
-    ``sequence`` is unique within a run; ESP-side ids derive from it (and the run's seed), so
-    a retry of the same event carries the same ids. ``agent`` is set only when the ESP itself
-    would flag the event (an Apple proxy open SendGrid marks ``sg_machine_open``, a Mailgun
-    ``client-info.bot``); heuristics are the flusher's business.
-    """
-
-    sequence: int
-    event_type: str
-    recipient: str
-    occurred_at: float  # unix seconds
-    message_id: str
-    campaign: str | None = None
-    tags: tuple[str, ...] = ()
-    url: str | None = None
-    user_agent: str | None = None
-    ip: str | None = None
-    agent: str | None = None
-    bounce_class: str | None = None
-    smtp_status: str | None = None
-    reason: str | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundRequest:
-    """One request as the ESP sends it: what ``encode`` returns and the simulator POSTs."""
-
-    headers: Mapping[str, str]
-    body: bytes
-    method: str = "POST"
-
-
 class Provider(ABC):
     """Base class of provider modules; see the module docstring for the contract."""
 
@@ -133,7 +94,7 @@ class Provider(ABC):
     probe_methods: ClassVar[frozenset[str]] = frozenset()
     #: The most events the ESP puts in one request (1: one event per POST).
     max_batch: ClassVar[int] = 1
-    #: The event types (mailpulse vocabulary) this ESP can report; the simulator sends only these.
+    #: The event types (mailpulse vocabulary) this ESP reports; the simulator sends only these.
     emits: ClassVar[frozenset[str]] = EVENT_TYPES
 
     def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
@@ -204,32 +165,3 @@ class Provider(ABC):
             # and why): a replay inside the window is then stored again, and the flusher drops
             # it as a duplicate.
             return
-
-    def message_id(self, sequence: int, seed: int) -> str:
-        """A message id in the ESP's own format, for the simulator (deterministic)."""
-        return f"<{seed}.{sequence}@sim.mailpulse.dev>"
-
-    @abstractmethod
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """One request carrying ``events`` as the ESP sends it, authenticated with ``sender``.
-
-        ``url`` is the full URL the request goes to (Mandrill signs it); ``now`` is the send
-        time in unix seconds; ``sender`` holds the sender-side keys (``demo_credentials``'s
-        second half, or the source's own symmetric credentials).
-        """
-
-    @classmethod
-    @abstractmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """Fresh credentials for a demo source at ``url``.
-
-        Returns the ``[sources.<name>]`` keys the receiver needs (besides ``provider``) and the
-        sender-side keys ``encode`` signs with (for symmetric schemes, the same secrets).
-        """

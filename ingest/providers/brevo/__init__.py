@@ -12,23 +12,16 @@ simulator: :mod:`.simulate`.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
-
-import orjson
 
 from ingest.errors import PayloadError
 from ingest.events import Event, load_json, mapping_errors
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     NormalizeContext,
-    OutboundRequest,
-    SimulatedEvent,
 )
 from ingest.providers.brevo.mapping import normalize_event
-from ingest.providers.brevo.simulate import BREVO_EVENTS, brevo_event, webhook_id
 
 TOKEN_HEADER = "authorization"
 
@@ -46,7 +39,10 @@ class BrevoProvider(shared_secret.SharedSecretProvider):
     default_campaign_field = "tags"
     credential_headers = frozenset({"authorization"})
     max_batch = 1  # one event per POST unless the webhook is created with batched: true
-    emits = frozenset(BREVO_EVENTS)  # no resubscribe event exists
+    emits = frozenset(  # no resubscribe event exists
+        {"sent", "delivered", "deferred", "bounced", "dropped", "opened", "clicked"}
+        | {"complained", "unsubscribed"}
+    )
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """One event object, or the array a batched webhook posts."""
@@ -61,30 +57,3 @@ class BrevoProvider(shared_secret.SharedSecretProvider):
         """One event object to a row (none for contact and SMS events)."""
         with mapping_errors("event"):
             return normalize_event(item, self.campaign_field(context))
-
-    def message_id(self, sequence: int, seed: int) -> str:
-        """A Brevo-shaped ``message-id``: ``<digits.digits@relay>``, in angle brackets."""
-        digits = int.from_bytes(hashlib.sha256(f"message:{seed}:{sequence}".encode()).digest()[:5])
-        return f"<{sequence:012d}.{digits:013d}@smtp-relay.sim.mailpulse.dev>"
-
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """One event object (several: the batched array), with the sender's credentials."""
-        hook = webhook_id(url)
-        items = [brevo_event(event, hook) for event in events]
-        body = orjson.dumps(items[0] if len(items) == 1 else items)
-        headers = {"Content-Type": "application/json"}
-        headers.update(self.sender_headers(sender))
-        return OutboundRequest(headers=headers, body=body)
-
-    @classmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """A random bearer token (Brevo's token authorization), the same on both sides."""
-        token = secrets.token_urlsafe(32)
-        return {shared_secret.HEADER_TOKEN: token}, {shared_secret.HEADER_TOKEN: token}

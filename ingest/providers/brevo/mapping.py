@@ -37,7 +37,6 @@ Decisions where the docs are silent:
 from __future__ import annotations
 
 import contextlib
-import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -49,6 +48,7 @@ from ingest.events import (
     MICROS,
     Event,
     composite_id,
+    enhanced_status,
     json_text,
     normalize_recipient,
     optional_str,
@@ -103,7 +103,6 @@ TAG_FIELDS = frozenset({"tags", "tag"})
 CUSTOM_HEADER = "X-Mailin-custom"
 #: Brevo's ``date`` field is in CET/CEST.
 DATE_ZONE = "Europe/Paris"
-_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
 def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
@@ -257,5 +256,4 @@ def _bounce_class(family: str, event_type: str, reason: str | None) -> str | Non
 
 
 def _smtp_status(reason: str | None) -> str | None:
-    match = _ENHANCED_STATUS.search(reason) if reason else None
-    return match.group(1) if match else None
+    return enhanced_status(reason)

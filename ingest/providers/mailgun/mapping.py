@@ -40,7 +40,6 @@ the first tag.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from email.utils import getaddresses
 from typing import Any
@@ -52,6 +51,7 @@ from ingest.events import (
     MICROS,
     Event,
     composite_id,
+    enhanced_status,
     json_text,
     normalize_recipient,
     optional_str,
@@ -60,6 +60,11 @@ from ingest.events import (
 )
 
 DEFAULT_CAMPAIGN_FIELD = "campaigns"
+#: The event types Mailgun reports (its list events and ``stored`` give no recipient row).
+EMITS = frozenset(
+    {"sent", "delivered", "deferred", "bounced", "dropped", "opened", "clicked"}
+    | {"complained", "unsubscribed"}
+)
 _SIMPLE = {
     "accepted": "sent",
     "delivered": "delivered",
@@ -74,8 +79,6 @@ _SUPPRESSION_CLASSES = {
     "suppress-complaint": "complained",
 }
 _BOTS = {"apple": "apple_mpp", "gmail": "gmail_proxy", "generic": "scanner"}
-# An RFC 3463 enhanced status code, not part of a dotted IP address or version number.
-_ENHANCED = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
 def normalize(item: Any, campaign_field: str | None) -> list[Event]:
@@ -224,11 +227,9 @@ def _metadata(variables: Any) -> str | None:
 
 
 def _smtp_status(status: dict[str, Any]) -> str | None:
-    for field in ("enhanced-code", "message", "description"):
-        value = status.get(field)
-        if isinstance(value, str) and (found := _ENHANCED.search(value)):
-            return found.group(1)
-    return None
+    return enhanced_status(
+        status.get("enhanced-code"), status.get("message"), status.get("description")
+    )
 
 
 def _reason(status: dict[str, Any], item: dict[str, Any]) -> str | None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from typing import Any
 
 import orjson
@@ -46,6 +45,7 @@ from ingest.events import (
     MICROS,
     Event,
     composite_id,
+    enhanced_status,
     json_text,
     normalize_recipient,
     optional_str,
@@ -92,7 +92,6 @@ HARD_BOUNCE_STATUS = {
 }
 CAMPAIGN_ID = "mj_campaign_id"
 _FLOAT_EXACT = 2**53
-_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
 def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
@@ -202,18 +201,13 @@ def _bounce_class(event_type: str, item: dict[str, Any]) -> str | None:
 
 def _smtp_status(event_type: str, item: dict[str, Any], bounce_class: str | None) -> str | None:
     if event_type == "delivered":
-        return _enhanced(item.get("smtp_reply"))
+        return enhanced_status(item.get("smtp_reply"))
     if event_type not in ("bounced", "deferred"):
         return None
-    found = _enhanced(item.get("comment")) or _enhanced(item.get("error"))
+    found = enhanced_status(item.get("comment"), item.get("error"))
     if found is None and bounce_class == "hard":
         return HARD_BOUNCE_STATUS.get(_error_word(item))
     return found
-
-
-def _enhanced(value: Any) -> str | None:
-    match = _ENHANCED_STATUS.search(value) if isinstance(value, str) else None
-    return match.group(1) if match else None
 
 
 def _campaign(item: dict[str, Any], field: str | None) -> str | None:

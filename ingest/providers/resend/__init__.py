@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
-import secrets
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from standardwebhooks.webhooks import Webhook
 
 from ingest.errors import AuthenticationFailed, PayloadError
@@ -36,13 +32,11 @@ from ingest.events import Event, load_json, mapping_errors
 from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
-    OutboundRequest,
     Provider,
     ReplayGuard,
-    SimulatedEvent,
 )
+from ingest.providers.freshness import require_fresh, unix_seconds
 from ingest.providers.resend.mapping import normalize_event
-from ingest.providers.resend.simulate import resend_event
 from mailpulse.config import SourceConfig
 
 TOLERANCE_SECONDS = 300
@@ -132,17 +126,10 @@ class ResendProvider(Provider):
             raise AuthenticationFailed(
                 "this source has no usable secret configured", code="no_credentials"
             )
-        if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
-            raise AuthenticationFailed(
-                f"{prefix}timestamp must be unix seconds", code="bad_timestamp"
-            )
+        sent = unix_seconds(timestamp, field=f"{prefix}timestamp")
         if not self._signature_ok(msg_id, timestamp, signature, request.body):
             raise AuthenticationFailed("signature does not match", code="bad_signature")
-        if abs(now - int(timestamp)) > TOLERANCE_SECONDS:
-            raise AuthenticationFailed(
-                f"{prefix}timestamp is more than {TOLERANCE_SECONDS} s from our clock",
-                code="stale_timestamp",
-            )
+        require_fresh(sent, now, field=f"{prefix}timestamp", back=TOLERANCE_SECONDS)
         self.refuse_replay(request, now)
 
     def replay_key(self, request: InboundRequest) -> tuple[str, float] | None:
@@ -182,41 +169,3 @@ class ResendProvider(Provider):
         """One event to one row per recipient (none for contact/domain events)."""
         with mapping_errors("event"):
             return normalize_event(item, context.headers, self.campaign_field(context))
-
-    def message_id(self, sequence: int, seed: int) -> str:
-        """A Resend-shaped ``email_id``: a UUID, deterministic from seed and sequence."""
-        digest = hashlib.sha256(f"resend:{seed}:{sequence}".encode()).digest()
-        return str(uuid.UUID(bytes=digest[:16], version=4))
-
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """One event as Resend posts it, signed; ``svix-*`` and ``webhook-*`` headers alternate."""
-        (event,) = events
-        body = orjson.dumps(resend_event(event))
-        msg_id = (
-            "msg_"
-            + hashlib.sha256(f"{event.sequence}:{event.message_id}".encode()).hexdigest()[:27]
-        )
-        timestamp = int(now)
-        prefix = PREFIXES[event.sequence % 2]
-        return OutboundRequest(
-            headers={
-                "Content-Type": "application/json",
-                f"{prefix}id": msg_id,
-                f"{prefix}timestamp": str(timestamp),
-                f"{prefix}signature": sign(sender["secret"], msg_id, timestamp, body),
-            },
-            body=body,
-        )
-
-    @classmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """One random ``whsec_`` secret, shared by both sides."""
-        secret = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
-        return {"secret": secret}, {"secret": secret}

@@ -19,7 +19,6 @@ Decisions where SendGrid's documentation is silent:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
@@ -28,6 +27,7 @@ from ingest.errors import MappingError
 from ingest.events import (
     Event,
     composite_id,
+    enhanced_status,
     json_text,
     normalize_recipient,
     optional_str,
@@ -118,8 +118,6 @@ DROP_CLASSES = (
     ("quota", "quota"),
     ("invalid", "invalid"),
 )
-
-_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
 def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
@@ -224,16 +222,7 @@ def _custom_args(item: dict[str, Any]) -> str | None:
 
 
 def _smtp_status(item: dict[str, Any], reason: str | None) -> str | None:
-    status = item.get("status")
-    if isinstance(status, str):
-        match = _ENHANCED_STATUS.search(status)
-        if match:
-            return match.group(1)
-    if reason:
-        match = _ENHANCED_STATUS.search(reason)
-        if match:
-            return match.group(1)
-    return None
+    return enhanced_status(item.get("status"), reason)
 
 
 def _raw(item: dict[str, Any]) -> str:

@@ -35,10 +35,8 @@ event type, recipient, event time and link. See :mod:`.mapping` for the event ma
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +49,10 @@ from ingest.providers import shared_secret
 from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
-    OutboundRequest,
     Provider,
     ReplayGuard,
-    SimulatedEvent,
 )
 from ingest.providers.ses import mapping, sns
-from ingest.providers.ses.simulate import encode_event
 from mailpulse.config import SourceConfig
 
 log = logging.getLogger(__name__)
@@ -258,29 +253,6 @@ class SesProvider(Provider):
 
     # -- simulator
 
-    def message_id(self, sequence: int, seed: int) -> str:
-        """An SES-style message id (hex, a UUID, ``-000000``)."""
-        return f"{(seed * 1_000_003 + sequence) % 16**16:016x}-{_uuid(seed, sequence)}-000000"
-
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """One SNS delivery of one SES event (SNS sends one message per request)."""
-        if len(events) != 1:
-            raise ValueError("SNS delivers exactly one message per request")
-        return encode_event(events[0], url=url, now=now, sender=sender)
-
-    @classmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """Basic credentials for raw message delivery, shared by both sides."""
-        credential = f"sns:{secrets.token_urlsafe(24)}"
-        return {"basic_auth": [credential]}, {"basic_auth": credential}
-
 
 def _is_raw(headers: Mapping[str, str]) -> bool:
     return headers.get(RAW_DELIVERY_HEADER, "").strip().lower() == "true"
@@ -310,7 +282,3 @@ def _topic_arns(value: Any) -> list[str]:
     if not isinstance(values, list):
         return []
     return [v for v in values if isinstance(v, str) and v.startswith("arn:aws") and ":sns:" in v]
-
-
-def _uuid(seed: int, sequence: int) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailpulse-ses:{seed}.{sequence}"))

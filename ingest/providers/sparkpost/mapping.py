@@ -23,7 +23,6 @@ Decisions where the docs are silent:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
@@ -32,6 +31,7 @@ from ingest.errors import MappingError
 from ingest.events import (
     Event,
     composite_id,
+    enhanced_status,
     json_text,
     normalize_recipient,
     optional_str,
@@ -97,7 +97,6 @@ DROP_CLASSES = (
     ("suppress", "suppressed"),
     ("invalid", "invalid"),
 )
-_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
 def normalize_element(item: Any, campaign_field: str | None) -> list[Event]:
@@ -182,13 +181,7 @@ def _campaign(value: Any) -> str | None:
 
 
 def _smtp_status(body: dict[str, Any]) -> str | None:
-    for key in ("raw_reason", "reason"):
-        value = body.get(key)
-        if isinstance(value, str):
-            match = _ENHANCED_STATUS.search(value)
-            if match:
-                return match.group(1)
-    return None
+    return enhanced_status(body.get("raw_reason"), body.get("reason"))
 
 
 def _raw(item: Any) -> str:

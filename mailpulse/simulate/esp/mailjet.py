@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from ingest.providers.base import SimulatedEvent
+from ingest.providers import shared_secret
+from ingest.providers.mailjet import MailjetProvider
+from mailpulse.simulate.esp.base import Esp, OutboundRequest, SimulatedEvent
+
+#: Simulated message ids lie in [2^54, 2^63): beyond a float's exact integers, inside 64 bits.
+_MESSAGE_ID_BASE = 2**54
+_MESSAGE_ID_SPAN = 2**63 - 2**54
+
 
 #: mailpulse event type -> Mailjet ``event``.
 MAILJET_EVENTS = {
@@ -117,3 +126,36 @@ def _number(kind: str, value: object, digits: int) -> int:
     """A stable positive id of at most ``digits`` digits."""
     bound: int = 10**digits - 1
     return int.from_bytes(_digest(kind, value)[:8]) % bound + 1
+
+
+class MailjetEsp(Esp):
+    """Mailjet's sending side."""
+
+    provider = MailjetProvider
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """A ``MessageID``: an odd integer above 2^53, so no float can carry it exactly."""
+        digest = hashlib.sha256(f"message:{seed}:{sequence}".encode()).digest()
+        number = _MESSAGE_ID_BASE + int.from_bytes(digest[:8]) % _MESSAGE_ID_SPAN
+        return str(number | 1)
+
+    def encode(
+        self,
+        events: Sequence[SimulatedEvent],
+        *,
+        url: str,
+        now: float,
+        sender: Mapping[str, str],
+    ) -> OutboundRequest:
+        """One event object (Version 1), or the grouped array when there are several."""
+        items = [mailjet_event(event) for event in events]
+        body = dumps(items[0] if len(items) == 1 else items)
+        headers = {"Content-Type": "application/json"}
+        headers.update(self.sender_headers(sender))
+        return OutboundRequest(headers=headers, body=body)
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """Random Basic credentials (the only scheme Mailjet sends), the same on both sides."""
+        credential = f"mailjet:{secrets.token_urlsafe(24)}"
+        return {shared_secret.BASIC_AUTH: credential}, {shared_secret.BASIC_AUTH: credential}
