@@ -10,9 +10,9 @@ seconds of delivery, and real people open hours later, click some, and rarely co
 unsubscribe.
 
 Only the event types the ESP reports (``Esp.emits``, which is the receiver's ``Provider.emits``)
-are produced, and two events of one type for one message never share a second: several ESPs identify an event only by
-message, type and a timestamp in whole seconds, so a real ESP could not tell them apart
-either.
+are produced, and two events of one type for one message never share a second: several ESPs
+identify an event only by message, type and a timestamp in whole seconds, so a real ESP could
+not tell them apart either.
 """
 
 from __future__ import annotations
