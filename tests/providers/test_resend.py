@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from ingest.errors import AuthenticationFailed, IngestError, MappingError, PayloadError
 from ingest.events import Event, composite_id, recipient_domain
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
-from ingest.providers.base import SimulatedEvent
 from ingest.providers.resend import ResendProvider, sign
 from ingest.replay import MemoryReplayGuard
 from mailpulse.config import Secret, SourceConfig, parse_config
 from mailpulse.errors import ConfigError
+from mailpulse.simulate.esp import ESPS, SimulatedEvent
 from tests.providers.kit import inbound
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "resend"
@@ -393,10 +393,10 @@ SIMULATED = [
 @pytest.mark.parametrize("index", range(len(SIMULATED)))
 def test_round_trip_encode_authenticate_split_normalize(index: int) -> None:
     key = new_secret()
-    sim = provider(key).message_id(SIMULATED[index].sequence, 7)
+    sim = ESPS["resend"].message_id(SIMULATED[index].sequence, 7)
     event = SimulatedEvent(**{**_fields(SIMULATED[index]), "message_id": sim})
     now = 1_790_000_400.0
-    outbound = provider(key).encode(
+    outbound = ESPS["resend"].encode(
         [event], url="http://x/webhooks/rs", now=now, sender={"secret": key}
     )
     headers = {k.lower(): v for k, v in outbound.headers.items()}
@@ -418,7 +418,7 @@ def test_round_trip_encode_authenticate_split_normalize(index: int) -> None:
     assert row_.occurred_at == round(event.occurred_at * 1000) * 1000  # milliseconds on the wire
     assert row_.bounce_class == event.bounce_class
     assert row_.agent is None  # Resend flags no machine opens; heuristics are the flusher's
-    again = provider(key).encode([event], url="http://x", now=now + 90, sender={"secret": key})
+    again = ESPS["resend"].encode([event], url="http://x", now=now + 90, sender={"secret": key})
     assert _id(again.headers) == _id(outbound.headers)
 
 
@@ -426,7 +426,7 @@ def test_both_header_families_are_sent() -> None:
     key = new_secret()
     names = set()
     for event in SIMULATED[:2]:
-        outbound = provider(key).encode([event], url="http://x", now=1.0, sender={"secret": key})
+        outbound = ESPS["resend"].encode([event], url="http://x", now=1.0, sender={"secret": key})
         names |= {k.lower() for k in outbound.headers}
     assert {"svix-id", "webhook-id", "svix-signature", "webhook-signature"} <= names
 
@@ -445,7 +445,7 @@ def test_only_the_types_resend_reports_are_emitted() -> None:
 
 
 def test_demo_credentials_sign_what_the_receiver_accepts() -> None:
-    receiver_keys, sender_keys = ResendProvider.demo_credentials("http://x")
+    receiver_keys, sender_keys = ESPS["resend"].demo_credentials("http://x")
     assert receiver_keys["secret"].startswith("whsec_")
     body, now = b'{"type":"email.sent"}', 1_790_000_000
     provider(receiver_keys["secret"]).authenticate(

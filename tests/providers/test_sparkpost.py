@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
 from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
-from ingest.providers.base import SimulatedEvent
 from ingest.providers.shared_secret import basic_header
 from ingest.providers.sparkpost import BATCH_HEADER, SparkPostProvider
 from ingest.providers.sparkpost.mapping import AUTO_REPLY_CLASS, BOUNCE_CLASSES
 from mailpulse.config import parse_config
 from mailpulse.errors import ConfigError
+from mailpulse.simulate.esp import ESPS, SimulatedEvent
 from tests.helpers import new_secret
 from tests.providers.kit import golden_rows, inbound, make_provider, refusal
 
@@ -345,7 +345,7 @@ def simulated(draw: st.DrawFn, sequence: int) -> SimulatedEvent:
         event_type=kind,
         recipient=draw(recipients),
         occurred_at=draw(st.floats(1_600_000_000, 1_900_000_000)),
-        message_id=provider().message_id(sequence, 3),
+        message_id=ESPS["sparkpost"].message_id(sequence, 3),
         campaign=draw(st.none() | texts),
         tags=tuple(draw(st.lists(texts, max_size=3))),
         url="https://example.com/x" if kind == "clicked" else None,
@@ -363,7 +363,7 @@ def test_round_trip_through_encode_authenticate_split_normalize(
     events = [data.draw(simulated(sequence)) for sequence in range(count)]
     prov = provider(basic_auth=[credential])
     sender = {"basic_auth": credential}
-    outbound = prov.encode(events, url="http://x/webhooks/sp", now=NOW, sender=sender)
+    outbound = ESPS["sparkpost"].encode(events, url="http://x/webhooks/sp", now=NOW, sender=sender)
     prov.authenticate(request(dict(outbound.headers), outbound.body), NOW)
     items = prov.split(outbound.body, outbound.headers)
     assert len(items) == count
@@ -378,7 +378,9 @@ def test_round_trip_through_encode_authenticate_split_normalize(
         assert row.agent is None  # SparkPost flags no machine opens
         assert row.tags == list(event.tags)
         assert json.loads(row.metadata or "{}") == dict(event.metadata)
-    again = prov.encode(events, url="http://x/webhooks/sp", now=NOW + 60, sender=sender)
+    again = ESPS["sparkpost"].encode(
+        events, url="http://x/webhooks/sp", now=NOW + 60, sender=sender
+    )
     assert again.body == outbound.body  # same ids (and same batch id) on a retry
     assert again.headers[BATCH_HEADER] == outbound.headers[BATCH_HEADER]
     ids = [next(iter(e["msys"].values()))["event_id"] for e in orjson.loads(outbound.body)]
@@ -390,19 +392,19 @@ def test_encode_sends_the_token_in_the_configured_header() -> None:
     event = SimulatedEvent(
         sequence=1, event_type="delivered", recipient="a@b.co", occurred_at=NOW, message_id="m"
     )
-    legacy = provider().encode([event], url="", now=NOW, sender={"header_token": token})
+    legacy = ESPS["sparkpost"].encode([event], url="", now=NOW, sender={"header_token": token})
     provider(header_token=[token]).authenticate(request(dict(legacy.headers), legacy.body), NOW)
     oauth_sender = {"header_token": token, "token_header": "Authorization"}
-    oauth = provider().encode([event], url="", now=NOW, sender=oauth_sender)
+    oauth = ESPS["sparkpost"].encode([event], url="", now=NOW, sender=oauth_sender)
     assert oauth.headers["Authorization"] == f"Bearer {token}"
     oauth_provider = provider({"token_header": "authorization"}, header_token=[token])
     oauth_provider.authenticate(request(dict(oauth.headers), oauth.body), NOW)
 
 
 def test_demo_credentials_are_fresh_and_work() -> None:
-    receiver, sender = SparkPostProvider.demo_credentials("http://x/webhooks/sp")
+    receiver, sender = ESPS["sparkpost"].demo_credentials("http://x/webhooks/sp")
     assert receiver == sender and set(receiver) == {"basic_auth"}
-    assert receiver != SparkPostProvider.demo_credentials("http://x/webhooks/sp")[0]
+    assert receiver != ESPS["sparkpost"].demo_credentials("http://x/webhooks/sp")[0]
     assert (
         SparkPostProvider.config_problems(
             parse_config(
