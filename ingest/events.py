@@ -35,6 +35,9 @@ EVENT_TYPES = frozenset(
         "other",
     }
 )
+#: The life of a message as most ESPs report it (acceptance, delivery or deferral, bounce or
+#: drop, engagement, complaint, unsubscribe); each provider's ``emits`` starts from it.
+MESSAGE_EVENT_TYPES = EVENT_TYPES - {"resubscribed", "other"}
 BOUNCE_CLASSES = frozenset({"hard", "soft", "undetermined"})
 AGENTS = frozenset({"human", "apple_mpp", "gmail_proxy", "scanner", "bot", "unknown"})
 

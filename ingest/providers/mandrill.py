@@ -47,6 +47,7 @@ import orjson
 
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
 from ingest.events import (
+    MESSAGE_EVENT_TYPES,
     Event,
     composite_id,
     enhanced_status,
@@ -117,19 +118,7 @@ class MandrillProvider(Provider):
     credential_headers = frozenset({"authorization", SIGNATURE_HEADER})
     probe_methods = frozenset({"HEAD", "GET"})
     max_batch = 1000
-    emits = frozenset(
-        {
-            "sent",
-            "delivered",
-            "deferred",
-            "bounced",
-            "dropped",
-            "opened",
-            "clicked",
-            "complained",
-            "unsubscribed",
-        }
-    )
+    emits = MESSAGE_EVENT_TYPES
 
     @classmethod
     def config_problems(cls, source: SourceConfig) -> list[str]:

@@ -44,6 +44,7 @@ import orjson
 
 from ingest.errors import MappingError, PayloadError
 from ingest.events import (
+    MESSAGE_EVENT_TYPES,
     Event,
     composite_id,
     enhanced_status,
@@ -117,17 +118,7 @@ class PostmarkProvider(shared_secret.SharedSecretProvider):
     credential_headers = frozenset({"authorization", TOKEN_HEADER})
     max_batch = 1
     # No "sent" webhook; a send to a deactivated address is refused by the API, not reported.
-    emits = frozenset(
-        {
-            "delivered",
-            "bounced",
-            "opened",
-            "clicked",
-            "complained",
-            "unsubscribed",
-            "resubscribed",
-        }
-    )
+    emits = (MESSAGE_EVENT_TYPES - {"sent", "deferred", "dropped"}) | {"resubscribed"}
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """The one record of the body."""

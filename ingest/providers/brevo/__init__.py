@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ingest.errors import PayloadError
-from ingest.events import Event, load_json, mapping_errors
+from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json, mapping_errors
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     NormalizeContext,
@@ -39,10 +39,7 @@ class BrevoProvider(shared_secret.SharedSecretProvider):
     default_campaign_field = "tags"
     credential_headers = frozenset({"authorization"})
     max_batch = 1  # one event per POST unless the webhook is created with batched: true
-    emits = frozenset(  # no resubscribe event exists
-        {"sent", "delivered", "deferred", "bounced", "dropped", "opened", "clicked"}
-        | {"complained", "unsubscribed"}
-    )
+    emits = MESSAGE_EVENT_TYPES  # no resubscribe event exists
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """One event object, or the array a batched webhook posts."""

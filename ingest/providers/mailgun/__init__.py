@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from ingest.errors import AuthenticationFailed, PayloadError
-from ingest.events import Event, load_json
+from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json
 from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
@@ -67,7 +67,7 @@ class MailgunProvider(Provider):
     default_campaign_field = mapping.DEFAULT_CAMPAIGN_FIELD
     credential_headers = frozenset({"authorization"})
     max_batch = 1
-    emits = mapping.EMITS
+    emits = MESSAGE_EVENT_TYPES
 
     @classmethod
     def config_problems(cls, source: SourceConfig) -> list[str]:

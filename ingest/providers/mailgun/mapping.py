@@ -60,11 +60,6 @@ from ingest.events import (
 )
 
 DEFAULT_CAMPAIGN_FIELD = "campaigns"
-#: The event types Mailgun reports (its list events and ``stored`` give no recipient row).
-EMITS = frozenset(
-    {"sent", "delivered", "deferred", "bounced", "dropped", "opened", "clicked"}
-    | {"complained", "unsubscribed"}
-)
 _SIMPLE = {
     "accepted": "sent",
     "delivered": "delivered",

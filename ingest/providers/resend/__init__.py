@@ -28,7 +28,7 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook
 
 from ingest.errors import AuthenticationFailed, PayloadError
-from ingest.events import Event, load_json, mapping_errors
+from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json, mapping_errors
 from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
@@ -78,9 +78,7 @@ class ResendProvider(Provider):
     # The id and timestamp headers are kept: the id dedups at normalize time.
     credential_headers = frozenset({"authorization", "webhook-signature", "svix-signature"})
     max_batch = 1
-    emits = frozenset(
-        {"sent", "delivered", "deferred", "bounced", "dropped", "opened", "clicked", "complained"}
-    )
+    emits = MESSAGE_EVENT_TYPES - {"unsubscribed"}
 
     def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
         super().__init__(source, replay=replay)

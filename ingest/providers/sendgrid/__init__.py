@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ingest.errors import AuthenticationFailed, PayloadError
-from ingest.events import Event, load_json, mapping_errors
+from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json, mapping_errors
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     InboundRequest,
@@ -54,10 +54,7 @@ class SendGridProvider(Provider):
     credential_headers = frozenset({"authorization", signature.SIGNATURE_HEADER})
     # The simulator's batch size; SendGrid's own batches are bounded by 768 KB, not a count.
     max_batch = 1000
-    emits = frozenset(
-        {"sent", "delivered", "deferred", "bounced", "dropped", "opened", "clicked"}
-        | {"complained", "unsubscribed", "resubscribed"}
-    )
+    emits = MESSAGE_EVENT_TYPES | {"resubscribed"}
 
     def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
         super().__init__(source, replay=replay)

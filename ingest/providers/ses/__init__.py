@@ -44,7 +44,7 @@ import orjson
 import requests
 
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
-from ingest.events import Event, load_json
+from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     InboundRequest,
@@ -75,20 +75,7 @@ class SesProvider(Provider):
     default_campaign_field = "campaign"
     credential_headers = frozenset({"authorization"})
     max_batch = 1
-    emits = frozenset(
-        {
-            "sent",
-            "delivered",
-            "deferred",
-            "bounced",
-            "dropped",
-            "opened",
-            "clicked",
-            "complained",
-            "unsubscribed",
-            "resubscribed",
-        }
-    )
+    emits = MESSAGE_EVENT_TYPES | {"resubscribed"}
 
     def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
         super().__init__(source, replay=replay)

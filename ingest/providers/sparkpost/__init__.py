@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ingest.errors import PayloadError
-from ingest.events import Event, load_json, mapping_errors
+from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json, mapping_errors
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     NormalizeContext,
@@ -39,10 +39,7 @@ class SparkPostProvider(shared_secret.SharedSecretProvider):
     default_campaign_field = "campaign_id"
     credential_headers = frozenset({"authorization", TOKEN_HEADER})
     max_batch = 350  # "1 to 350 or more events" per batch
-    emits = frozenset(  # no resubscribe event exists
-        {"sent", "delivered", "deferred", "bounced", "dropped", "opened", "clicked"}
-        | {"complained", "unsubscribed"}
-    )
+    emits = MESSAGE_EVENT_TYPES  # no resubscribe event exists
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """The batch's elements, each ``{"msys": {...}}``."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from ingest.providers.base import Provider
 from ingest.providers.shared_secret import (
@@ -65,6 +65,20 @@ class OutboundRequest:
     method: str = "POST"
 
 
+def shared(keys: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Demo credentials of a shared-secret scheme: both sides hold the same ``keys``."""
+    return dict(keys), dict(keys)
+
+
+class Batch(NamedTuple):
+    """What one request carries and how it is sent: the arguments of ``Esp.encode``."""
+
+    events: Sequence[SimulatedEvent]
+    url: str
+    now: float
+    sender: Mapping[str, str]
+
+
 class Esp(ABC):
     """One ESP's sending side; ``provider`` is the receiving side it writes for."""
 
@@ -89,7 +103,6 @@ class Esp(ABC):
         """A message id in the ESP's own format (deterministic)."""
         return f"<{seed}.{sequence}@sim.mailpulse.dev>"
 
-    @abstractmethod
     def encode(
         self,
         events: Sequence[SimulatedEvent],
@@ -104,6 +117,11 @@ class Esp(ABC):
         time in unix seconds; ``sender`` holds the sender-side keys (``demo_credentials``'s
         second half, or the source's own symmetric credentials).
         """
+        return self.write(Batch(tuple(events), url, now, sender))
+
+    @abstractmethod
+    def write(self, batch: Batch) -> OutboundRequest:
+        """The request of one batch (what ``encode`` returns)."""
 
     @classmethod
     @abstractmethod

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,7 +18,7 @@ import orjson
 
 from ingest.providers import shared_secret
 from ingest.providers.brevo import BrevoProvider
-from mailpulse.simulate.esp.base import Esp, OutboundRequest, SimulatedEvent
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent, shared
 
 #: mailpulse event type -> Brevo ``event`` (bounces and drops are refined below).
 BREVO_EVENTS = {
@@ -133,15 +132,9 @@ class BrevoEsp(Esp):
         digits = int.from_bytes(hashlib.sha256(f"message:{seed}:{sequence}".encode()).digest()[:5])
         return f"<{sequence:012d}.{digits:013d}@smtp-relay.sim.mailpulse.dev>"
 
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
+    def write(self, batch: Batch) -> OutboundRequest:
         """One event object (several: the batched array), with the sender's credentials."""
+        events, url, now, sender = batch
         hook = webhook_id(url)
         items = [brevo_event(event, hook) for event in events]
         body = orjson.dumps(items[0] if len(items) == 1 else items)
@@ -152,5 +145,4 @@ class BrevoEsp(Esp):
     @classmethod
     def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
         """A random bearer token (Brevo's token authorization), the same on both sides."""
-        token = secrets.token_urlsafe(32)
-        return {shared_secret.HEADER_TOKEN: token}, {shared_secret.HEADER_TOKEN: token}
+        return shared({shared_secret.HEADER_TOKEN: secrets.token_urlsafe(32)})

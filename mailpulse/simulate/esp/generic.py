@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from ingest.providers.generic import GenericProvider, sign
-from mailpulse.simulate.esp.base import Esp, OutboundRequest, SimulatedEvent
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent, shared
 
 
 class GenericEsp(Esp):
@@ -17,15 +16,9 @@ class GenericEsp(Esp):
 
     provider = GenericProvider
 
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
+    def write(self, batch: Batch) -> OutboundRequest:
         """An array of generic events (a single object when there is one), HMAC-signed."""
+        events, url, now, sender = batch
         items = [_generic_event(event) for event in events]
         body = orjson.dumps(items[0] if len(items) == 1 else items)
         timestamp = int(now)
@@ -41,8 +34,7 @@ class GenericEsp(Esp):
     @classmethod
     def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
         """One random secret, shared by both sides."""
-        secret = secrets.token_urlsafe(32)
-        return {"secret": secret}, {"secret": secret}
+        return shared({"secret": secrets.token_urlsafe(32)})
 
 
 def _generic_event(event: SimulatedEvent) -> dict[str, Any]:

@@ -9,25 +9,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from ingest.providers.mailgun import PARENT_SIGNING_KEY, SIGNING_KEY, MailgunProvider, sign
-from mailpulse.simulate.esp.base import Esp, OutboundRequest, SimulatedEvent
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent, shared
 
-EMITS = (
-    "sent",
-    "delivered",
-    "deferred",
-    "bounced",
-    "dropped",
-    "opened",
-    "clicked",
-    "complained",
-    "unsubscribed",
-)
 _SIMPLE = {
     "sent": "accepted",
     "delivered": "delivered",
@@ -153,15 +141,9 @@ class MailgunEsp(Esp):
         """A Message-ID as Mailgun writes it in ``message.headers.message-id``."""
         return message_id(sequence, seed)
 
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
+    def write(self, batch: Batch) -> OutboundRequest:
         """One JSON webhook, signed with a fresh token as each Mailgun attempt is."""
+        events, url, now, sender = batch
         if len(events) != 1:
             raise ValueError("Mailgun sends exactly one event per request")
         timestamp = str(int(now))
@@ -179,5 +161,4 @@ class MailgunEsp(Esp):
     @classmethod
     def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
         """One random signing key, shared by both sides (Mailgun's keys are hex)."""
-        key = secrets.token_hex(16)
-        return {SIGNING_KEY: key}, {SIGNING_KEY: key}
+        return shared({SIGNING_KEY: secrets.token_hex(16)})

@@ -10,14 +10,13 @@ import hashlib
 import json
 import secrets
 import uuid
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from ingest.providers import shared_secret
 from ingest.providers.mailjet import MailjetProvider
-from mailpulse.simulate.esp.base import Esp, OutboundRequest, SimulatedEvent
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent, shared
 
 #: Simulated message ids lie in [2^54, 2^63): beyond a float's exact integers, inside 64 bits.
 _MESSAGE_ID_BASE = 2**54
@@ -139,15 +138,9 @@ class MailjetEsp(Esp):
         number = _MESSAGE_ID_BASE + int.from_bytes(digest[:8]) % _MESSAGE_ID_SPAN
         return str(number | 1)
 
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
+    def write(self, batch: Batch) -> OutboundRequest:
         """One event object (Version 1), or the grouped array when there are several."""
+        events, url, now, sender = batch
         items = [mailjet_event(event) for event in events]
         body = dumps(items[0] if len(items) == 1 else items)
         headers = {"Content-Type": "application/json"}
@@ -157,5 +150,4 @@ class MailjetEsp(Esp):
     @classmethod
     def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
         """Random Basic credentials (the only scheme Mailjet sends), the same on both sides."""
-        credential = f"mailjet:{secrets.token_urlsafe(24)}"
-        return {shared_secret.BASIC_AUTH: credential}, {shared_secret.BASIC_AUTH: credential}
+        return shared({shared_secret.BASIC_AUTH: f"mailjet:{secrets.token_urlsafe(24)}"})

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 
 from ingest.providers.mandrill import EVENTS_FIELD, MandrillProvider, sign
-from mailpulse.simulate.esp.base import Esp, OutboundRequest, SimulatedEvent
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent, shared
 
 _EVENT_NAMES = {
     "sent": "send",
@@ -41,15 +40,9 @@ class MandrillEsp(Esp):
         """Mandrill's ``_id``: 32 hexadecimal characters."""
         return hashlib.sha256(f"mandrill:{seed}:{sequence}".encode()).hexdigest()[:32]
 
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
+    def write(self, batch: Batch) -> OutboundRequest:
         """One batch, signed over the URL configured in Mandrill (else the target ``url``)."""
+        events, url, now, sender = batch
         value = orjson.dumps([_mandrill_event(event) for event in events]).decode()
         fields = [(EVENTS_FIELD, value)]
         signature = sign(sender["secret"], sender.get("url") or url, fields)
@@ -64,8 +57,7 @@ class MandrillEsp(Esp):
     @classmethod
     def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
         """A random webhook key (Mandrill's are 22 url-safe characters) and the demo URL."""
-        key = secrets.token_urlsafe(16)
-        return {"secret": key, "url": url}, {"secret": key, "url": url}
+        return shared({"secret": secrets.token_urlsafe(16), "url": url})
 
 
 def _mandrill_event(event: SimulatedEvent) -> dict[str, Any]:

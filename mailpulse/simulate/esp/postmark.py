@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +12,7 @@ import orjson
 
 from ingest.providers import shared_secret
 from ingest.providers.postmark import PostmarkProvider
-from mailpulse.simulate.esp.base import Esp, OutboundRequest, SimulatedEvent
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent, shared
 
 _SIM_BOUNCES = {
     "hard": ("HardBounce", "The server was unable to deliver your message."),
@@ -31,15 +30,9 @@ class PostmarkEsp(Esp):
         digest = hashlib.sha256(f"postmark:{seed}:{sequence}".encode()).digest()
         return str(uuid.UUID(bytes=digest[:16], version=4))
 
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
+    def write(self, batch: Batch) -> OutboundRequest:
         """One record as Postmark posts it, with Basic credentials and/or the token header."""
+        events, url, now, sender = batch
         (event,) = events
         digest = hashlib.sha256(f"trace:{event.sequence}:{event.message_id}".encode()).digest()
         headers = {
@@ -55,8 +48,7 @@ class PostmarkEsp(Esp):
         """Random Basic credentials and a header token, the same on both sides."""
         basic = f"postmark:{secrets.token_urlsafe(24)}"
         token = secrets.token_urlsafe(32)
-        keys = {shared_secret.BASIC_AUTH: basic, shared_secret.HEADER_TOKEN: token}
-        return dict(keys), keys
+        return shared({shared_secret.BASIC_AUTH: basic, shared_secret.HEADER_TOKEN: token})
 
 
 def _postmark_record(event: SimulatedEvent) -> dict[str, Any]:

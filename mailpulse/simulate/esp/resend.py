@@ -6,7 +6,6 @@ import base64
 import hashlib
 import secrets
 import uuid
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +13,7 @@ import orjson
 
 from ingest.providers.resend import PREFIXES, SECRET_PREFIX, ResendProvider, sign
 from ingest.providers.resend.mapping import TYPES
-from mailpulse.simulate.esp.base import Esp, OutboundRequest, SimulatedEvent
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent, shared
 
 
 def _iso(seconds: float) -> str:
@@ -85,15 +84,9 @@ class ResendEsp(Esp):
         digest = hashlib.sha256(f"resend:{seed}:{sequence}".encode()).digest()
         return str(uuid.UUID(bytes=digest[:16], version=4))
 
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
+    def write(self, batch: Batch) -> OutboundRequest:
         """One event as Resend posts it, signed; ``svix-*`` and ``webhook-*`` headers alternate."""
+        events, url, now, sender = batch
         (event,) = events
         body = orjson.dumps(resend_event(event))
         msg_id = (
@@ -115,5 +108,6 @@ class ResendEsp(Esp):
     @classmethod
     def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
         """One random ``whsec_`` secret, shared by both sides."""
-        secret = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
-        return {"secret": secret}, {"secret": secret}
+        return shared(
+            {"secret": SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()}
+        )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -17,7 +16,7 @@ import orjson
 from ingest.providers import shared_secret
 from ingest.providers.sendgrid import PUBLIC_KEY, SendGridProvider, signature
 from ingest.providers.sendgrid.mapping import RESERVED_KEYS
-from mailpulse.simulate.esp.base import Esp, OutboundRequest, SimulatedEvent
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent
 
 #: mailpulse event type -> SendGrid ``event``.
 SENDGRID_EVENTS = {
@@ -120,15 +119,9 @@ class SendGridEsp(Esp):
         """An ``sg_message_id``-shaped id."""
         return message_id(sequence, seed)
 
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
+    def write(self, batch: Batch) -> OutboundRequest:
         """A JSON array as SendGrid posts it, signed with the sender's ``private_key``."""
+        events, url, now, sender = batch
         items = [sendgrid_event(event) for event in events]
         body = orjson.dumps(items, option=orjson.OPT_SORT_KEYS) + b"\r\n"
         timestamp = str(int(now))

@@ -13,7 +13,7 @@ import base64
 import json
 import secrets
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from ingest.providers import shared_secret
 from ingest.providers.ses import SesProvider
 from ingest.providers.ses.sns import string_to_sign
-from mailpulse.simulate.esp.base import Esp, OutboundRequest, SimulatedEvent
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent
 
 DEFAULT_TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:mailpulse-simulated"
 _NAMESPACE = uuid.UUID("6f1d3c0e-5b7a-4c1e-9a63-2f5e8b0d4a11")
@@ -274,15 +274,9 @@ class SesEsp(Esp):
         """An SES-style message id (hex, a UUID, ``-000000``)."""
         return f"{(seed * 1_000_003 + sequence) % 16**16:016x}-{_uuid(seed, sequence)}-000000"
 
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
+    def write(self, batch: Batch) -> OutboundRequest:
         """One SNS delivery of one SES event (SNS sends one message per request)."""
+        events, url, now, sender = batch
         if len(events) != 1:
             raise ValueError("SNS delivers exactly one message per request")
         return encode_event(events[0], url=url, now=now, sender=sender)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from ingest.providers import shared_secret
 from ingest.providers.sparkpost import BATCH_HEADER, SparkPostProvider
-from mailpulse.simulate.esp.base import Esp, OutboundRequest, SimulatedEvent
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent, shared
 
 #: mailpulse event type -> (SparkPost class, type).
 SPARKPOST_TYPES = {
@@ -115,15 +114,9 @@ class SparkPostEsp(Esp):
         """A SparkPost-shaped message id: 20 hex digits."""
         return hashlib.sha256(f"message:{seed}:{sequence}".encode()).hexdigest()[:20]
 
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
+    def write(self, batch: Batch) -> OutboundRequest:
         """One batch as SparkPost posts it, with the sender's Basic credentials or token."""
+        events, url, now, sender = batch
         items = [sparkpost_event(event) for event in events]
         body = orjson.dumps(items)
         ids = ",".join(event_id(event) for event in events)
@@ -139,5 +132,4 @@ class SparkPostEsp(Esp):
     @classmethod
     def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
         """Random Basic credentials (SparkPost's ``auth_type: basic``), the same on both sides."""
-        credential = f"sparkpost:{secrets.token_urlsafe(24)}"
-        return {shared_secret.BASIC_AUTH: credential}, {shared_secret.BASIC_AUTH: credential}
+        return shared({shared_secret.BASIC_AUTH: f"sparkpost:{secrets.token_urlsafe(24)}"})
