@@ -206,6 +206,37 @@ def load_json(body: bytes) -> Any:
         raise PayloadError(f"body is not JSON: {exc}") from None
 
 
+def object_or_array(body: bytes, problem: str) -> list[Any]:
+    """The events of a body that holds one JSON object or an array of them (``split``).
+
+    ``problem`` is the ``PayloadError`` message for any other JSON value.
+    """
+    document = load_json(body)
+    if isinstance(document, list):
+        return document
+    if isinstance(document, dict):
+        return [document]
+    raise PayloadError(problem)
+
+
+def event_name(item: Any, esp: str, field: str = "event") -> str:
+    """The event name of one ESP event object, trimmed; ``MappingError`` when there is none."""
+    if not isinstance(item, dict):
+        raise MappingError(f"a {esp} event must be a JSON object")
+    name = item.get(field)
+    if not isinstance(name, str) or not name.strip():
+        raise MappingError(f"event has no {field!r} name")
+    return name.strip()
+
+
+def raw_json(item: Any) -> str:
+    """The event as compact JSON for the ``raw`` column; ``MappingError`` when it is not JSON."""
+    try:
+        return orjson.dumps(item).decode()
+    except TypeError as exc:  # an integer beyond 64 bits, from a caller other than orjson
+        raise MappingError(f"event cannot be kept as JSON: {exc}") from None
+
+
 @contextmanager
 def mapping_errors(what: str = "event") -> Iterator[None]:
     """Turn the odd value a shared helper chokes on into a ``MappingError`` for quarantine.

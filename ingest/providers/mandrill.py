@@ -55,6 +55,7 @@ from ingest.events import (
     normalize_recipient,
     optional_str,
     parse_timestamp,
+    raw_json,
     string_list,
 )
 from ingest.providers.base import (
@@ -200,7 +201,7 @@ class MandrillProvider(Provider):
                 event_type=kind,
                 occurred_at=occurred_at,
                 recipient=normalize_recipient(msg.get("email")),
-                raw=_raw(item),
+                raw=raw_json(item),
                 message_id=message_id,
                 campaign=campaign(msg, self.campaign_field(context)),
                 tags=string_list(msg.get("tags")),
@@ -281,11 +282,3 @@ def _bounce_class(name: str, msg: Mapping[str, Any]) -> str | None:
             return "rejected"
         return _REJECT_CLASSES.get(reason, "policy")
     return None
-
-
-def _raw(item: Any) -> str:
-    """The event as compact JSON; an object orjson cannot write (a huge int) is unmappable."""
-    try:
-        return orjson.dumps(item).decode()
-    except TypeError as exc:
-        raise MappingError(f"event cannot be kept as JSON: {exc}") from None

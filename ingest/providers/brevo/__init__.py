@@ -15,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ingest.errors import PayloadError
-from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json, mapping_errors
+from ingest.events import MESSAGE_EVENT_TYPES, Event, mapping_errors, object_or_array
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     NormalizeContext,
@@ -43,12 +42,7 @@ class BrevoProvider(shared_secret.SharedSecretProvider):
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """One event object, or the array a batched webhook posts."""
-        document = load_json(body)
-        if isinstance(document, list):
-            return document
-        if isinstance(document, dict):
-            return [document]
-        raise PayloadError("body must be a Brevo event object or an array of them")
+        return object_or_array(body, "body must be a Brevo event object or an array of them")
 
     def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
         """One event object to a row (none for contact and SMS events)."""

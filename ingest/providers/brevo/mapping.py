@@ -49,6 +49,7 @@ from ingest.events import (
     Event,
     composite_id,
     enhanced_status,
+    event_name,
     json_text,
     normalize_recipient,
     optional_str,
@@ -111,15 +112,11 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
     Raises:
         MappingError: when the object is not a Brevo event with a recipient and a time.
     """
-    if not isinstance(item, dict):
-        raise MappingError("a Brevo event must be a JSON object")
-    name = item.get("event")
-    if not isinstance(name, str) or not name.strip():
-        raise MappingError("event has no 'event' name")
-    key = name.strip().lower().replace("_", "")
+    name = event_name(item, "Brevo")
+    key = name.lower().replace("_", "")
     if key in CONTACT_EVENTS or _is_sms(item):
         return []
-    family, event_type = EVENT_TYPES.get(key, (name.strip()[:64], "other"))
+    family, event_type = EVENT_TYPES.get(key, (name[:64], "other"))
     return [_event(item, family, event_type, campaign_field)]
 
 

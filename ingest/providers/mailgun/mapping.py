@@ -44,8 +44,6 @@ from datetime import UTC, datetime
 from email.utils import getaddresses
 from typing import Any
 
-import orjson
-
 from ingest.errors import MappingError
 from ingest.events import (
     MICROS,
@@ -56,6 +54,7 @@ from ingest.events import (
     normalize_recipient,
     optional_str,
     parse_timestamp,
+    raw_json,
     string_list,
 )
 
@@ -108,7 +107,7 @@ def normalize(item: Any, campaign_field: str | None) -> list[Event]:
             event_type=kind,
             occurred_at=occurred_at,
             recipient=recipient,
-            raw=_raw(item),
+            raw=raw_json(item),
             message_id=message_id,
             campaign=campaign(item, campaign_field),
             tags=string_list(item.get("tags")),
@@ -241,11 +240,3 @@ def _dict(value: Any, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MappingError(f"{name} must be an object")
     return value
-
-
-def _raw(item: Any) -> str:
-    """The event as compact JSON; an object orjson cannot write (a huge int) is unmappable."""
-    try:
-        return orjson.dumps(item).decode()
-    except TypeError as exc:
-        raise MappingError(f"event cannot be kept as JSON: {exc}") from None

@@ -46,6 +46,7 @@ from ingest.events import (
     Event,
     composite_id,
     enhanced_status,
+    event_name,
     json_text,
     normalize_recipient,
     optional_str,
@@ -100,12 +101,7 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
     Raises:
         MappingError: when the object is not a Mailjet event with a recipient and a time.
     """
-    if not isinstance(item, dict):
-        raise MappingError("a Mailjet event must be a JSON object")
-    name = item.get("event")
-    if not isinstance(name, str) or not name.strip():
-        raise MappingError("event has no 'event' name")
-    name = name.strip().lower()
+    name = event_name(item, "Mailjet").lower()
     event_type = EVENT_TYPES.get(name, "other")
     if event_type == "bounced" and _error_word(item) in TEMPORARY_ERRORS:
         event_type = "deferred"
@@ -123,7 +119,7 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
             event_type=event_type,
             occurred_at=occurred_at,
             recipient=recipient,
-            raw=raw_json(item),
+            raw=exact_json(item),
             message_id=message_id,
             campaign=_campaign(item, campaign_field),
             metadata=_metadata(item),
@@ -137,7 +133,7 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
     ]
 
 
-def raw_json(item: Any) -> str:
+def exact_json(item: Any) -> str:
     """Compact JSON of the event as sent, integers of any size included."""
     try:
         return orjson.dumps(item).decode()
@@ -238,4 +234,4 @@ def _metadata(item: dict[str, Any]) -> str | None:
     try:
         return json_text(custom)
     except MappingError:  # an integer beyond 64 bits inside a custom field
-        return raw_json(custom)
+        return exact_json(custom)

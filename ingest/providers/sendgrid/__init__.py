@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ingest.errors import AuthenticationFailed, PayloadError
-from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json, mapping_errors
+from ingest.errors import AuthenticationFailed
+from ingest.events import MESSAGE_EVENT_TYPES, Event, mapping_errors, object_or_array
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     InboundRequest,
@@ -124,12 +124,7 @@ class SendGridProvider(Provider):
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """The event array (a lone object, as some docs samples are, is one event)."""
-        document = load_json(body)
-        if isinstance(document, list):
-            return document
-        if isinstance(document, dict):
-            return [document]
-        raise PayloadError("body must be a JSON array of SendGrid events")
+        return object_or_array(body, "body must be a JSON array of SendGrid events")
 
     def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
         """One SendGrid event object to rows (see the mapping module for the rules)."""

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from ingest.errors import MappingError
 from ingest.events import (
     Event,
     composite_id,
     enhanced_status,
+    event_name,
     json_text,
     normalize_recipient,
     optional_str,
     parse_timestamp,
+    raw_json,
     string_list,
 )
 
@@ -126,11 +125,7 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
     Raises:
         MappingError: when the object is not a SendGrid event with a recipient and a time.
     """
-    if not isinstance(item, dict):
-        raise MappingError("a SendGrid event must be a JSON object")
-    name = item.get("event")
-    if not isinstance(name, str) or not name.strip():
-        raise MappingError("event has no 'event' name")
+    name = event_name(item, "SendGrid")
     # The unique-args docs sample spells it "Processed": names are matched case-insensitively.
     name = name.strip().lower()
     if name in ACCOUNT_EVENTS:
@@ -150,7 +145,7 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
             event_type=event_type,
             occurred_at=occurred_at,
             recipient=recipient,
-            raw=_raw(item),
+            raw=raw_json(item),
             message_id=message_id,
             campaign=_campaign(item, campaign_field),
             tags=string_list(item.get("category")),
@@ -223,10 +218,3 @@ def _custom_args(item: dict[str, Any]) -> str | None:
 
 def _smtp_status(item: dict[str, Any], reason: str | None) -> str | None:
     return enhanced_status(item.get("status"), reason)
-
-
-def _raw(item: dict[str, Any]) -> str:
-    try:
-        return orjson.dumps(item).decode()
-    except TypeError as exc:  # an integer beyond 64 bits, from a non-orjson caller
-        raise MappingError(f"event is not JSON-serializable: {exc}") from None

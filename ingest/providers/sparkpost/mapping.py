@@ -25,8 +25,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from ingest.errors import MappingError
 from ingest.events import (
     Event,
@@ -36,6 +34,7 @@ from ingest.events import (
     normalize_recipient,
     optional_str,
     parse_timestamp,
+    raw_json,
     string_list,
 )
 
@@ -138,7 +137,7 @@ def _event(
         event_type=event_type,
         occurred_at=parse_timestamp(body.get("timestamp")),
         recipient=recipient,
-        raw=_raw(item),
+        raw=raw_json(item),
         message_id=message_id,
         campaign=_campaign(body.get(campaign_field)) if campaign_field else None,
         tags=string_list(body.get("rcpt_tags")),
@@ -182,10 +181,3 @@ def _campaign(value: Any) -> str | None:
 
 def _smtp_status(body: dict[str, Any]) -> str | None:
     return enhanced_status(body.get("raw_reason"), body.get("reason"))
-
-
-def _raw(item: Any) -> str:
-    try:
-        return orjson.dumps(item).decode()
-    except TypeError as exc:  # an integer beyond 64 bits, from a non-orjson caller
-        raise MappingError(f"event is not JSON-serializable: {exc}") from None
