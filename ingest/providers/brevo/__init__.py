@@ -7,7 +7,7 @@ token travels in a custom header instead). Every configured mechanism must pass.
 
 The body is one event object per POST, or with the ``batched`` webhook option a JSON array
 of up to 500 of them; both are accepted. Mapping: :mod:`.mapping`; the ESP's side for the
-simulator: :mod:`.simulate`.
+simulator: :mod:`mailpulse.simulate.esp.brevo`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ as ``basic_auth``. ``header_token`` is accepted too, for a gateway in front that
 The body is one event object per POST (Version 1), or with "Group Events" (Version 2) a JSON
 array of the events of the last second, of mixed types. ``MessageID`` is an integer larger than
 2^53: :func:`loads` keeps every integer exact, whatever its size. Mapping: :mod:`.mapping`; the
-ESP's side for the simulator: :mod:`.simulate`.
+ESP's side for the simulator: :mod:`mailpulse.simulate.esp.mailjet`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ replay inside that window is refused (``replayed_token``); a retry is re-signed 
 timestamp by the sender, so it passes, and its repeated id makes it a duplicate.
 
 Mapping of the events and the decisions where Resend's docs are silent: :mod:`.mapping`; the
-ESP's side for the simulator: :mod:`.simulate`.
+ESP's side for the simulator: :mod:`mailpulse.simulate.esp.resend`.
 """
 
 from __future__ import annotations

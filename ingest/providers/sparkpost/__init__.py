@@ -9,7 +9,7 @@ mechanism must pass.
 
 The body is a JSON array of ``{"msys": {"<class>_event": {...}}}``; the validation ping
 ``[{"msys": {}}]`` is accepted and yields no row. Mapping: :mod:`.mapping`; the ESP's side for
-the simulator: :mod:`.simulate`.
+the simulator: :mod:`mailpulse.simulate.esp.sparkpost`.
 """
 
 from __future__ import annotations
