@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -227,6 +227,16 @@ def event_name(item: Any, esp: str, field: str = "event") -> str:
     if not isinstance(name, str) or not name.strip():
         raise MappingError(f"event has no {field!r} name")
     return name.strip()
+
+
+def class_of(text: str | None, table: Iterable[tuple[str, str]], default: str) -> str:
+    """The class of the first ``(needle, class)`` whose needle is in ``text`` (lower-cased).
+
+    ESPs describe drops and blocks in free text; each provider's table says which words mean
+    which drop class, in order of precedence.
+    """
+    lowered = (text or "").lower()
+    return next((word for needle, word in table if needle in lowered), default)
 
 
 def raw_json(item: Any) -> str:

@@ -47,6 +47,7 @@ from ingest.errors import MappingError
 from ingest.events import (
     MICROS,
     Event,
+    class_of,
     composite_id,
     enhanced_status,
     event_name,
@@ -237,11 +238,7 @@ def drop_class(family: str, reason: str | None) -> str:
         return "error"
     if family != "blocked":
         return "other"
-    text = (reason or "").lower()
-    for needle, word in BLOCK_REASONS:
-        if needle in text:
-            return word
-    return "policy"
+    return class_of(reason, BLOCK_REASONS, "policy")
 
 
 def _bounce_class(family: str, event_type: str, reason: str | None) -> str | None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from ingest.events import (
     Event,
+    class_of,
     composite_id,
     enhanced_status,
     event_name,
@@ -164,11 +165,7 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
 
 def drop_class(reason: str | None) -> str:
     """The drop-reason class of a ``dropped`` event's ``reason`` text."""
-    text = (reason or "").lower()
-    for needle, word in DROP_CLASSES:
-        if needle in text:
-            return word
-    return "other"
+    return class_of(reason, DROP_CLASSES, "other")
 
 
 def _bounce_class(name: str, item: dict[str, Any], reason: str | None) -> str | None:

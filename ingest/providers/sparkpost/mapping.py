@@ -28,6 +28,7 @@ from typing import Any
 from ingest.errors import MappingError
 from ingest.events import (
     Event,
+    class_of,
     composite_id,
     enhanced_status,
     json_text,
@@ -155,11 +156,7 @@ def drop_class(kind: str, reason: str | None) -> str:
     """The drop-reason class of a policy or generation drop."""
     if kind == "generation_failure":
         return "generation"
-    text = (reason or "").lower()
-    for needle, word in DROP_CLASSES:
-        if needle in text:
-            return word
-    return "policy"
+    return class_of(reason, DROP_CLASSES, "policy")
 
 
 def _bounce_class(
