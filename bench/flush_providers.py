@@ -30,6 +30,7 @@ if str(REPO) not in sys.path:
 
 from ingest.providers import PROVIDERS  # noqa: E402
 from mailpulse.config import Config, parse_config  # noqa: E402
+from mailpulse.simulate.esp import ESPS  # noqa: E402
 from mailpulse.simulate.scenario import Scenario, generate  # noqa: E402
 from mailpulse.simulate.schedule import Delivery, plan  # noqa: E402
 from mailpulse.simulate.sender import SendClock  # noqa: E402
@@ -41,7 +42,7 @@ EVENTS_PER_MESSAGE = 3.2  # about what the scenario makes; sizes the message cou
 
 def setup(name: str, data_dir: Path) -> tuple[Config, dict[str, str]]:
     """A config with one source of provider ``name`` and the sender keys for it."""
-    receiver, sender = PROVIDERS[name].demo_credentials(URL)
+    receiver, sender = ESPS[name].demo_credentials(URL)
     document = {
         "data_dir": str(data_dir),
         "sources": {SOURCE: {"provider": name, **receiver}},
@@ -56,11 +57,11 @@ def spool_traffic(
     from ingest import create_app
 
     app = create_app(config)
-    provider = app.extensions["mailpulse"].sources[SOURCE].provider
-    simulated = generate(provider, Scenario(max(1, int(events / EVENTS_PER_MESSAGE)), seed=5))
+    esp = ESPS[app.extensions["mailpulse"].sources[SOURCE].provider.name]
+    simulated = generate(esp, Scenario(max(1, int(events / EVENTS_PER_MESSAGE)), seed=5))
     deliveries = plan(
         simulated,
-        max_batch=provider.max_batch,
+        max_batch=esp.max_batch,
         duplicates=duplicates,
         out_of_order=True,
         seed=5,
@@ -77,7 +78,7 @@ def spool_traffic(
             local.client = app.test_client()
         client = local.client
         now = clock.now(delivery.batch)  # repeats in a later second, as ESPs send them
-        request = provider.encode(delivery.events, url=URL, now=now, sender=sender)
+        request = esp.encode(delivery.events, url=URL, now=now, sender=sender)
         answer = client.open(
             f"/webhooks/{SOURCE}",
             method=request.method,

@@ -37,8 +37,9 @@ from bench.receive import (  # noqa: E402
     start_gunicorn,
     stop_gunicorn,
 )
-from ingest.providers.base import InboundRequest, OutboundRequest, Provider  # noqa: E402
+from ingest.providers.base import InboundRequest, Provider  # noqa: E402
 from ingest.spool import Spool, SpoolRecord, new_request_id  # noqa: E402
+from mailpulse.simulate.esp import ESPS, OutboundRequest  # noqa: E402
 
 TARGET_RATIO = 50.0  # full path req/s as a percentage of the no-op's
 BATCH = 1000
@@ -75,16 +76,16 @@ def signed_batch() -> tuple[OutboundRequest, str, Provider]:
             "bench/receive_batches.py needs the sendgrid provider "
             "(ingest/providers/sendgrid), which is not registered in ingest/providers"
         )
-    sendgrid = PROVIDERS["sendgrid"]
-    receiver, sender = sendgrid.demo_credentials(f"http://127.0.0.1/webhooks/{SOURCE}")
+    esp = ESPS["sendgrid"]
+    receiver, sender = esp.demo_credentials(f"http://127.0.0.1/webhooks/{SOURCE}")
     document = {"sources": {SOURCE: {"provider": "sendgrid", **receiver}}}
-    provider = sendgrid(
+    provider = PROVIDERS["sendgrid"](
         parse_config(document, origin="bench", env={}, providers=PROVIDERS).sources[SOURCE]
     )
-    events = generate(provider, Scenario(messages=600, seed=11))
+    events = generate(esp, Scenario(messages=600, seed=11))
     if len(events) < BATCH:
         raise RuntimeError(f"the scenario made only {len(events)} events")
-    request = provider.encode(events[:BATCH], url="", now=time.time(), sender=sender)
+    request = esp.encode(events[:BATCH], url="", now=time.time(), sender=sender)
     return request, str(receiver["public_key"]), provider
 
 

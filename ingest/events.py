@@ -8,10 +8,12 @@ Unix epoch (UTC) until the moment they are written, which keeps the flusher's ho
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parseaddr
 from typing import Any
 
 import orjson
@@ -33,6 +35,9 @@ EVENT_TYPES = frozenset(
         "other",
     }
 )
+#: The life of a message as most ESPs report it (acceptance, delivery or deferral, bounce or
+#: drop, engagement, complaint, unsubscribe); each provider's ``emits`` starts from it.
+MESSAGE_EVENT_TYPES = EVENT_TYPES - {"resubscribed", "other"}
 BOUNCE_CLASSES = frozenset({"hard", "soft", "undetermined"})
 AGENTS = frozenset({"human", "apple_mpp", "gmail_proxy", "scanner", "bot", "unknown"})
 
@@ -104,14 +109,36 @@ def parse_timestamp(value: Any, *, field_name: str = "timestamp") -> int:
 
 
 def normalize_recipient(value: Any) -> str:
-    """Trim and lower-case an address; refuse anything that is not ``local@domain``."""
+    """Trim and lower-case an address; refuse anything that is not ``local@domain``.
+
+    An address written ``Display Name <address>`` (RFC 5322, as Resend's ``data.to`` may carry
+    it) is reduced to the bare address.
+    """
     if not isinstance(value, str):
         raise MappingError("recipient address is missing or not a string")
-    address = value.strip().lower()
+    if "<" in value:  # only then is there a display name to drop; bare addresses skip parsing
+        value = parseaddr(value)[1]
+    address: str = value.strip().lower()
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
         raise MappingError(f"recipient {address[:80]!r} is not an email address")
     return address
+
+
+#: An RFC 3463 enhanced status code, not part of a dotted IP address or version number.
+_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
+
+
+def enhanced_status(*texts: Any) -> str | None:
+    """The first RFC 3463 enhanced status code (``5.1.1``) in ``texts``; non-strings are skipped.
+
+    Every ESP's bounce text (an SMTP reply, a diagnostic code, a description) is searched the
+    same way, so a code reads the same whichever provider reported it.
+    """
+    for text in texts:
+        if isinstance(text, str) and (found := _ENHANCED_STATUS.search(text)):
+            return found.group(1)
+    return None
 
 
 def recipient_domain(address: str) -> str:
@@ -177,6 +204,47 @@ def load_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise PayloadError(f"body is not JSON: {exc}") from None
+
+
+def object_or_array(body: bytes, problem: str) -> list[Any]:
+    """The events of a body that holds one JSON object or an array of them (``split``).
+
+    ``problem`` is the ``PayloadError`` message for any other JSON value.
+    """
+    document = load_json(body)
+    if isinstance(document, list):
+        return document
+    if isinstance(document, dict):
+        return [document]
+    raise PayloadError(problem)
+
+
+def event_name(item: Any, esp: str, field: str = "event") -> str:
+    """The event name of one ESP event object, trimmed; ``MappingError`` when there is none."""
+    if not isinstance(item, dict):
+        raise MappingError(f"a {esp} event must be a JSON object")
+    name = item.get(field)
+    if not isinstance(name, str) or not name.strip():
+        raise MappingError(f"event has no {field!r} name")
+    return name.strip()
+
+
+def class_of(text: str | None, table: Iterable[tuple[str, str]], default: str) -> str:
+    """The class of the first ``(needle, class)`` whose needle is in ``text`` (lower-cased).
+
+    ESPs describe drops and blocks in free text; each provider's table says which words mean
+    which drop class, in order of precedence.
+    """
+    lowered = (text or "").lower()
+    return next((word for needle, word in table if needle in lowered), default)
+
+
+def raw_json(item: Any) -> str:
+    """The event as compact JSON for the ``raw`` column; ``MappingError`` when it is not JSON."""
+    try:
+        return orjson.dumps(item).decode()
+    except TypeError as exc:  # an integer beyond 64 bits, from a caller other than orjson
+        raise MappingError(f"event cannot be kept as JSON: {exc}") from None
 
 
 @contextmanager

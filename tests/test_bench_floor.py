@@ -25,7 +25,7 @@ def test_floor_cost_verifies_and_spools_the_real_batch(tmp_path: Path) -> None:
 
 def test_floor_cost_refuses_a_batch_whose_signature_does_not_verify(tmp_path: Path) -> None:
     from ingest.errors import AuthenticationFailed
-    from ingest.providers.base import OutboundRequest
+    from mailpulse.simulate.esp import OutboundRequest
 
     request, _public_key, provider = signed_batch()
     tampered = OutboundRequest(headers=request.headers, body=request.body.replace(b"@", b"#", 1))

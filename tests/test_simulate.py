@@ -1,6 +1,6 @@
 """`mailpulse simulate` against a real `mailpulse serve`, for every registered provider.
 
-One server holds one source per provider (credentials from ``Provider.demo_credentials``,
+One server holds one source per provider (credentials from ``Esp.demo_credentials``,
 generated per test run); the simulator sends each its traffic with repeats and out-of-order
 arrival; after `mailpulse flush` the lake must hold exactly the simulator's truth: the same
 multiset of events, no event id twice, nothing in quarantine. Providers registered later are
@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from ingest.providers import PROVIDERS
-from ingest.providers.base import Provider
 from ingest.providers.generic import GenericProvider
+from mailpulse.simulate.esp import ESPS, Esp
+from mailpulse.simulate.esp.generic import GenericEsp
 from mailpulse.simulate.scenario import APPLE_DOMAINS, CORPORATE_DOMAINS, Scenario, generate
 from mailpulse.simulate.schedule import REORDER_WINDOW, batches, plan
 from mailpulse.simulate.truth import read_truth, summary_path
@@ -41,8 +42,8 @@ def write_all_providers_config(directory: Path) -> tuple[Path, Path]:
     lines = [f'data_dir = "{directory / "data"}"', "", "[receiver]"]
     lines += ["flush_interval_seconds = 3600", ""]
     sender: dict[str, dict[str, str]] = {}
-    for name, provider in sorted(PROVIDERS.items()):
-        receiver, keys = provider.demo_credentials(f"http://127.0.0.1:8025/webhooks/{name}")
+    for name in sorted(PROVIDERS):
+        receiver, keys = ESPS[name].demo_credentials(f"http://127.0.0.1:8025/webhooks/{name}")
         lines += [f"[sources.{name}]", f'provider = "{name}"']
         lines += [f"{key} = {_toml_value(value)}" for key, value in receiver.items()]
         lines.append("")
@@ -189,10 +190,13 @@ def test_a_missing_private_key_is_one_clear_line(tmp_path: Path) -> None:
 # The scenario and the schedule, without a server.
 
 
-def _provider(cls: type[Provider] = GenericProvider) -> Provider:
-    receiver, _ = cls.demo_credentials("http://127.0.0.1:8025/webhooks/x")
-    document = {"sources": {"x": {"provider": cls.name, **receiver}}}
-    return cls(parse_config(document, env={}).sources["x"])
+def _provider(cls: type[GenericProvider] = GenericProvider) -> Esp:
+    """The generic ESP's sending side, writing for the receiver ``cls``."""
+
+    class Sender(GenericEsp):
+        provider = cls
+
+    return Sender()
 
 
 def test_the_scenario_is_deterministic_and_realistic() -> None:

@@ -13,22 +13,21 @@ A provider knows three things about its ESP:
 
 Steps 2 and 3 run in the flusher, never while the ESP waits for an answer.
 
-For ``mailpulse simulate`` and the demo, a provider also speaks the ESP's side:
-
-4. ``encode``: simulated events (in mailpulse's vocabulary) become one request exactly as the
-   ESP would send it, batched as the ESP batches (at most ``max_batch`` events) and
-   authenticated with the sender's keys.
-5. ``demo_credentials``: a fresh pair of receiver settings and sender keys for a demo source.
+A provider is the receiving side only: the ESP's side (requests as the ESP writes them, demo
+credentials) lives with the simulator, in :mod:`mailpulse.simulate.esp`, which the receiver
+never imports.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from ingest.errors import AuthenticationFailed, SpoolUnavailable
 from ingest.events import EVENT_TYPES, Event
+from ingest.replay import MemoryReplayGuard
 from mailpulse.config import SourceConfig
 
 
@@ -56,51 +55,20 @@ class NormalizeContext:
 
 
 class ReplayGuard(Protocol):
-    """Remembers single-use values (a Mailgun token) across every worker until they expire."""
+    """Remembers single-use values (a Mailgun token) across every worker until they expire.
 
-    def first_use(self, key: str, *, now: float, expires_at: float) -> bool:
-        """True unless ``key`` was recorded before and has not expired at ``now``.
-
-        ``now`` is the receiver's clock (tests pin it); ``expires_at`` is when a replay of
-        the key would fail the timestamp check anyway.
-        """
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatedEvent:
-    """One event the simulator makes happen, in mailpulse's vocabulary: its ground truth.
-
-    ``sequence`` is unique within a run; ESP-side ids derive from it (and the run's seed), so
-    a retry of the same event carries the same ids. ``agent`` is set only when the ESP itself
-    would flag the event (an Apple proxy open SendGrid marks ``sg_machine_open``, a Mailgun
-    ``client-info.bot``); heuristics are the flusher's business.
+    Only acknowledged requests are remembered: ``seen`` is asked while authenticating,
+    ``remember`` is called once the request is stored. Storage failures raise
+    :class:`~ingest.errors.SpoolUnavailable`.
     """
 
-    sequence: int
-    event_type: str
-    recipient: str
-    occurred_at: float  # unix seconds
-    message_id: str
-    campaign: str | None = None
-    tags: tuple[str, ...] = ()
-    url: str | None = None
-    user_agent: str | None = None
-    ip: str | None = None
-    agent: str | None = None
-    bounce_class: str | None = None
-    smtp_status: str | None = None
-    reason: str | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    def seen(self, key: str, *, now: float) -> bool:
+        """True when ``key`` was remembered and has not expired at ``now``."""
+        ...
 
-
-@dataclass(frozen=True, slots=True)
-class OutboundRequest:
-    """One request as the ESP sends it: what ``encode`` returns and the simulator POSTs."""
-
-    headers: Mapping[str, str]
-    body: bytes
-    method: str = "POST"
+    def remember(self, key: str, *, expires_at: float) -> None:
+        """Record ``key`` until ``expires_at``, when a replay would fail the timestamp check."""
+        ...
 
 
 class Provider(ABC):
@@ -126,12 +94,13 @@ class Provider(ABC):
     probe_methods: ClassVar[frozenset[str]] = frozenset()
     #: The most events the ESP puts in one request (1: one event per POST).
     max_batch: ClassVar[int] = 1
-    #: The event types (mailpulse vocabulary) this ESP can report; the simulator sends only these.
+    #: The event types (mailpulse vocabulary) this ESP reports; the simulator sends only these.
     emits: ClassVar[frozenset[str]] = EVENT_TYPES
 
     def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
         self.source = source
-        self.replay = replay
+        # Unit tests construct providers without a shared guard; the receiver passes one.
+        self.replay: ReplayGuard = replay if replay is not None else MemoryReplayGuard()
         # A source may name its own token header (``token_header``): it is a credential too.
         token_header = source.options.get("token_header")
         extra = {token_header.lower()} if isinstance(token_header, str) else set()
@@ -162,38 +131,37 @@ class Provider(ABC):
         """The field to read the campaign from for this source."""
         return context.campaign_field or self.default_campaign_field
 
-    def accepted(self, request: InboundRequest) -> None:
-        """Called once a request is durably stored; SNS confirms subscriptions here.
+    def replay_key(self, request: InboundRequest) -> tuple[str, float] | None:
+        """The single-use key of an authentic request and when it expires (unix seconds).
 
-        Must not block: anything slow runs on a background thread.
+        ``None`` (the default) for ESPs whose requests carry nothing single-use.
         """
         return None
 
-    def message_id(self, sequence: int, seed: int) -> str:
-        """A message id in the ESP's own format, for the simulator (deterministic)."""
-        return f"<{seed}.{sequence}@sim.mailpulse.dev>"
+    def refuse_replay(self, request: InboundRequest, now: float) -> None:
+        """Raise ``AuthenticationFailed`` when the request's single-use key was acknowledged.
 
-    @abstractmethod
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """One request carrying ``events`` as the ESP sends it, authenticated with ``sender``.
-
-        ``url`` is the full URL the request goes to (Mandrill signs it); ``now`` is the send
-        time in unix seconds; ``sender`` holds the sender-side keys (``demo_credentials``'s
-        second half, or the source's own symmetric credentials).
+        Called by ``authenticate`` once the signature verified; records nothing.
         """
+        key = self.replay_key(request)
+        if key is not None and self.replay.seen(key[0], now=now):
+            raise AuthenticationFailed(
+                "this signed request was already received", code="replayed_token"
+            )
 
-    @classmethod
-    @abstractmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """Fresh credentials for a demo source at ``url``.
+    def accepted(self, request: InboundRequest) -> None:
+        """Called once a request is durably stored: its single-use key is spent only now.
 
-        Returns the ``[sources.<name>]`` keys the receiver needs (besides ``provider``) and the
-        sender-side keys ``encode`` signs with (for symmetric schemes, the same secrets).
+        A request the spool refused leaves no trace, so the ESP's identical retry passes.
+        Must not block: anything slow runs on a background thread.
         """
+        key = self.replay_key(request)
+        if key is None:
+            return
+        try:
+            self.replay.remember(key[0], expires_at=key[1])
+        except SpoolUnavailable:
+            # The request is stored and answered 200 all the same (the guard logged which file
+            # and why): a replay inside the window is then stored again, and the flusher drops
+            # it as a duplicate.
+            return

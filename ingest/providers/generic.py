@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -32,10 +31,9 @@ from ingest.events import (
 from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
-    OutboundRequest,
     Provider,
-    SimulatedEvent,
 )
+from ingest.providers.freshness import require_fresh, unix_seconds
 
 TOLERANCE_SECONDS = 300
 TIMESTAMP_HEADER = "x-webhook-timestamp"
@@ -70,15 +68,8 @@ class GenericProvider(Provider):
             raise AuthenticationFailed(
                 "X-Webhook-Signature header is missing", code="missing_signature"
             )
-        if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
-            raise AuthenticationFailed(
-                "X-Webhook-Timestamp must be unix seconds", code="bad_timestamp"
-            )
-        if abs(now - int(timestamp)) > TOLERANCE_SECONDS:
-            raise AuthenticationFailed(
-                f"X-Webhook-Timestamp is more than {TOLERANCE_SECONDS} s from our clock",
-                code="stale_timestamp",
-            )
+        sent = unix_seconds(timestamp, field="X-Webhook-Timestamp")
+        require_fresh(sent, now, field="X-Webhook-Timestamp", back=TOLERANCE_SECONDS)
         given = signature.strip().encode("ascii", "replace")
         signed = timestamp.encode() + b"." + request.body
         for secret in self.source.credentials.get("secret", ()):
@@ -144,54 +135,3 @@ class GenericProvider(Provider):
                 agent_reason="esp flag: agent field" if agent else None,
             )
         ]
-
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """An array of generic events (a single object when there is one), HMAC-signed."""
-        items = [_generic_event(event) for event in events]
-        body = orjson.dumps(items[0] if len(items) == 1 else items)
-        timestamp = int(now)
-        return OutboundRequest(
-            headers={
-                "Content-Type": "application/json",
-                "X-Webhook-Timestamp": str(timestamp),
-                "X-Webhook-Signature": sign(sender["secret"], timestamp, body),
-            },
-            body=body,
-        )
-
-    @classmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """One random secret, shared by both sides."""
-        secret = secrets.token_urlsafe(32)
-        return {"secret": secret}, {"secret": secret}
-
-
-def _generic_event(event: SimulatedEvent) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "id": f"sim-{event.sequence}",
-        "type": event.event_type,
-        "timestamp": round(event.occurred_at, 3),
-        "email": event.recipient,
-        "message_id": event.message_id,
-    }
-    optional = {
-        "campaign": event.campaign,
-        "tags": list(event.tags) or None,
-        "url": event.url,
-        "user_agent": event.user_agent,
-        "ip": event.ip,
-        "agent": event.agent,
-        "bounce_class": event.bounce_class,
-        "smtp_status": event.smtp_status,
-        "reason": event.reason,
-        "metadata": dict(event.metadata) or None,
-    }
-    item.update((key, value) for key, value in optional.items() if value is not None)
-    return item

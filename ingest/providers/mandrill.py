@@ -39,30 +39,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
 from ingest.events import (
+    MESSAGE_EVENT_TYPES,
     Event,
     composite_id,
+    enhanced_status,
     json_text,
     normalize_recipient,
     optional_str,
     parse_timestamp,
+    raw_json,
     string_list,
 )
 from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
-    OutboundRequest,
     Provider,
-    SimulatedEvent,
 )
 from mailpulse.config import SourceConfig
 
@@ -89,7 +88,6 @@ _REJECT_CLASSES = {
     "invalid": "invalid",
 }
 _NOT_EMAIL_EVENTS = frozenset({"inbound"})
-_ENHANCED = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
 def sign(key: str, url: str, fields: Sequence[tuple[str, str]]) -> str:
@@ -121,19 +119,7 @@ class MandrillProvider(Provider):
     credential_headers = frozenset({"authorization", SIGNATURE_HEADER})
     probe_methods = frozenset({"HEAD", "GET"})
     max_batch = 1000
-    emits = frozenset(
-        {
-            "sent",
-            "delivered",
-            "deferred",
-            "bounced",
-            "dropped",
-            "opened",
-            "clicked",
-            "complained",
-            "unsubscribed",
-        }
-    )
+    emits = MESSAGE_EVENT_TYPES
 
     @classmethod
     def config_problems(cls, source: SourceConfig) -> list[str]:
@@ -215,7 +201,7 @@ class MandrillProvider(Provider):
                 event_type=kind,
                 occurred_at=occurred_at,
                 recipient=normalize_recipient(msg.get("email")),
-                raw=_raw(item),
+                raw=raw_json(item),
                 message_id=message_id,
                 campaign=campaign(msg, self.campaign_field(context)),
                 tags=string_list(msg.get("tags")),
@@ -228,36 +214,6 @@ class MandrillProvider(Provider):
                 bounce_class=_bounce_class(name, msg),
             )
         ]
-
-    def message_id(self, sequence: int, seed: int) -> str:
-        """Mandrill's ``_id``: 32 hexadecimal characters."""
-        return hashlib.sha256(f"mandrill:{seed}:{sequence}".encode()).hexdigest()[:32]
-
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """One batch, signed over the URL configured in Mandrill (else the target ``url``)."""
-        value = orjson.dumps([_mandrill_event(event) for event in events]).decode()
-        fields = [(EVENTS_FIELD, value)]
-        signature = sign(sender["secret"], sender.get("url") or url, fields)
-        return OutboundRequest(
-            headers={
-                "Content-Type": "application/x-www-form-urlencoded",
-                "X-Mandrill-Signature": signature,
-            },
-            body=urlencode(fields).encode(),
-        )
-
-    @classmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """A random webhook key (Mandrill's are 22 url-safe characters) and the demo URL."""
-        key = secrets.token_urlsafe(16)
-        return {"secret": key, "url": url}, {"secret": key, "url": url}
 
 
 def campaign(msg: Mapping[str, Any], field: str | None) -> str | None:
@@ -301,8 +257,7 @@ def _diagnostic(name: str, msg: Mapping[str, Any]) -> str | None:
 
 
 def _smtp_status(diagnostic: str | None) -> str | None:
-    found = _ENHANCED.search(diagnostic) if diagnostic else None
-    return found.group(1) if found else None
+    return enhanced_status(diagnostic)
 
 
 def _reason(name: str, msg: Mapping[str, Any]) -> str | None:
@@ -327,66 +282,3 @@ def _bounce_class(name: str, msg: Mapping[str, Any]) -> str | None:
             return "rejected"
         return _REJECT_CLASSES.get(reason, "policy")
     return None
-
-
-_EVENT_NAMES = {
-    "sent": "send",
-    "delivered": "delivered",
-    "deferred": "deferral",
-    "opened": "open",
-    "clicked": "click",
-    "complained": "spam",
-    "unsubscribed": "unsub",
-    "dropped": "reject",
-}
-_REJECT_REASONS = {
-    "bounced": "hard-bounce",
-    "complained": "spam",
-    "unsubscribed": "unsub",
-    "invalid": "invalid",
-}
-_STATES = {"bounced": "bounced", "dropped": "rejected", "deferred": "deferred"}
-
-
-def _mandrill_event(event: SimulatedEvent) -> dict[str, Any]:
-    """One event as Mandrill posts it (``ts`` in whole seconds, as Mandrill sends)."""
-    if event.event_type == "bounced":
-        name = "soft_bounce" if event.bounce_class == "soft" else "hard_bounce"
-    else:
-        name = _EVENT_NAMES[event.event_type]
-    msg: dict[str, Any] = {
-        "ts": int(event.occurred_at),
-        "email": event.recipient,
-        "sender": "news@sim.mailpulse.dev",
-        "subject": f"{event.campaign or 'Your'} update",
-        "tags": list(event.tags),
-        "state": _STATES.get(event.event_type, "sent"),
-        "metadata": {**event.metadata, **({"campaign": event.campaign} if event.campaign else {})},
-        "_id": event.message_id,
-        "_version": event.message_id[:22],
-    }
-    diag = f"smtp;{event.reason}" if event.reason else None
-    if name in ("hard_bounce", "soft_bounce"):
-        msg["bounce_description"] = "mailbox_full" if name == "soft_bounce" else "bad_mailbox"
-        msg["diag"] = diag
-    if name == "deferral":
-        msg["smtp_events"] = [
-            {"ts": int(event.occurred_at), "type": "deferred", "diag": event.reason or ""}
-        ]
-    if name == "reject":
-        msg["reject_reason"] = _REJECT_REASONS.get(event.bounce_class or "", "custom")
-    item: dict[str, Any] = {"event": name, "msg": msg, "_id": event.message_id}
-    if name in ("open", "click"):
-        item.update(ip=event.ip, user_agent=event.user_agent)
-    if name == "click":
-        item["url"] = event.url
-    item["ts"] = int(event.occurred_at)
-    return item
-
-
-def _raw(item: Any) -> str:
-    """The event as compact JSON; an object orjson cannot write (a huge int) is unmappable."""
-    try:
-        return orjson.dumps(item).decode()
-    except TypeError as exc:
-        raise MappingError(f"event cannot be kept as JSON: {exc}") from None

@@ -37,20 +37,17 @@ One JSON object per POST; ``RecordType`` says what it is. Decisions where the do
 
 from __future__ import annotations
 
-import hashlib
-import re
-import secrets
-import uuid
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from ingest.errors import MappingError, PayloadError
 from ingest.events import (
+    MESSAGE_EVENT_TYPES,
     Event,
     composite_id,
+    enhanced_status,
     json_text,
     load_json,
     mapping_errors,
@@ -61,13 +58,10 @@ from ingest.events import (
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     NormalizeContext,
-    OutboundRequest,
-    SimulatedEvent,
 )
 
 TOKEN_HEADER = "x-postmark-webhook-token"
 TRACE_HEADER = "x-pm-webhook-trace-id"
-_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 
 #: RecordType -> (mailpulse type, time field); Bounce and SubscriptionChange are refined.
 RECORDS = {
@@ -124,17 +118,7 @@ class PostmarkProvider(shared_secret.SharedSecretProvider):
     credential_headers = frozenset({"authorization", TOKEN_HEADER})
     max_batch = 1
     # No "sent" webhook; a send to a deactivated address is refused by the API, not reported.
-    emits = frozenset(
-        {
-            "delivered",
-            "bounced",
-            "opened",
-            "clicked",
-            "complained",
-            "unsubscribed",
-            "resubscribed",
-        }
-    )
+    emits = (MESSAGE_EVENT_TYPES - {"sent", "deferred", "dropped"}) | {"resubscribed"}
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """The one record of the body."""
@@ -149,38 +133,6 @@ class PostmarkProvider(shared_secret.SharedSecretProvider):
             raise MappingError("a record must be a JSON object")
         with mapping_errors("record"):
             return [_row(item, context, self.campaign_field(context))]
-
-    def message_id(self, sequence: int, seed: int) -> str:
-        """A Postmark-shaped ``MessageID``: a UUID, deterministic from seed and sequence."""
-        digest = hashlib.sha256(f"postmark:{seed}:{sequence}".encode()).digest()
-        return str(uuid.UUID(bytes=digest[:16], version=4))
-
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """One record as Postmark posts it, with Basic credentials and/or the token header."""
-        (event,) = events
-        digest = hashlib.sha256(f"trace:{event.sequence}:{event.message_id}".encode()).digest()
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "Postmark",
-            "X-PM-Webhook-Trace-Id": str(uuid.UUID(bytes=digest[:16], version=4)),
-        }
-        headers.update(self.sender_headers(sender))
-        return OutboundRequest(headers=headers, body=orjson.dumps(_postmark_record(event)))
-
-    @classmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """Random Basic credentials and a header token, the same on both sides."""
-        basic = f"postmark:{secrets.token_urlsafe(24)}"
-        token = secrets.token_urlsafe(32)
-        keys = {shared_secret.BASIC_AUTH: basic, shared_secret.HEADER_TOKEN: token}
-        return dict(keys), keys
 
 
 def _record_type(item: dict[str, Any]) -> str:
@@ -202,8 +154,7 @@ def _row(item: dict[str, Any], context: NormalizeContext, campaign_field: str | 
         event_type, bounce_class = BOUNCE_TYPES.get(bounce_type, ("bounced", "undetermined"))
         details = optional_str(item.get("Details"))
         reason = details or optional_str(item.get("Description"))
-        match = _STATUS.search(details) if details else None
-        smtp_status = match.group(1) if match else None
+        smtp_status = enhanced_status(details)
     elif record == "SubscriptionChange":
         event_type, bounce_class, reason = _subscription(item)
     recipient = normalize_recipient(item.get("Email") or item.get("Recipient"))
@@ -255,79 +206,3 @@ def _campaign(field: str | None, item: dict[str, Any], metadata: Any) -> str | N
     if value is None and isinstance(metadata, dict):
         value = metadata.get(field)
     return optional_str(value) if isinstance(value, str | int | float) else None
-
-
-def _iso(seconds: float) -> str:
-    """Postmark's timestamps: ISO 8601 UTC with seven fractional digits."""
-    moment = datetime.fromtimestamp(round(seconds, 6), tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
-
-
-_SIM_BOUNCES = {
-    "hard": ("HardBounce", "The server was unable to deliver your message."),
-    "soft": ("SoftBounce", "The server could not temporarily deliver your message."),
-}
-
-
-def _postmark_record(event: SimulatedEvent) -> dict[str, Any]:
-    """A simulated event in Postmark's wire format."""
-    record: dict[str, Any] = {
-        "ServerID": 23,
-        "MessageStream": "outbound",
-        "MessageID": event.message_id,
-        "Tag": event.campaign or "",
-        "Metadata": dict(event.metadata),
-    }
-    at = _iso(event.occurred_at)
-    kind = event.event_type
-    if kind in ("bounced", "complained"):
-        bounce_type, description = (
-            ("SpamComplaint", "The subscriber explicitly marked this message as spam.")
-            if kind == "complained"
-            else _SIM_BOUNCES.get(event.bounce_class or "", ("Unknown", "Unknown bounce."))
-        )
-        if kind == "bounced" and bounce_type == "Unknown":
-            bounce_type = "Unrecognized"  # maps to bounced, undetermined
-        bounce_id = int.from_bytes(hashlib.sha256(str(event.sequence).encode()).digest()[:6])
-        record |= {
-            "RecordType": "SpamComplaint" if kind == "complained" else "Bounce",
-            "ID": bounce_id,
-            "Type": bounce_type,
-            "Description": description,
-            "Details": f"smtp;{event.reason}" if event.reason else "",
-            "Email": event.recipient,
-            "BouncedAt": at,
-            "Inactive": bounce_type in ("HardBounce", "SpamComplaint"),
-        }
-    elif kind in ("unsubscribed", "resubscribed"):
-        record |= {
-            "RecordType": "SubscriptionChange",
-            "Recipient": event.recipient,
-            "ChangedAt": at,
-            "Origin": "Recipient",
-            "SuppressSending": kind == "unsubscribed",
-            "SuppressionReason": "ManualSuppression" if kind == "unsubscribed" else None,
-        }
-    else:
-        record |= _delivery_or_engagement(event, at)
-    return record
-
-
-def _delivery_or_engagement(event: SimulatedEvent, at: str) -> dict[str, Any]:
-    if event.event_type == "delivered":
-        return {
-            "RecordType": "Delivery",
-            "Recipient": event.recipient,
-            "DeliveredAt": at,
-            "Details": "smtp;250 2.0.0 OK",
-        }
-    engagement: dict[str, Any] = {
-        "Recipient": event.recipient,
-        "ReceivedAt": at,
-        "Platform": "Unknown",
-        "UserAgent": event.user_agent or "",
-        "Geo": {"IP": event.ip} if event.ip else {},
-    }
-    if event.event_type == "opened":
-        return {"RecordType": "Open", "FirstOpen": True, "ReadSeconds": 0, **engagement}
-    return {"RecordType": "Click", "ClickLocation": "HTML", "OriginalLink": event.url, **engagement}

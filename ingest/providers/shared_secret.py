@@ -49,20 +49,6 @@ class SharedSecretProvider(Provider, ABC):
         """Basic credentials and/or the token, compared in constant time."""
         check(request.headers, self.source, default_token_header=self.token_header)
 
-    def sender_headers(self, sender: Mapping[str, str]) -> dict[str, str]:
-        """The credential headers the ESP sends, from the sender's Basic credentials or token."""
-        headers = {}
-        if sender.get(BASIC_AUTH):
-            headers["Authorization"] = basic_header(sender[BASIC_AUTH])
-        if sender.get(HEADER_TOKEN):
-            header = sender.get(TOKEN_HEADER_OPTION) or self.token_header
-            token = sender[HEADER_TOKEN]
-            if header.lower() == "authorization":
-                headers["Authorization"] = f"Bearer {token}"
-            else:
-                headers[header] = token
-        return headers
-
 
 def config_problems(source: SourceConfig) -> list[str]:
     """A source that signs nothing needs at least one of the two, and well-formed."""

@@ -1,9 +1,9 @@
 """Keys on both sides: the demo's generated credentials, and the keys the simulator signs with.
 
 The demo setup (no ``mailpulse.toml``) has one source per registered provider, named after
-it. Its credentials are generated once by ``Provider.demo_credentials`` and kept in
-``<data_dir>/demo_credentials.json`` (mode 0600) with both halves, so the receiver and the
-simulator agree across runs::
+it. Its credentials are generated once by ``Esp.demo_credentials``
+(:mod:`mailpulse.simulate.esp`) and kept in ``<data_dir>/demo_credentials.json`` (mode 0600)
+with both halves, so the receiver and the simulator agree across runs::
 
     {"sources": {"sendgrid": {"provider": "sendgrid",
                               "receiver": {"public_key": "MFkw..."},
@@ -43,15 +43,15 @@ def ensure_demo_credentials(data_dir: Path) -> dict[str, dict[str, Any]]:
 
     Returns ``{source: {"provider": ..., "receiver": {...}, "sender": {...}}}``.
     """
-    from ingest.providers import PROVIDERS
+    from mailpulse.simulate.esp import ESPS
 
     path = data_dir / DEMO_CREDENTIALS
     stored = read_demo_credentials(path)
-    missing = [name for name in sorted(PROVIDERS) if name not in stored]
+    missing = [name for name in sorted(ESPS) if name not in stored]
     if not missing:
         return stored
     for name in missing:
-        receiver, sender = PROVIDERS[name].demo_credentials(f"{DEMO_BASE_URL}/webhooks/{name}")
+        receiver, sender = ESPS[name].demo_credentials(f"{DEMO_BASE_URL}/webhooks/{name}")
         stored[name] = {"provider": name, "receiver": receiver, "sender": sender}
     legacy = data_dir / LEGACY_DEMO_SECRET
     if "generic" in missing and legacy.is_file():  # keep an older demo's signing secret

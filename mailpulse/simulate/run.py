@@ -11,10 +11,10 @@ from typing import Any
 
 import requests
 
-from ingest.providers import PROVIDERS
 from mailpulse.config import Config, SourceConfig
 from mailpulse.errors import MailpulseError
 from mailpulse.simulate.credentials import sender_keys
+from mailpulse.simulate.esp import ESPS
 from mailpulse.simulate.scenario import Scenario, generate
 from mailpulse.simulate.schedule import Delivery, plan
 from mailpulse.simulate.sender import Outcome, Sender, Target, progress_bar
@@ -125,7 +125,7 @@ def prepare(config: Config, options: Options) -> list[tuple[Target, list[Deliver
     base = options.url.rstrip("/")
     prepared = []
     for source in selected:
-        provider = PROVIDERS[source.provider](source)
+        provider = ESPS[source.provider]
         url = f"{base}/webhooks/{source.name}"
         target = Target(
             source.name, provider, url, _registered_url(source) or url, keys[source.name]

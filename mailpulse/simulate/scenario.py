@@ -9,10 +9,10 @@ image proxy fetches on first view, corporate security gateways follow every link
 seconds of delivery, and real people open hours later, click some, and rarely complain or
 unsubscribe.
 
-Only the event types the provider reports (``Provider.emits``) are produced, and two events
-of one type for one message never share a second: several ESPs identify an event only by
-message, type and a timestamp in whole seconds, so a real ESP could not tell them apart
-either.
+Only the event types the ESP reports (``Esp.emits``, which is the receiver's ``Provider.emits``)
+are produced, and two events of one type for one message never share a second: several ESPs
+identify an event only by message, type and a timestamp in whole seconds, so a real ESP could
+not tell them apart either.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
-from ingest.providers.base import Provider, SimulatedEvent
+from mailpulse.simulate.esp.base import Esp, SimulatedEvent
 
 CAMPAIGNS = ("black-friday-2026", "weekly-digest-48", "onboarding-day-1", "winback-q4")
 #: Mailbox providers by share of a typical consumer list, plus two corporate domains.
@@ -83,7 +83,7 @@ def end_of_timeline(end: date | None) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
-def generate(provider: Provider, scenario: Scenario) -> list[SimulatedEvent]:
+def generate(provider: Esp, scenario: Scenario) -> list[SimulatedEvent]:
     """The events ``scenario`` makes happen at ``provider``, in the order they happen."""
     rng = random.Random(f"{scenario.seed}:{scenario.slot}")
     recipients = _recipients(rng, max(1, -(-scenario.messages // len(CAMPAIGNS))))

@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ingest.providers.base import SimulatedEvent
+from mailpulse.simulate.esp.base import SimulatedEvent
 
 #: Seconds of event time an ESP collects into one batch (SendGrid posts every 30 s).
 BATCH_WINDOW_SECONDS = 30.0

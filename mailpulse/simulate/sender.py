@@ -1,6 +1,6 @@
 """Sending planned requests as ESPs do: concurrently, rate-limited, retried on 429/503.
 
-Each attempt is encoded afresh (``Provider.encode``), so timestamps, nonces and signatures are
+Each attempt is encoded afresh (``Esp.encode``), so timestamps, nonces and signatures are
 new on every retry and every repeat, while the ESP-side event ids stay the same. Retries
 follow ESP practice in compressed time: exponential backoff with jitter, honouring
 ``Retry-After``, for connection errors, 408, 429 and 5xx; any other 4xx is final.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import requests
 
-from ingest.providers.base import Provider
+from mailpulse.simulate.esp import Esp
 from mailpulse.simulate.schedule import Delivery
 
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -37,7 +37,7 @@ class Target:
     """Where one source's requests go and how they are signed."""
 
     source: str
-    provider: Provider
+    provider: Esp  # the ESP's sending side
     url: str  # the URL the requests are POSTed to
     signed_url: str  # the URL as registered with the ESP (Mandrill signs it)
     keys: Mapping[str, str]

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ingest.providers.base import SimulatedEvent
+from mailpulse.simulate.esp.base import SimulatedEvent
 
 FIELDS = ("source", "provider", "event_type", "recipient", "message_id", "campaign")
 

@@ -18,12 +18,13 @@ from hypothesis import strategies as st
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
 from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
-from ingest.providers.base import SimulatedEvent
 from ingest.providers.brevo import BrevoProvider
-from ingest.providers.brevo.simulate import DROPS
 from ingest.providers.shared_secret import basic_header
 from mailpulse.errors import ConfigError
 from tests.helpers import new_secret, parse_config
+from mailpulse.simulate.esp import ESPS, SimulatedEvent
+from mailpulse.simulate.esp.brevo import DROPS
+from tests.helpers import new_secret
 from tests.providers.kit import golden_rows, inbound, iso_z, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "brevo"
@@ -339,7 +340,7 @@ def simulated(draw: st.DrawFn, sequence: int) -> SimulatedEvent:
         event_type=kind,
         recipient=draw(recipients),
         occurred_at=draw(st.floats(1_600_000_000, 1_900_000_000)),
-        message_id=provider().message_id(sequence, 3),
+        message_id=ESPS["brevo"].message_id(sequence, 3),
         campaign=draw(texts),
         tags=tuple(draw(st.lists(texts, max_size=3))),
         url="https://example.com/x" if kind == "clicked" else None,
@@ -372,7 +373,7 @@ def test_round_trip_through_encode_authenticate_split_normalize(
     events = [data.draw(simulated(sequence)) for sequence in range(count)]
     prov = provider(header_token=[token])
     sender = {"header_token": token}
-    outbound = prov.encode(events, url="http://x/webhooks/bv", now=NOW, sender=sender)
+    outbound = ESPS["brevo"].encode(events, url="http://x/webhooks/bv", now=NOW, sender=sender)
     assert outbound.headers["Authorization"] == f"Bearer {token}"
     prov.authenticate(request(dict(outbound.headers), outbound.body), NOW)
     assert isinstance(orjson.loads(outbound.body), dict if count == 1 else list)
@@ -383,7 +384,7 @@ def test_round_trip_through_encode_authenticate_split_normalize(
         (row,) = prov.normalize(item, CONTEXT)
         assert_round_trip(prov, event, row)
         ids.append(row.event_id)
-    again = prov.encode(events, url="http://x/webhooks/bv", now=NOW + 60, sender=sender)
+    again = ESPS["brevo"].encode(events, url="http://x/webhooks/bv", now=NOW + 60, sender=sender)
     assert again.body == outbound.body  # a retry carries the same events, so the same ids
     assert len(set(ids)) == count
 
@@ -393,29 +394,29 @@ def test_encode_with_basic_credentials() -> None:
     event = SimulatedEvent(
         sequence=1, event_type="delivered", recipient="a@b.co", occurred_at=NOW, message_id="m"
     )
-    outbound = provider().encode([event], url="", now=NOW, sender={"basic_auth": credential})
+    outbound = ESPS["brevo"].encode([event], url="", now=NOW, sender={"basic_auth": credential})
     provider(basic_auth=[credential]).authenticate(
         request(dict(outbound.headers), outbound.body), NOW
     )
 
 
 def test_message_ids_are_brevo_shaped_and_distinct() -> None:
-    ids = {provider().message_id(sequence, 7) for sequence in range(1000)}
+    ids = {ESPS["brevo"].message_id(sequence, 7) for sequence in range(1000)}
     assert len(ids) == 1000
     assert all(i.startswith("<") and i.endswith(">") and "@" in i for i in ids)
-    assert provider().message_id(5, 7) == provider().message_id(5, 7)
+    assert ESPS["brevo"].message_id(5, 7) == ESPS["brevo"].message_id(5, 7)
 
 
 def test_demo_credentials_are_fresh_and_work() -> None:
-    receiver, sender = BrevoProvider.demo_credentials("http://x/webhooks/bv")
+    receiver, sender = ESPS["brevo"].demo_credentials("http://x/webhooks/bv")
     assert receiver == sender and set(receiver) == {"header_token"}
-    assert receiver != BrevoProvider.demo_credentials("http://x/webhooks/bv")[0]
+    assert receiver != ESPS["brevo"].demo_credentials("http://x/webhooks/bv")[0]
     config = parse_config({"sources": {"bv": {"provider": "brevo", **receiver}}}, env={})
     assert BrevoProvider.config_problems(config.sources["bv"]) == []
     event = SimulatedEvent(
         sequence=1, event_type="opened", recipient="a@b.co", occurred_at=NOW, message_id="m"
     )
-    outbound = provider().encode([event], url="", now=NOW, sender=sender)
+    outbound = ESPS["brevo"].encode([event], url="", now=NOW, sender=sender)
     provider(header_token=[receiver["header_token"]]).authenticate(
         request(dict(outbound.headers), outbound.body), NOW
     )

@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 from ingest.errors import IngestError, MappingError, PayloadError
 from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
-from ingest.providers.base import SimulatedEvent
 from ingest.providers.mailgun import TOLERANCE_SECONDS, MailgunProvider, sign
 from ingest.replay import MemoryReplayGuard
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
 from tests.helpers import parse_config
+from mailpulse.simulate.esp import ESPS, SimulatedEvent
 from tests.providers.kit import inbound, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mailgun"
@@ -289,10 +289,11 @@ def test_every_single_byte_change_fails() -> None:
 
 
 def test_event_data_is_not_signed_so_the_token_is_single_use() -> None:
-    """Mailgun signs only timestamp+token; a second use of a token is refused."""
+    """Mailgun signs only timestamp+token; a second use of an acknowledged token is refused."""
     prov = provider("k")
     signature = signed("k")
     prov.authenticate(request(body_with(signature)), NOW)
+    prov.accepted(request(body_with(signature)))
     assert refused(prov, body_with(signature, {"event": "clicked"})) == "replayed_token"
 
 
@@ -341,7 +342,6 @@ def test_source_without_keys_refuses_everything() -> None:
 
 
 def simulated() -> list[SimulatedEvent]:
-    prov = provider("k")
     base = dict(
         recipient="Ann@Example.com", campaign="spring", tags=("spring",), metadata={"c": "1"}
     )
@@ -367,7 +367,7 @@ def simulated() -> list[SimulatedEvent]:
         SimulatedEvent(
             sequence=100 + number,
             occurred_at=1_795_000_000.123 + number,
-            message_id=prov.message_id(number, 7),
+            message_id=ESPS["mailgun"].message_id(number, 7),
             **{**base, **case},
         )
         for number, case in enumerate(cases)
@@ -379,7 +379,9 @@ def test_round_trip_through_encode_authenticate_split_normalize() -> None:
     prov = provider("k")
     for event in simulated():
         assert event.event_type in prov.emits
-        outbound = prov.encode([event], url="http://x/webhooks/mg", now=NOW, sender=sender)
+        outbound = ESPS["mailgun"].encode(
+            [event], url="http://x/webhooks/mg", now=NOW, sender=sender
+        )
         assert outbound.headers["Content-Type"] == "application/json"
         prov.authenticate(request(outbound.body), NOW)
         (item,) = prov.split(outbound.body, {})
@@ -400,8 +402,8 @@ def test_encoding_twice_keeps_event_ids_but_not_tokens() -> None:
     """A retry carries the same event-data.id but a fresh token, as Mailgun's retries do."""
     prov = provider("k")
     event = simulated()[3]
-    first = prov.encode([event], url="u", now=NOW, sender={"signing_key": "k"})
-    second = prov.encode([event], url="u", now=NOW + 600, sender={"signing_key": "k"})
+    first = ESPS["mailgun"].encode([event], url="u", now=NOW, sender={"signing_key": "k"})
+    second = ESPS["mailgun"].encode([event], url="u", now=NOW + 600, sender={"signing_key": "k"})
     ids = [prov.normalize(prov.split(r.body, {})[0], CONTEXT)[0].event_id for r in (first, second)]
     assert ids[0] == ids[1]
     tokens = [orjson.loads(r.body)["signature"]["token"] for r in (first, second)]
@@ -412,7 +414,7 @@ def test_encoding_twice_keeps_event_ids_but_not_tokens() -> None:
 
 def test_encode_signs_parent_signature_when_the_sender_has_a_parent_key() -> None:
     prov = provider(parent=("primary",))
-    outbound = prov.encode(
+    outbound = ESPS["mailgun"].encode(
         simulated()[:1],
         url="u",
         now=NOW,
@@ -422,9 +424,9 @@ def test_encode_signs_parent_signature_when_the_sender_has_a_parent_key() -> Non
 
 
 def test_demo_credentials_round_trip() -> None:
-    receiver, sender = MailgunProvider.demo_credentials("http://x/webhooks/mg")
+    receiver, sender = ESPS["mailgun"].demo_credentials("http://x/webhooks/mg")
     prov = provider(receiver["signing_key"])
-    outbound = prov.encode(simulated()[:1], url="u", now=NOW, sender=sender)
+    outbound = ESPS["mailgun"].encode(simulated()[:1], url="u", now=NOW, sender=sender)
     prov.authenticate(request(outbound.body), NOW)
 
 
@@ -498,3 +500,21 @@ def test_parent_key_alone_is_enough() -> None:
         name="mg", provider="mailgun", credentials={"parent_signing_key": (Secret("p"),)}
     )
     assert MailgunProvider.config_problems(source) == []
+
+
+def test_a_rejected_event_without_recipient_takes_the_to_header() -> None:
+    """``rejected`` may lack ``recipient``; the address is in ``message.headers.to``."""
+    item = json.loads((FIXTURES / "mgdocs2026_event_data_failed_permanent.json").read_bytes())
+    rejected = {k: v for k, v in item.items() if k not in ("recipient", "severity", "reason")}
+    rejected["event"] = "rejected"
+    (event,) = provider().normalize(rejected, CONTEXT)
+    assert (event.event_type, event.bounce_class) == ("dropped", "rejected")
+    assert event.recipient == "badrecipient@sample.mailgun.com"
+    headers = item["message"]["headers"]
+    several = {**rejected, "message": {"headers": {**headers, "to": "Ann <A@x.org>, b@y.org"}}}
+    events = provider().normalize(several, CONTEXT)
+    assert [e.recipient for e in events] == ["a@x.org", "b@y.org"]
+    assert len({e.event_id for e in events}) == 2
+    without = {**rejected, "message": {"headers": {"message-id": "m"}}}
+    with pytest.raises(MappingError):
+        provider().normalize(without, CONTEXT)

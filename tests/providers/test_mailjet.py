@@ -17,12 +17,13 @@ from hypothesis import strategies as st
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
 from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
-from ingest.providers.base import SimulatedEvent
 from ingest.providers.mailjet import MailjetProvider, loads
-from ingest.providers.mailjet.simulate import BLOCKS
 from ingest.providers.shared_secret import basic_header
 from mailpulse.errors import ConfigError
 from tests.helpers import new_secret, parse_config
+from mailpulse.simulate.esp import ESPS, SimulatedEvent
+from mailpulse.simulate.esp.mailjet import BLOCKS
+from tests.helpers import new_secret
 from tests.providers.kit import golden_rows, inbound, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mailjet"
@@ -194,6 +195,26 @@ def event_of(name: str, **fields: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
+    ("related", "error"),
+    [
+        ("domain", "greylisted"),
+        ("system", "system issue"),
+        ("system", "protocol issue"),
+        ("system", "connection issue"),
+    ],
+)
+def test_a_bounce_mailjet_documents_as_temporary_is_deferred(related: str, error: str) -> None:
+    """Mailjet's error table: greylisting "will be re-attempted"; system issues are temporary."""
+    body = (FIXTURES / INVALID_SAMPLE).read_bytes()
+    repaired = body.replace(b'"user unknown"\n', b'"user unknown",\n', 1)
+    (item,) = provider().split(repaired, {})
+    item = {**item, "hard_bounce": False, "error_related_to": related, "error": error}
+    (event,) = provider().normalize(item, CONTEXT)
+    assert (event.event_type, event.bounce_class) == ("deferred", None)
+    assert event.reason is not None and event.reason.startswith(f"{related}: {error} (")
+
+
+@pytest.mark.parametrize(
     ("hard", "expected"), [(True, "hard"), (False, "soft"), (None, "undetermined")]
 )
 def test_bounce_class_follows_hard_bounce(hard: bool | None, expected: str) -> None:
@@ -291,7 +312,7 @@ def simulated(draw: st.DrawFn, sequence: int) -> SimulatedEvent:
         event_type=kind,
         recipient=draw(recipients),
         occurred_at=draw(st.floats(1_600_000_000, 1_900_000_000)),
-        message_id=provider().message_id(sequence, 3),
+        message_id=ESPS["mailjet"].message_id(sequence, 3),
         campaign=draw(st.none() | texts),
         url="https://example.com/x" if kind == "clicked" else None,
         user_agent=draw(st.none() | texts),
@@ -311,7 +332,7 @@ def test_round_trip_through_encode_authenticate_split_normalize(
     events = [data.draw(simulated(sequence)) for sequence in range(count)]
     prov = provider(basic_auth=[credential])
     sender = {"basic_auth": credential}
-    outbound = prov.encode(events, url="http://x/webhooks/mj", now=NOW, sender=sender)
+    outbound = ESPS["mailjet"].encode(events, url="http://x/webhooks/mj", now=NOW, sender=sender)
     prov.authenticate(request(dict(outbound.headers), outbound.body), NOW)
     assert isinstance(orjson.loads(outbound.body), dict if count == 1 else list)
     items = prov.split(outbound.body, outbound.headers)
@@ -330,16 +351,16 @@ def test_round_trip_through_encode_authenticate_split_normalize(
         payload = json.loads(row.metadata or '{"Payload": {}}')["Payload"]
         assert payload == dict(event.metadata)
         ids.append(row.event_id)
-    again = prov.encode(events, url="http://x/webhooks/mj", now=NOW + 60, sender=sender)
+    again = ESPS["mailjet"].encode(events, url="http://x/webhooks/mj", now=NOW + 60, sender=sender)
     assert again.body == outbound.body  # a retry carries the same events, so the same ids
     assert len(set(ids)) == count
 
 
 def test_simulated_message_ids_are_big_odd_and_distinct() -> None:
-    ids = [int(provider().message_id(sequence, 7)) for sequence in range(2000)]
+    ids = [int(ESPS["mailjet"].message_id(sequence, 7)) for sequence in range(2000)]
     assert len(set(ids)) == 2000
     assert all(2**53 < i < 2**63 and i % 2 == 1 and float(i) != i for i in ids)
-    assert provider().message_id(5, 7) == provider().message_id(5, 7)
+    assert ESPS["mailjet"].message_id(5, 7) == ESPS["mailjet"].message_id(5, 7)
 
 
 def test_encode_writes_message_ids_as_exact_json_integers() -> None:
@@ -350,14 +371,14 @@ def test_encode_writes_message_ids_as_exact_json_integers() -> None:
         occurred_at=NOW,
         message_id=str(BIG_ID + 1),
     )
-    outbound = provider().encode([event], url="", now=NOW, sender={"basic_auth": "u:p"})
+    outbound = ESPS["mailjet"].encode([event], url="", now=NOW, sender={"basic_auth": "u:p"})
     assert b'"MessageID":19421777835146491' in outbound.body
 
 
 def test_demo_credentials_are_fresh_and_work() -> None:
-    receiver, sender = MailjetProvider.demo_credentials("http://x/webhooks/mj")
+    receiver, sender = ESPS["mailjet"].demo_credentials("http://x/webhooks/mj")
     assert receiver == sender and set(receiver) == {"basic_auth"}
-    assert receiver != MailjetProvider.demo_credentials("http://x/webhooks/mj")[0]
+    assert receiver != ESPS["mailjet"].demo_credentials("http://x/webhooks/mj")[0]
     config = parse_config({"sources": {"mj": {"provider": "mailjet", **receiver}}}, env={})
     assert MailjetProvider.config_problems(config.sources["mj"]) == []
     prov = provider(basic_auth=[receiver["basic_auth"]])

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from ingest.errors import IngestError, MappingError, PayloadError
 from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
-from ingest.providers.base import SimulatedEvent
 from ingest.providers.mandrill import MandrillProvider, sign
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
 from tests.helpers import parse_config
+from mailpulse.simulate.esp import ESPS, SimulatedEvent
 from tests.providers.kit import inbound, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mandrill"
@@ -297,7 +297,6 @@ def test_rotation_accepts_the_second_key() -> None:
 
 
 def simulated() -> list[SimulatedEvent]:
-    prov = provider("k")
     base = dict(
         recipient="Ann@Example.com", campaign="spring", tags=("spring",), metadata={"c": "1"}
     )
@@ -318,7 +317,7 @@ def simulated() -> list[SimulatedEvent]:
         SimulatedEvent(
             sequence=100 + number,
             occurred_at=1_795_000_000.75 + number,
-            message_id=prov.message_id(number, 7),
+            message_id=ESPS["mandrill"].message_id(number, 7),
             **{**base, **case},
         )
         for number, case in enumerate(cases)
@@ -329,7 +328,7 @@ def test_round_trip_through_encode_authenticate_split_normalize() -> None:
     prov = provider("k")
     events = simulated()
     assert all(event.event_type in prov.emits for event in events)
-    outbound = prov.encode(
+    outbound = ESPS["mandrill"].encode(
         events, url="http://127.0.0.1:8025/webhooks/md", now=0, sender={"secret": "k", "url": URL}
     )
     assert outbound.headers["Content-Type"] == FORM
@@ -351,25 +350,24 @@ def test_round_trip_through_encode_authenticate_split_normalize() -> None:
 
 def test_encode_signs_the_target_url_when_the_sender_has_none() -> None:
     prov = provider("k", url="http://127.0.0.1:8025/webhooks/md")
-    outbound = prov.encode(
+    outbound = ESPS["mandrill"].encode(
         simulated()[:2], url="http://127.0.0.1:8025/webhooks/md", now=0, sender={"secret": "k"}
     )
     prov.authenticate(request(outbound.body, outbound.headers["X-Mandrill-Signature"]), 0)
 
 
 def test_encoding_twice_gives_the_same_event_ids() -> None:
-    prov = provider("k")
     first, second = (
-        prov.encode(simulated(), url=URL, now=now, sender={"secret": "k", "url": URL})
+        ESPS["mandrill"].encode(simulated(), url=URL, now=now, sender={"secret": "k", "url": URL})
         for now in (0, 60)
     )
     assert [e.event_id for e in parse(first.body)] == [e.event_id for e in parse(second.body)]
 
 
 def test_demo_credentials_round_trip() -> None:
-    receiver, sender = MandrillProvider.demo_credentials(URL)
+    receiver, sender = ESPS["mandrill"].demo_credentials(URL)
     prov = provider(receiver["secret"], url=receiver["url"])
-    outbound = prov.encode(simulated()[:1], url=URL, now=0, sender=sender)
+    outbound = ESPS["mandrill"].encode(simulated()[:1], url=URL, now=0, sender=sender)
     prov.authenticate(request(outbound.body, outbound.headers["X-Mandrill-Signature"]), 0)
 
 

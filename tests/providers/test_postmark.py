@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from ingest.errors import AuthenticationFailed, IngestError, MappingError, PayloadError
 from ingest.events import Event, composite_id
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
-from ingest.providers.base import SimulatedEvent
 from ingest.providers.postmark import PostmarkProvider
 from ingest.providers.shared_secret import basic_header
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
 from tests.helpers import parse_config
+from mailpulse.simulate.esp import ESPS, SimulatedEvent
 from tests.providers.kit import inbound
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "postmark"
@@ -343,8 +343,10 @@ def test_round_trip_encode_authenticate_split_normalize(index: int, mechanisms: 
     if mechanisms != "both":  # the sender sends only what the receiver is set up for
         sender.pop("header_token" if mechanisms == "basic" else "basic_auth")
     receiver = provider(*receiver_keys)
-    event = replace(SIMULATED[index], message_id=receiver.message_id(SIMULATED[index].sequence, 7))
-    outbound = receiver.encode([event], url="http://x", now=NOW, sender=sender)
+    event = replace(
+        SIMULATED[index], message_id=ESPS["postmark"].message_id(SIMULATED[index].sequence, 7)
+    )
+    outbound = ESPS["postmark"].encode([event], url="http://x", now=NOW, sender=sender)
     headers = {k.lower(): v for k, v in outbound.headers.items()}
     receiver.authenticate(request(headers, outbound.body), NOW)
     stored = {k: v for k, v in headers.items() if k not in receiver.secret_headers}
@@ -364,7 +366,7 @@ def test_round_trip_encode_authenticate_split_normalize(index: int, mechanisms: 
     assert got.occurred_at == round(event.occurred_at * 1_000_000)
     assert got.bounce_class == event.bounce_class
     assert got.agent is None  # Postmark flags no machine opens; heuristics are the flusher's
-    again = receiver.encode([event], url="http://x", now=NOW + 60, sender=sender)
+    again = ESPS["postmark"].encode([event], url="http://x", now=NOW + 60, sender=sender)
     assert again.headers["X-PM-Webhook-Trace-Id"] == outbound.headers["X-PM-Webhook-Trace-Id"]
     again_headers = {k.lower(): v for k, v in again.headers.items()}
     again_context = NormalizeContext(
@@ -381,9 +383,9 @@ def test_only_the_types_postmark_reports_are_emitted() -> None:
 
 
 def test_demo_credentials_authenticate_the_encoded_request() -> None:
-    receiver_keys, sender_keys = PostmarkProvider.demo_credentials("http://x")
+    receiver_keys, sender_keys = ESPS["postmark"].demo_credentials("http://x")
     receiver = provider((receiver_keys["basic_auth"],), (receiver_keys["header_token"],))
-    outbound = receiver.encode(SIMULATED[:1], url="http://x", now=NOW, sender=sender_keys)
+    outbound = ESPS["postmark"].encode(SIMULATED[:1], url="http://x", now=NOW, sender=sender_keys)
     receiver.authenticate(request(dict(outbound.headers), outbound.body), NOW)
 
 

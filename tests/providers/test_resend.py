@@ -16,14 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import AuthenticationFailed, IngestError, MappingError, PayloadError
-from ingest.events import Event, composite_id
+from ingest.events import Event, composite_id, recipient_domain
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
-from ingest.providers.base import SimulatedEvent
 from ingest.providers.resend import ResendProvider, sign
 from ingest.replay import MemoryReplayGuard
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
 from tests.helpers import parse_config
+from mailpulse.simulate.esp import ESPS, SimulatedEvent
 from tests.providers.kit import inbound
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "resend"
@@ -193,6 +193,7 @@ def test_an_identical_request_inside_the_window_is_a_replay_but_a_resigned_retry
     source = SourceConfig(name="rs", provider="resend", credentials={"secret": (Secret(key),)})
     guarded = ResendProvider(source, replay=MemoryReplayGuard())
     guarded.authenticate(request(body, signed(key, body, now)), now)
+    guarded.accepted(request(body, signed(key, body, now)))
     with pytest.raises(AuthenticationFailed) as caught:
         guarded.authenticate(request(body, signed(key, body, now)), now + 1)
     assert caught.value.code == "replayed_token"
@@ -233,7 +234,10 @@ def test_a_bounce_maps_type_to_class_reason_and_status() -> None:
         "message": "bounced",
         "diagnosticCode": ["smtp; 550 5.1.1 user unknown"],
     }
-    cases = [({**bounce}, "bounced", "hard"), ({**bounce, "type": "Transient"}, "bounced", "soft")]
+    cases: list[tuple[dict[str, Any] | None, str, str]] = [
+        ({**bounce}, "bounced", "hard"),
+        ({**bounce, "type": "Transient"}, "bounced", "soft"),
+    ]
     cases += [({"type": "Odd"}, "bounced", "undetermined"), (None, "bounced", "undetermined")]
     for given_bounce, kind, klass in cases:
         data = {k: v for k, v in item["data"].items() if k != "bounce"}
@@ -282,6 +286,15 @@ def test_several_recipients_give_one_row_each_with_suffixed_ids() -> None:
         ("a@x.org", "msg_fixture:a@x.org"),
         ("b@y.org", "msg_fixture:b@y.org"),
     ]
+
+
+def test_a_recipient_with_a_display_name_is_stored_as_the_bare_address() -> None:
+    """``data.to`` may hold ``Name <address>``, the form the fixture's own ``from`` uses."""
+    item = json.loads((FIXTURES / "resendrust_email_delivered.json").read_bytes())
+    named = {**item, "data": {**item["data"], "to": ['"Doe, Ann" <Ann@Example.org>', "b@y.org"]}}
+    events = provider().normalize(named, CONTEXT)
+    assert [e.recipient for e in events] == ["ann@example.org", "b@y.org"]
+    assert recipient_domain(events[0].recipient) == "example.org"
 
 
 def test_webhook_id_wins_and_without_any_id_header_the_id_is_composite() -> None:
@@ -381,10 +394,10 @@ SIMULATED = [
 @pytest.mark.parametrize("index", range(len(SIMULATED)))
 def test_round_trip_encode_authenticate_split_normalize(index: int) -> None:
     key = new_secret()
-    sim = provider(key).message_id(SIMULATED[index].sequence, 7)
+    sim = ESPS["resend"].message_id(SIMULATED[index].sequence, 7)
     event = SimulatedEvent(**{**_fields(SIMULATED[index]), "message_id": sim})
     now = 1_790_000_400.0
-    outbound = provider(key).encode(
+    outbound = ESPS["resend"].encode(
         [event], url="http://x/webhooks/rs", now=now, sender={"secret": key}
     )
     headers = {k.lower(): v for k, v in outbound.headers.items()}
@@ -406,7 +419,7 @@ def test_round_trip_encode_authenticate_split_normalize(index: int) -> None:
     assert row_.occurred_at == round(event.occurred_at * 1000) * 1000  # milliseconds on the wire
     assert row_.bounce_class == event.bounce_class
     assert row_.agent is None  # Resend flags no machine opens; heuristics are the flusher's
-    again = provider(key).encode([event], url="http://x", now=now + 90, sender={"secret": key})
+    again = ESPS["resend"].encode([event], url="http://x", now=now + 90, sender={"secret": key})
     assert _id(again.headers) == _id(outbound.headers)
 
 
@@ -414,7 +427,7 @@ def test_both_header_families_are_sent() -> None:
     key = new_secret()
     names = set()
     for event in SIMULATED[:2]:
-        outbound = provider(key).encode([event], url="http://x", now=1.0, sender={"secret": key})
+        outbound = ESPS["resend"].encode([event], url="http://x", now=1.0, sender={"secret": key})
         names |= {k.lower() for k in outbound.headers}
     assert {"svix-id", "webhook-id", "svix-signature", "webhook-signature"} <= names
 
@@ -433,7 +446,7 @@ def test_only_the_types_resend_reports_are_emitted() -> None:
 
 
 def test_demo_credentials_sign_what_the_receiver_accepts() -> None:
-    receiver_keys, sender_keys = ResendProvider.demo_credentials("http://x")
+    receiver_keys, sender_keys = ESPS["resend"].demo_credentials("http://x")
     assert receiver_keys["secret"].startswith("whsec_")
     body, now = b'{"type":"email.sent"}', 1_790_000_000
     provider(receiver_keys["secret"]).authenticate(

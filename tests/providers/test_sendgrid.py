@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from ingest.errors import AuthenticationFailed, IngestError, MappingError, PayloadError
 from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
-from ingest.providers.base import SimulatedEvent
 from ingest.providers.sendgrid import (
     DEFAULT_TOLERANCE_SECONDS,
     FUTURE_SKEW_SECONDS,
@@ -29,6 +28,7 @@ from ingest.providers.sendgrid.signature import generate_key_pair, sign
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
 from tests.helpers import parse_config
+from mailpulse.simulate.esp import ESPS, SimulatedEvent
 from tests.providers.kit import golden_rows, inbound, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sendgrid"
@@ -426,13 +426,12 @@ def simulated(draw: st.DrawFn, sequence: int) -> SimulatedEvent:
         bounce_class = draw(st.sampled_from(["hard", "soft", "undetermined"]))
     elif kind == "dropped":
         bounce_class = draw(st.sampled_from(["bounced", "invalid", "unsubscribed", "complained"]))
-    prov = provider()
     return SimulatedEvent(
         sequence=sequence,
         event_type=kind,
         recipient=draw(recipients),
         occurred_at=draw(st.floats(1_600_000_000, 1_900_000_000)),
-        message_id=prov.message_id(sequence, 7),
+        message_id=ESPS["sendgrid"].message_id(sequence, 7),
         campaign=draw(st.none() | texts),
         tags=tuple(draw(st.lists(texts, max_size=3))),
         url="https://example.com/x" if kind == "clicked" else None,
@@ -450,7 +449,7 @@ def test_round_trip_through_encode_authenticate_split_normalize(
     public, private = pair
     events = [data.draw(simulated(sequence)) for sequence in range(count)]
     prov = provider(public)
-    outbound = prov.encode(
+    outbound = ESPS["sendgrid"].encode(
         events, url="http://x/webhooks/sg", now=NOW, sender={"private_key": private}
     )
     assert outbound.body.endswith(b"\r\n")
@@ -471,7 +470,7 @@ def test_round_trip_through_encode_authenticate_split_normalize(
         if event.campaign is not None:
             custom["campaign"] = event.campaign
         assert json.loads(row.metadata or "{}") == custom
-    again = prov.encode(
+    again = ESPS["sendgrid"].encode(
         events, url="http://x/webhooks/sg", now=NOW + 60, sender={"private_key": private}
     )
     first_ids = [row["sg_event_id"] for row in orjson.loads(outbound.body)]
@@ -486,10 +485,10 @@ def test_encode_adds_the_extra_credentials_the_sender_holds(pair: tuple[str, str
         event_type="delivered",
         recipient="a@b.co",
         occurred_at=NOW,
-        message_id=provider().message_id(1, 1),
+        message_id=ESPS["sendgrid"].message_id(1, 1),
     )
     prov = provider(public, header_token=["tok"])
-    outbound = prov.encode(
+    outbound = ESPS["sendgrid"].encode(
         [event], url="", now=NOW, sender={"private_key": private, "header_token": "tok"}
     )
     assert outbound.headers["Authorization"] == "Bearer tok"
@@ -497,10 +496,10 @@ def test_encode_adds_the_extra_credentials_the_sender_holds(pair: tuple[str, str
 
 
 def test_demo_credentials_are_a_working_fresh_key_pair() -> None:
-    receiver, sender = SendGridProvider.demo_credentials("http://x/webhooks/sg")
+    receiver, sender = ESPS["sendgrid"].demo_credentials("http://x/webhooks/sg")
     assert set(receiver) == {"public_key"} and set(sender) == {"private_key"}
     assert sender["private_key"].startswith("-----BEGIN PRIVATE KEY-----")
-    assert receiver != SendGridProvider.demo_credentials("http://x/webhooks/sg")[0]
+    assert receiver != ESPS["sendgrid"].demo_credentials("http://x/webhooks/sg")[0]
     body = b"[]\r\n"
     headers = signed(sender["private_key"], body)
     provider(receiver["public_key"]).authenticate(request(body, headers), NOW)

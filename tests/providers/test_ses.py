@@ -24,13 +24,14 @@ from hypothesis import strategies as st
 from ingest.errors import IngestError, MappingError, PayloadError
 from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
-from ingest.providers.base import SimulatedEvent
 from ingest.providers.ses import SesProvider, sns
-from ingest.providers.ses.simulate import signed_notification
 from ingest.providers.shared_secret import basic_header
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
 from tests.helpers import new_secret, parse_config
+from mailpulse.simulate.esp import ESPS, SimulatedEvent
+from mailpulse.simulate.esp.ses import signed_notification
+from tests.helpers import new_secret
 from tests.providers.kit import inbound, refusal
 from tests.providers.sns_keys import TEST_CERT_URL, TEST_TOPIC, SigningIdentity, identity
 
@@ -743,21 +744,33 @@ def test_ses_setup_ping_gives_no_rows_and_unknown_types_are_mapping_errors() -> 
         )
 
 
-def test_sns_docs_hello_world_notification_is_no_ses_event() -> None:
-    """Quirk: the SNS docs' sample Notification carries "Hello world!", not an SES event; it
-    splits into one item whose mapping fails, so it lands in quarantine."""
-    prov = provider()
-    [item] = prov.split((FIXTURES / "snsdocs_http_notification_body.json").read_bytes(), {})
-    with pytest.raises(MappingError):
-        prov.normalize(item, CONTEXT)
+@pytest.mark.parametrize(
+    "message",
+    [None, "Successfully validated SNS topic for Amazon SES event publishing."],
+    ids=["sns-docs-hello-world", "ses-topic-validated"],
+)
+def test_a_plain_text_test_notification_is_a_control_notice_not_an_event(
+    message: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SNS docs' sample Notification ("Hello world!", a topic test) and SES's message when
+    it validates a topic are acknowledged and logged; they are never quarantined."""
+    document = json.loads((FIXTURES / "snsdocs_http_notification_body.json").read_bytes())
+    if message is not None:
+        document["Message"] = message
+    with caplog.at_level(logging.INFO):
+        assert provider().split(json.dumps(document).encode(), {}) == []
+    assert any(r.getMessage().startswith("SNS control notice") for r in caplog.records)
 
 
 @pytest.mark.parametrize(
     "name",
     ["snsdocs_http_subscription_confirmation_body", "snsdocs_http_unsubscribe_confirmation_body"],
 )
-def test_sns_docs_confirmations_split_into_nothing(name: str) -> None:
-    assert provider().split((FIXTURES / f"{name}.json").read_bytes(), {}) == []
+@pytest.mark.parametrize("raw", [False, True], ids=["signed", "raw-delivery-subscription"])
+def test_sns_docs_confirmations_split_into_nothing(name: str, raw: bool) -> None:
+    """SNS sends confirmations as envelopes even to a raw-delivery subscription."""
+    headers = {"x-amz-sns-rawdelivery": "true"} if raw else {}
+    assert provider().split((FIXTURES / f"{name}.json").read_bytes(), headers) == []
 
 
 def test_sns_docs_samples_carry_placeholder_signatures(tmp_path: Path) -> None:
@@ -792,7 +805,7 @@ def simulated(draw: st.DrawFn, sequence: int) -> SimulatedEvent:
         event_type=kind,
         recipient=draw(st.sampled_from(["ann@example.com", "Bob@Example.org"])),
         occurred_at=draw(st.floats(1_700_000_000, 1_800_000_000)),
-        message_id=SesProvider.message_id(provider(), sequence, 7),
+        message_id=ESPS["ses"].message_id(sequence, 7),
         campaign=draw(st.none() | st.sampled_from(["spring", "autumn-2026"])),
         tags=tuple(draw(st.lists(st.sampled_from(["promo", "news"]), max_size=2, unique=True))),
         url="https://example.com/a" if kind == "clicked" else None,
@@ -802,9 +815,7 @@ def simulated(draw: st.DrawFn, sequence: int) -> SimulatedEvent:
 
 
 def round_trip(prov: SesProvider, sender: dict[str, str], event: SimulatedEvent) -> list[Event]:
-    outbound = SesProvider.encode(
-        prov, [event], url="http://x/webhooks/ses", now=NOW, sender=sender
-    )
+    outbound = ESPS["ses"].encode([event], url="http://x/webhooks/ses", now=NOW, sender=sender)
     headers = {k.lower(): v for k, v in outbound.headers.items()}
     inbound = request(outbound.body, headers)
     prov.authenticate(inbound, NOW)
@@ -831,7 +842,7 @@ def check_round_trip(prov: SesProvider, sender: dict[str, str], event: Simulated
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_round_trip_raw_delivery_with_demo_credentials(data: st.DataObject) -> None:
-    receiver, sender = SesProvider.demo_credentials("http://x/webhooks/ses")
+    receiver, sender = ESPS["ses"].demo_credentials("http://x/webhooks/ses")
     source = parse_config(
         {"data_dir": "/tmp/unused", "sources": {"ses": {"provider": "ses", **receiver}}}, env={}
     ).sources["ses"]
@@ -863,10 +874,9 @@ def test_round_trip_signed_sns(
 def test_retries_carry_the_same_sns_message_id(tmp_path: Path) -> None:
     ident = identity()
     event = SimulatedEvent(1, "delivered", "a@example.com", NOW - 5, "m-1")
-    prov = provider()
-    first = prov.encode([event], url="u", now=NOW, sender=ident.sender())
-    retry = prov.encode([event], url="u", now=NOW + 20, sender=ident.sender())
-    other = prov.encode(
+    first = ESPS["ses"].encode([event], url="u", now=NOW, sender=ident.sender())
+    retry = ESPS["ses"].encode([event], url="u", now=NOW + 20, sender=ident.sender())
+    other = ESPS["ses"].encode(
         [SimulatedEvent(2, "delivered", "a@example.com", NOW - 5, "m-1")],
         url="u",
         now=NOW,
@@ -1068,19 +1078,18 @@ def test_end_to_end_signed_and_raw_through_the_receiver_and_flusher(tmp_path: Pa
     )
     app = create_app(config, clock=lambda: NOW)
     client = app.test_client()
-    prov = provider()
     delivered = SimulatedEvent(1, "delivered", "ann@example.com", NOW - 30, "m-1", "spring")
     bounced = SimulatedEvent(2, "bounced", "bob@example.com", NOW - 20, "m-2", bounce_class="hard")
     try:
         for attempt in range(2):  # the second is an SNS retry: same MessageId
-            out = prov.encode([delivered], url="u", now=NOW - attempt, sender=ident.sender())
+            out = ESPS["ses"].encode([delivered], url="u", now=NOW - attempt, sender=ident.sender())
             response = client.post("/webhooks/signed", data=out.body, headers=dict(out.headers))
             assert response.status_code == 200, response.get_json()
-        out = prov.encode([bounced], url="u", now=NOW, sender={"basic_auth": credential})
+        out = ESPS["ses"].encode([bounced], url="u", now=NOW, sender={"basic_auth": credential})
         response = client.post("/webhooks/raw", data=out.body, headers=dict(out.headers))
         assert response.status_code == 200
         forged = out.body.replace(b"bob@", b"eve@")
-        signed = prov.encode([bounced], url="u", now=NOW, sender=ident.sender())
+        signed = ESPS["ses"].encode([bounced], url="u", now=NOW, sender=ident.sender())
         tampered = signed.body.replace(b"bob@example.com", b"eve@example.com")
         response = client.post("/webhooks/signed", data=tampered, headers=dict(signed.headers))
         assert (response.status_code, response.get_json()["error"]) == (401, "bad_signature")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,14 @@ from hypothesis import strategies as st
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
 from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
-from ingest.providers.base import SimulatedEvent
 from ingest.providers.shared_secret import basic_header
 from ingest.providers.sparkpost import BATCH_HEADER, SparkPostProvider
 from ingest.providers.sparkpost.mapping import BOUNCE_CLASSES
 from mailpulse.errors import ConfigError
 from tests.helpers import new_secret, parse_config
+from ingest.providers.sparkpost.mapping import AUTO_REPLY_CLASS, BOUNCE_CLASSES
+from mailpulse.simulate.esp import ESPS, SimulatedEvent
+from tests.helpers import new_secret
 from tests.providers.kit import golden_rows, inbound, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sparkpost"
@@ -203,11 +206,40 @@ def test_bounce_classification_codes(code: str | None, expected: str) -> None:
 
 
 def test_every_classification_code_of_the_table_is_mapped() -> None:
-    assert set(BOUNCE_CLASSES) == {
+    assert set(BOUNCE_CLASSES) | {AUTO_REPLY_CLASS} == {
         "1", "10", "20", "21", "22", "23", "24", "25", "26", "30", "40", "50", "51", "52",
         "53", "54", "60", "70", "80", "90", "100",
     }  # fmt: skip
     assert set(BOUNCE_CLASSES.values()) == {"hard", "soft", "undetermined"}
+
+
+@pytest.mark.parametrize("kind", ["bounce", "out_of_band"])
+def test_an_auto_reply_is_other_with_its_reason_and_never_a_soft_bounce(
+    kind: str, tmp_path: Path
+) -> None:
+    """Class 60 is SparkPost's Auto-Reply (out of office): the message arrived."""
+    from analytics import open_lake
+    from analytics.suppression import suppressions
+    from mailpulse.config import SuppressionConfig
+    from tests.lakes import row, write_lake
+
+    batch = json.loads(
+        (FIXTURES / "sparkpost_elixir_sample_split_message_event_bounce.json").read_bytes()
+    )
+    body = batch[0]["msys"]["message_event"]
+    rows = []
+    for n in range(5):  # more than the soft-bounce rule needs, a day apart
+        element = {**body, "type": kind, "bounce_class": "60", "event_id": f"ooo-{n}",
+                   "timestamp": str(int(body["timestamp"]) + n * 86_400),
+                   "reason": "Out of office until Monday"}  # fmt: skip
+        (event,) = provider().normalize({"msys": {"message_event": element}}, CONTEXT)
+        assert (event.event_type, event.bounce_class) == ("other", None)
+        assert event.reason == "Out of office until Monday"
+        rows.append(row(event.event_id, event.event_type, event.recipient, _utc(event.occurred_at),
+                        reason=event.reason))  # fmt: skip
+    write_lake(tmp_path, rows)
+    with open_lake(tmp_path) as lake:
+        assert suppressions(lake, SuppressionConfig()).is_empty()
 
 
 @pytest.mark.parametrize(
@@ -314,7 +346,7 @@ def simulated(draw: st.DrawFn, sequence: int) -> SimulatedEvent:
         event_type=kind,
         recipient=draw(recipients),
         occurred_at=draw(st.floats(1_600_000_000, 1_900_000_000)),
-        message_id=provider().message_id(sequence, 3),
+        message_id=ESPS["sparkpost"].message_id(sequence, 3),
         campaign=draw(st.none() | texts),
         tags=tuple(draw(st.lists(texts, max_size=3))),
         url="https://example.com/x" if kind == "clicked" else None,
@@ -332,7 +364,7 @@ def test_round_trip_through_encode_authenticate_split_normalize(
     events = [data.draw(simulated(sequence)) for sequence in range(count)]
     prov = provider(basic_auth=[credential])
     sender = {"basic_auth": credential}
-    outbound = prov.encode(events, url="http://x/webhooks/sp", now=NOW, sender=sender)
+    outbound = ESPS["sparkpost"].encode(events, url="http://x/webhooks/sp", now=NOW, sender=sender)
     prov.authenticate(request(dict(outbound.headers), outbound.body), NOW)
     items = prov.split(outbound.body, outbound.headers)
     assert len(items) == count
@@ -347,7 +379,9 @@ def test_round_trip_through_encode_authenticate_split_normalize(
         assert row.agent is None  # SparkPost flags no machine opens
         assert row.tags == list(event.tags)
         assert json.loads(row.metadata or "{}") == dict(event.metadata)
-    again = prov.encode(events, url="http://x/webhooks/sp", now=NOW + 60, sender=sender)
+    again = ESPS["sparkpost"].encode(
+        events, url="http://x/webhooks/sp", now=NOW + 60, sender=sender
+    )
     assert again.body == outbound.body  # same ids (and same batch id) on a retry
     assert again.headers[BATCH_HEADER] == outbound.headers[BATCH_HEADER]
     ids = [next(iter(e["msys"].values()))["event_id"] for e in orjson.loads(outbound.body)]
@@ -359,19 +393,19 @@ def test_encode_sends_the_token_in_the_configured_header() -> None:
     event = SimulatedEvent(
         sequence=1, event_type="delivered", recipient="a@b.co", occurred_at=NOW, message_id="m"
     )
-    legacy = provider().encode([event], url="", now=NOW, sender={"header_token": token})
+    legacy = ESPS["sparkpost"].encode([event], url="", now=NOW, sender={"header_token": token})
     provider(header_token=[token]).authenticate(request(dict(legacy.headers), legacy.body), NOW)
     oauth_sender = {"header_token": token, "token_header": "Authorization"}
-    oauth = provider().encode([event], url="", now=NOW, sender=oauth_sender)
+    oauth = ESPS["sparkpost"].encode([event], url="", now=NOW, sender=oauth_sender)
     assert oauth.headers["Authorization"] == f"Bearer {token}"
     oauth_provider = provider({"token_header": "authorization"}, header_token=[token])
     oauth_provider.authenticate(request(dict(oauth.headers), oauth.body), NOW)
 
 
 def test_demo_credentials_are_fresh_and_work() -> None:
-    receiver, sender = SparkPostProvider.demo_credentials("http://x/webhooks/sp")
+    receiver, sender = ESPS["sparkpost"].demo_credentials("http://x/webhooks/sp")
     assert receiver == sender and set(receiver) == {"basic_auth"}
-    assert receiver != SparkPostProvider.demo_credentials("http://x/webhooks/sp")[0]
+    assert receiver != ESPS["sparkpost"].demo_credentials("http://x/webhooks/sp")[0]
     assert (
         SparkPostProvider.config_problems(
             parse_config(
@@ -485,3 +519,7 @@ def test_token_header_option_is_accepted_by_the_config() -> None:
         env={},
     )
     assert config.sources["sp"].options == {"token_header": "authorization"}
+
+
+def _utc(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)

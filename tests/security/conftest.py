@@ -26,6 +26,9 @@ import pytest
 from ingest.providers import PROVIDERS, Provider
 from ingest.providers.base import SimulatedEvent
 from tests.helpers import Server, parse_config, start_server
+from ingest.providers import PROVIDERS
+from mailpulse.simulate.esp import ESPS, Esp, SimulatedEvent
+from tests.helpers import Server, start_server
 from tests.leaks import secret_forms
 
 #: Mandrill signs the URL; sender and receiver must agree on it, whatever port the server gets.
@@ -171,7 +174,7 @@ class Hub:
 
     server: Server
     port: int
-    providers: dict[str, Provider]
+    providers: dict[str, Esp]  # the ESPs' sending side
     senders: dict[str, dict[str, str]]
     recorder: Recorder
     sequence: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -285,7 +288,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Iterato
     document: dict[str, Any] = {"data_dir": str(directory / "data"), "sources": {}}
     senders: dict[str, dict[str, str]] = {}
     for name, cls in sorted(PROVIDERS.items()):
-        receiver, sender = cls.demo_credentials(SIGNED_URL.format(name=name))
+        receiver, sender = ESPS[name].demo_credentials(SIGNED_URL.format(name=name))
         lines += [f"[sources.{name}]", f'provider = "{name}"']
         lines += [f"{key} = {_toml(value)}" for key, value in receiver.items()]
         lines.append("")
@@ -296,8 +299,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Iterato
     config_path = directory / "mailpulse.toml"
     config_path.write_text("\n".join(lines))
     config_path.chmod(0o600)
-    config = parse_config(document, env={})
-    providers = {name: PROVIDERS[name](config.sources[name]) for name in PROVIDERS}
+    parse_config(document, env={})  # the generated settings are a valid config
+    providers = {name: ESPS[name] for name in PROVIDERS}
     server = start_server(config_path, directory, "", workers=2, threads=8)
     port = int(server.base_url.rpartition(":")[2])
     try:

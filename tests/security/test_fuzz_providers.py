@@ -23,9 +23,9 @@ from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
     ReplayGuard,
-    SimulatedEvent,
 )
 from tests.helpers import parse_config
+from mailpulse.simulate.esp import ESPS, SimulatedEvent
 from tests.security.conftest import SIGNED_URL
 from tests.security.test_hostile import AUTH_HEADERS, SCHEME, _document, _event
 
@@ -78,8 +78,11 @@ bodies = st.one_of(
 class AlwaysFirstUse:
     """A replay guard that forgets: the same example may run twice under Hypothesis."""
 
-    def first_use(self, key: str, *, now: float, expires_at: float) -> bool:
-        return True
+    def seen(self, key: str, *, now: float) -> bool:
+        return False
+
+    def remember(self, key: str, *, expires_at: float) -> None:
+        return None
 
 
 def configured(
@@ -88,11 +91,11 @@ def configured(
     """A provider on fresh demo credentials, its sender keys, and one authentic request."""
     cls = PROVIDERS[name]
     url = SIGNED_URL.format(name=name)
-    receiver, sender = cls.demo_credentials(url)
+    receiver, sender = ESPS[name].demo_credentials(url)
     document = {"data_dir": "/nonexistent", "sources": {name: {"provider": name, **receiver}}}
     provider = cls(parse_config(document, env={}).sources[name], replay=replay)
     simulated = SimulatedEvent(1, "delivered", "a@example.com", time.time(), "<1@x>", "c", ("t",))
-    request = provider.encode([simulated], url=url, now=time.time(), sender=sender)
+    request = ESPS[name].encode([simulated], url=url, now=time.time(), sender=sender)
     return provider, sender, request.body, {k.lower(): v for k, v in request.headers.items()}
 
 

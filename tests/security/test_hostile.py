@@ -31,10 +31,11 @@ import orjson
 import pytest
 
 from ingest.providers import PROVIDERS
-from ingest.providers.base import SimulatedEvent
 from ingest.providers.generic import sign as generic_sign
 from ingest.providers.resend import sign as resend_sign
 from tests.helpers import lake_rows, mailpulse, parse_config
+from mailpulse.simulate.esp import ESPS, SimulatedEvent
+from tests.helpers import lake_rows, mailpulse
 from tests.security.conftest import (
     SIGNED_URL,
     Exchange,
@@ -136,14 +137,11 @@ _SENTINEL = "__mailpulse_hostile__"
 
 def _sample(name: str) -> bytes:
     """One encoded body with throwaway credentials, to learn the event's keys."""
-    cls = PROVIDERS[name]
+    esp = ESPS[name]
     url = SIGNED_URL.format(name=name)
-    receiver, sender = cls.demo_credentials(url)
-    document = {"data_dir": "/nonexistent", "sources": {name: receiver | {"provider": name}}}
-    config = parse_config(document, env={})
-    provider = cls(config.sources[name])
+    _receiver, sender = esp.demo_credentials(url)
     simulated = SimulatedEvent(1, "delivered", "a@example.com", time.time(), "<1@x>", "c", ("t",))
-    return provider.encode([simulated], url=url, now=time.time(), sender=sender).body
+    return esp.encode([simulated], url=url, now=time.time(), sender=sender).body
 
 
 def _document(name: str, body: bytes) -> Any:
@@ -312,13 +310,11 @@ def _header_cases() -> list[tuple[str, str]]:
 
 
 def _sample_headers(name: str) -> list[str]:
-    cls = PROVIDERS[name]
+    esp = ESPS[name]
     url = SIGNED_URL.format(name=name)
-    receiver, sender = cls.demo_credentials(url)
-    document = {"data_dir": "/nonexistent", "sources": {name: receiver | {"provider": name}}}
-    config = parse_config(document, env={})
+    _receiver, sender = esp.demo_credentials(url)
     simulated = SimulatedEvent(1, "delivered", "a@example.com", time.time(), "<1@x>", "c")
-    request = cls(config.sources[name]).encode([simulated], url=url, now=time.time(), sender=sender)
+    request = esp.encode([simulated], url=url, now=time.time(), sender=sender)
     return list(request.headers)
 
 

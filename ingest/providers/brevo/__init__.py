@@ -7,28 +7,20 @@ token travels in a custom header instead). Every configured mechanism must pass.
 
 The body is one event object per POST, or with the ``batched`` webhook option a JSON array
 of up to 500 of them; both are accepted. Mapping: :mod:`.mapping`; the ESP's side for the
-simulator: :mod:`.simulate`.
+simulator: :mod:`mailpulse.simulate.esp.brevo`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
-from ingest.errors import PayloadError
-from ingest.events import Event, load_json, mapping_errors
+from ingest.events import MESSAGE_EVENT_TYPES, Event, mapping_errors, object_or_array
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     NormalizeContext,
-    OutboundRequest,
-    SimulatedEvent,
 )
 from ingest.providers.brevo.mapping import normalize_event
-from ingest.providers.brevo.simulate import BREVO_EVENTS, brevo_event, webhook_id
 
 TOKEN_HEADER = "authorization"
 
@@ -46,45 +38,13 @@ class BrevoProvider(shared_secret.SharedSecretProvider):
     default_campaign_field = "tags"
     credential_headers = frozenset({"authorization"})
     max_batch = 1  # one event per POST unless the webhook is created with batched: true
-    emits = frozenset(BREVO_EVENTS)  # no resubscribe event exists
+    emits = MESSAGE_EVENT_TYPES  # no resubscribe event exists
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """One event object, or the array a batched webhook posts."""
-        document = load_json(body)
-        if isinstance(document, list):
-            return document
-        if isinstance(document, dict):
-            return [document]
-        raise PayloadError("body must be a Brevo event object or an array of them")
+        return object_or_array(body, "body must be a Brevo event object or an array of them")
 
     def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
         """One event object to a row (none for contact and SMS events)."""
         with mapping_errors("event"):
             return normalize_event(item, self.campaign_field(context))
-
-    def message_id(self, sequence: int, seed: int) -> str:
-        """A Brevo-shaped ``message-id``: ``<digits.digits@relay>``, in angle brackets."""
-        digits = int.from_bytes(hashlib.sha256(f"message:{seed}:{sequence}".encode()).digest()[:5])
-        return f"<{sequence:012d}.{digits:013d}@smtp-relay.sim.mailpulse.dev>"
-
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """One event object (several: the batched array), with the sender's credentials."""
-        hook = webhook_id(url)
-        items = [brevo_event(event, hook) for event in events]
-        body = orjson.dumps(items[0] if len(items) == 1 else items)
-        headers = {"Content-Type": "application/json"}
-        headers.update(self.sender_headers(sender))
-        return OutboundRequest(headers=headers, body=body)
-
-    @classmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """A random bearer token (Brevo's token authorization), the same on both sides."""
-        token = secrets.token_urlsafe(32)
-        return {shared_secret.HEADER_TOKEN: token}, {shared_secret.HEADER_TOKEN: token}

@@ -37,7 +37,6 @@ Decisions where the docs are silent:
 from __future__ import annotations
 
 import contextlib
-import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -48,7 +47,10 @@ from ingest.errors import MappingError
 from ingest.events import (
     MICROS,
     Event,
+    class_of,
     composite_id,
+    enhanced_status,
+    event_name,
     json_text,
     normalize_recipient,
     optional_str,
@@ -103,7 +105,6 @@ TAG_FIELDS = frozenset({"tags", "tag"})
 CUSTOM_HEADER = "X-Mailin-custom"
 #: Brevo's ``date`` field is in CET/CEST.
 DATE_ZONE = "Europe/Paris"
-_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
 def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
@@ -112,15 +113,11 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
     Raises:
         MappingError: when the object is not a Brevo event with a recipient and a time.
     """
-    if not isinstance(item, dict):
-        raise MappingError("a Brevo event must be a JSON object")
-    name = item.get("event")
-    if not isinstance(name, str) or not name.strip():
-        raise MappingError("event has no 'event' name")
-    key = name.strip().lower().replace("_", "")
+    name = event_name(item, "Brevo")
+    key = name.lower().replace("_", "")
     if key in CONTACT_EVENTS or _is_sms(item):
         return []
-    family, event_type = EVENT_TYPES.get(key, (name.strip()[:64], "other"))
+    family, event_type = EVENT_TYPES.get(key, (name[:64], "other"))
     return [_event(item, family, event_type, campaign_field)]
 
 
@@ -241,11 +238,7 @@ def drop_class(family: str, reason: str | None) -> str:
         return "error"
     if family != "blocked":
         return "other"
-    text = (reason or "").lower()
-    for needle, word in BLOCK_REASONS:
-        if needle in text:
-            return word
-    return "policy"
+    return class_of(reason, BLOCK_REASONS, "policy")
 
 
 def _bounce_class(family: str, event_type: str, reason: str | None) -> str | None:
@@ -257,5 +250,4 @@ def _bounce_class(family: str, event_type: str, reason: str | None) -> str | Non
 
 
 def _smtp_status(reason: str | None) -> str | None:
-    match = _ENHANCED_STATUS.search(reason) if reason else None
-    return match.group(1) if match else None
+    return enhanced_status(reason)

@@ -15,7 +15,9 @@ Event mapping (Mailgun's "Webhook Payloads" docs):
 other permanent ``failed`` (``bounce``, ...)   ``bounced``: ``delivery-status.bounce-type``,
                                                  else the SMTP code (5xx hard, 4xx soft),
                                                  else ``undetermined``
-``rejected``                                   ``dropped`` (class ``rejected``)
+``rejected``                                   ``dropped`` (class ``rejected``); without
+                                                 ``recipient``, one row per address of
+                                                 ``message.headers.to``
 ``opened`` / ``clicked``                       ``opened`` / ``clicked``; ``client-info.bot``
                                                  ``apple`` -> ``apple_mpp``, ``gmail`` ->
                                                  ``gmail_proxy``, ``generic`` ("most likely a
@@ -38,21 +40,21 @@ the first tag.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
+from email.utils import getaddresses
 from typing import Any
-
-import orjson
 
 from ingest.errors import MappingError
 from ingest.events import (
     MICROS,
     Event,
     composite_id,
+    enhanced_status,
     json_text,
     normalize_recipient,
     optional_str,
     parse_timestamp,
+    raw_json,
     string_list,
 )
 
@@ -71,8 +73,6 @@ _SUPPRESSION_CLASSES = {
     "suppress-complaint": "complained",
 }
 _BOTS = {"apple": "apple_mpp", "gmail": "gmail_proxy", "generic": "scanner"}
-# An RFC 3463 enhanced status code, not part of a dotted IP address or version number.
-_ENHANCED = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
 def normalize(item: Any, campaign_field: str | None) -> list[Event]:
@@ -86,6 +86,15 @@ def normalize(item: Any, campaign_field: str | None) -> list[Event]:
     if kind == "other" and not isinstance(item.get("recipient"), str):
         return []  # not about a recipient (list or account events): nothing to count
     occurred_at = parse_timestamp(item.get("timestamp"), field_name="event-data.timestamp")
+    if name == "rejected" and item.get("recipient") is None:
+        # Mailgun refused the whole message before it had recipients of its own: the
+        # addresses are those of the message's To header (one row each, told apart by address).
+        addresses = _header_recipients(item)
+        events = [e for a in addresses for e in normalize({**item, "recipient": a}, campaign_field)]
+        if len(events) > 1:
+            for event in events:
+                event.event_id = f"{event.event_id}:{event.recipient}"
+        return events
     recipient = normalize_recipient(item.get("recipient"))
     message_id = _message_id(item)
     url = optional_str(item.get("url")) if kind == "clicked" else None
@@ -98,7 +107,7 @@ def normalize(item: Any, campaign_field: str | None) -> list[Event]:
             event_type=kind,
             occurred_at=occurred_at,
             recipient=recipient,
-            raw=_raw(item),
+            raw=raw_json(item),
             message_id=message_id,
             campaign=campaign(item, campaign_field),
             tags=string_list(item.get("tags")),
@@ -182,6 +191,15 @@ def _event_id(
     return f"{esp_id}:{name}:{day}"
 
 
+def _header_recipients(item: dict[str, Any]) -> list[str]:
+    message = _dict(item.get("message"), "message")
+    to = _dict(message.get("headers"), "message.headers").get("to")
+    addresses = [address for _, address in getaddresses([to])] if isinstance(to, str) else []
+    if not any(addresses):
+        raise MappingError("rejected event has neither recipient nor message.headers.to")
+    return list(dict.fromkeys(address for address in addresses if address))
+
+
 def _message_id(item: dict[str, Any]) -> str | None:
     message = _dict(item.get("message"), "message")
     headers = _dict(message.get("headers"), "message.headers")
@@ -203,11 +221,9 @@ def _metadata(variables: Any) -> str | None:
 
 
 def _smtp_status(status: dict[str, Any]) -> str | None:
-    for field in ("enhanced-code", "message", "description"):
-        value = status.get(field)
-        if isinstance(value, str) and (found := _ENHANCED.search(value)):
-            return found.group(1)
-    return None
+    return enhanced_status(
+        status.get("enhanced-code"), status.get("message"), status.get("description")
+    )
 
 
 def _reason(status: dict[str, Any], item: dict[str, Any]) -> str | None:
@@ -224,11 +240,3 @@ def _dict(value: Any, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MappingError(f"{name} must be an object")
     return value
-
-
-def _raw(item: Any) -> str:
-    """The event as compact JSON; an object orjson cannot write (a huge int) is unmappable."""
-    try:
-        return orjson.dumps(item).decode()
-    except TypeError as exc:
-        raise MappingError(f"event cannot be kept as JSON: {exc}") from None

@@ -8,15 +8,13 @@ as ``basic_auth``. ``header_token`` is accepted too, for a gateway in front that
 The body is one event object per POST (Version 1), or with "Group Events" (Version 2) a JSON
 array of the events of the last second, of mixed types. ``MessageID`` is an integer larger than
 2^53: :func:`loads` keeps every integer exact, whatever its size. Mapping: :mod:`.mapping`; the
-ESP's side for the simulator: :mod:`.simulate`.
+ESP's side for the simulator: :mod:`mailpulse.simulate.esp.mailjet`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from ingest.errors import PayloadError
@@ -24,16 +22,11 @@ from ingest.events import Event, load_json, mapping_errors
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     NormalizeContext,
-    OutboundRequest,
-    SimulatedEvent,
 )
+from ingest.providers.mailjet import mapping
 from ingest.providers.mailjet.mapping import normalize_event
-from ingest.providers.mailjet.simulate import MAILJET_EVENTS, dumps, mailjet_event
 
 TOKEN_HEADER = "authorization"
-#: Simulated message ids lie in [2^54, 2^63): beyond a float's exact integers, inside 64 bits.
-_MESSAGE_ID_BASE = 2**54
-_MESSAGE_ID_SPAN = 2**63 - 2**54
 
 
 class MailjetProvider(shared_secret.SharedSecretProvider):
@@ -48,7 +41,8 @@ class MailjetProvider(shared_secret.SharedSecretProvider):
     #: Version 2 groups "all the events of the last second"; Mailjet gives no upper bound,
     #: so the simulator's groups stop at this many.
     max_batch = 100
-    emits = frozenset(MAILJET_EVENTS)  # no "sent" (accepted), deferral or resubscribe events
+    # No acceptance ("sent") or resubscribe events; a greylisted bounce is a deferral.
+    emits = frozenset(mapping.EVENT_TYPES.values()) | {"deferred"}
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """One event object (Version 1) or the grouped array (Version 2)."""
@@ -63,33 +57,6 @@ class MailjetProvider(shared_secret.SharedSecretProvider):
         """One event object to a row."""
         with mapping_errors("event"):
             return normalize_event(item, self.campaign_field(context))
-
-    def message_id(self, sequence: int, seed: int) -> str:
-        """A ``MessageID``: an odd integer above 2^53, so no float can carry it exactly."""
-        digest = hashlib.sha256(f"message:{seed}:{sequence}".encode()).digest()
-        number = _MESSAGE_ID_BASE + int.from_bytes(digest[:8]) % _MESSAGE_ID_SPAN
-        return str(number | 1)
-
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """One event object (Version 1), or the grouped array when there are several."""
-        items = [mailjet_event(event) for event in events]
-        body = dumps(items[0] if len(items) == 1 else items)
-        headers = {"Content-Type": "application/json"}
-        headers.update(self.sender_headers(sender))
-        return OutboundRequest(headers=headers, body=body)
-
-    @classmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """Random Basic credentials (the only scheme Mailjet sends), the same on both sides."""
-        credential = f"mailjet:{secrets.token_urlsafe(24)}"
-        return {shared_secret.BASIC_AUTH: credential}, {shared_secret.BASIC_AUTH: credential}
 
 
 def loads(body: bytes) -> Any:

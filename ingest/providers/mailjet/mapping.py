@@ -5,11 +5,14 @@ Decisions where the docs are silent:
 * ``sent`` is ``delivered``: Mailjet sends it "when the destination SMTP server has accepted
   the message" (its ``smtp_reply`` gives ``smtp_status``). Mailjet reports no acceptance of its
   own, no deferral and no resubscribe.
-* ``bounce``: ``hard_bounce`` true -> hard, false -> soft, missing -> undetermined. ``reason`` is
-  ``"<error_related_to>: <error>"`` plus the ``comment`` in parentheses. ``smtp_status`` comes
-  from the text when it holds an enhanced code, else, for hard bounces, from Mailjet's fixed
-  error words (``user unknown`` 5.1.1, ``mailbox inactive`` 5.2.1, ``invalid domain`` and
-  ``no mail host`` 5.1.2).
+* ``bounce`` with an ``error`` Mailjet's error table calls temporary and retried
+  (``greylisted``: "Delivery will be re-attempted"; ``system issue``, ``protocol issue``,
+  ``connection issue``: "never be permanent") is ``deferred``, with the same ``reason``.
+* Any other ``bounce``: ``hard_bounce`` true -> hard, false -> soft, missing -> undetermined.
+  ``reason`` is ``"<error_related_to>: <error>"`` plus the ``comment`` in parentheses.
+  ``smtp_status`` comes from the text when it holds an enhanced code, else, for hard bounces,
+  from Mailjet's fixed error words (``user unknown`` 5.1.1, ``mailbox inactive`` 5.2.1,
+  ``invalid domain`` and ``no mail host`` 5.1.2).
 * ``blocked`` (Mailjet never tried) is ``dropped`` classed by its ``error``: an address Mailjet
   knows is bad (``user unknown``, ``mailbox inactive``, ``invalid domain``, ``no mail host``,
   ``typofix``) is ``invalid``; ``preblocked`` (it "recently or repeatedly bounced") is
@@ -33,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from typing import Any
 
 import orjson
@@ -43,6 +45,8 @@ from ingest.events import (
     MICROS,
     Event,
     composite_id,
+    enhanced_status,
+    event_name,
     json_text,
     normalize_recipient,
     optional_str,
@@ -78,6 +82,8 @@ DROP_CLASSES = {
     "policy issue": "policy",
     "quota exceeded": "quota",
 }
+#: Mailjet's ``error`` words its error table calls temporary: such a bounce is retried.
+TEMPORARY_ERRORS = frozenset({"greylisted", "system issue", "protocol issue", "connection issue"})
 #: Mailjet's ``error`` words of a hard bounce -> the enhanced status code they stand for.
 HARD_BOUNCE_STATUS = {
     "user unknown": "5.1.1",
@@ -87,7 +93,6 @@ HARD_BOUNCE_STATUS = {
 }
 CAMPAIGN_ID = "mj_campaign_id"
 _FLOAT_EXACT = 2**53
-_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
 def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
@@ -96,19 +101,16 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
     Raises:
         MappingError: when the object is not a Mailjet event with a recipient and a time.
     """
-    if not isinstance(item, dict):
-        raise MappingError("a Mailjet event must be a JSON object")
-    name = item.get("event")
-    if not isinstance(name, str) or not name.strip():
-        raise MappingError("event has no 'event' name")
-    name = name.strip().lower()
+    name = event_name(item, "Mailjet").lower()
     event_type = EVENT_TYPES.get(name, "other")
+    if event_type == "bounced" and _error_word(item) in TEMPORARY_ERRORS:
+        event_type = "deferred"
     recipient = normalize_recipient(item.get("email"))
     occurred_at = parse_timestamp(item.get("time"), field_name="time")
     message_id = _message_id(item)
     url = optional_str(item.get("url")) if event_type == "clicked" else None
     engaged = event_type in ENGAGEMENT
-    reason = _reason(item) if event_type in ("bounced", "dropped") else None
+    reason = _reason(item) if event_type in ("bounced", "dropped", "deferred") else None
     bounce_class = _bounce_class(event_type, item)
     key_id = _id_text(item.get("MessageID"), "MessageID") or optional_str(item.get("Message_GUID"))
     return [
@@ -117,7 +119,7 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
             event_type=event_type,
             occurred_at=occurred_at,
             recipient=recipient,
-            raw=raw_json(item),
+            raw=exact_json(item),
             message_id=message_id,
             campaign=_campaign(item, campaign_field),
             metadata=_metadata(item),
@@ -131,7 +133,7 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
     ]
 
 
-def raw_json(item: Any) -> str:
+def exact_json(item: Any) -> str:
     """Compact JSON of the event as sent, integers of any size included."""
     try:
         return orjson.dumps(item).decode()
@@ -195,18 +197,13 @@ def _bounce_class(event_type: str, item: dict[str, Any]) -> str | None:
 
 def _smtp_status(event_type: str, item: dict[str, Any], bounce_class: str | None) -> str | None:
     if event_type == "delivered":
-        return _enhanced(item.get("smtp_reply"))
-    if event_type != "bounced":
+        return enhanced_status(item.get("smtp_reply"))
+    if event_type not in ("bounced", "deferred"):
         return None
-    found = _enhanced(item.get("comment")) or _enhanced(item.get("error"))
+    found = enhanced_status(item.get("comment"), item.get("error"))
     if found is None and bounce_class == "hard":
         return HARD_BOUNCE_STATUS.get(_error_word(item))
     return found
-
-
-def _enhanced(value: Any) -> str | None:
-    match = _ENHANCED_STATUS.search(value) if isinstance(value, str) else None
-    return match.group(1) if match else None
 
 
 def _campaign(item: dict[str, Any], field: str | None) -> str | None:
@@ -237,4 +234,4 @@ def _metadata(item: dict[str, Any]) -> str | None:
     try:
         return json_text(custom)
     except MappingError:  # an integer beyond 64 bits inside a custom field
-        return raw_json(custom)
+        return exact_json(custom)

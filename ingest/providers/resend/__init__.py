@@ -1,5 +1,7 @@
 """``resend``: Resend's webhooks, signed the Standard Webhooks / Svix way.
 
+Signatures are computed with the ``standardwebhooks`` library (the specification's own).
+
 Authentication: headers ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``, or the
 same three with the ``svix-`` prefix (Resend sends those); a request uses one family, chosen by
 which id header it carries. The signature header is a space-separated list of
@@ -11,35 +13,30 @@ replay inside that window is refused (``replayed_token``); a retry is re-signed 
 timestamp by the sender, so it passes, and its repeated id makes it a duplicate.
 
 Mapping of the events and the decisions where Resend's docs are silent: :mod:`.mapping`; the
-ESP's side for the simulator: :mod:`.simulate`.
+ESP's side for the simulator: :mod:`mailpulse.simulate.esp.resend`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
-import secrets
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+from standardwebhooks.webhooks import Webhook
 
 from ingest.errors import AuthenticationFailed, PayloadError
-from ingest.events import Event, load_json, mapping_errors
+from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json, mapping_errors
 from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
-    OutboundRequest,
     Provider,
     ReplayGuard,
-    SimulatedEvent,
 )
+from ingest.providers.freshness import require_fresh, unix_seconds
 from ingest.providers.resend.mapping import normalize_event
-from ingest.providers.resend.simulate import resend_event
-from ingest.replay import MemoryReplayGuard
 from mailpulse.config import SourceConfig
 
 TOLERANCE_SECONDS = 300
@@ -63,9 +60,11 @@ def secret_key(secret: str) -> bytes:
 
 def sign(secret: str, msg_id: str, timestamp: int | str, body: bytes) -> str:
     """The ``v1,<base64>`` signature entry of a message, as senders (and tests) compute it."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    return Webhook(secret).sign(msg_id, _moment(timestamp), body)
+
+
+def _moment(timestamp: int | str) -> datetime:
+    return datetime.fromtimestamp(int(timestamp), tz=UTC)
 
 
 class ResendProvider(Provider):
@@ -79,19 +78,16 @@ class ResendProvider(Provider):
     # The id and timestamp headers are kept: the id dedups at normalize time.
     credential_headers = frozenset({"authorization", "webhook-signature", "svix-signature"})
     max_batch = 1
-    emits = frozenset(
-        {"sent", "delivered", "deferred", "bounced", "dropped", "opened", "clicked", "complained"}
-    )
+    emits = MESSAGE_EVENT_TYPES - {"unsubscribed"}
 
     def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
         super().__init__(source, replay=replay)
-        self._guard: ReplayGuard = replay if replay is not None else MemoryReplayGuard()
         # Decoded once: the hot path only hashes. A malformed secret is a config problem and
         # is skipped here, so it can never verify anything.
-        self._keys: list[bytes] = []
+        self._hooks: list[Webhook] = []
         for secret in source.credentials.get("secret", ()):
             try:
-                self._keys.append(secret_key(secret.reveal()))
+                self._hooks.append(Webhook(secret_key(secret.reveal())))
             except ValueError:
                 continue
 
@@ -124,41 +120,40 @@ class ResendProvider(Provider):
             raise AuthenticationFailed(
                 f"{prefix}signature header is missing", code="missing_signature"
             )
-        if not self._keys:
+        if not self._hooks:
             raise AuthenticationFailed(
                 "this source has no usable secret configured", code="no_credentials"
             )
-        if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
-            raise AuthenticationFailed(
-                f"{prefix}timestamp must be unix seconds", code="bad_timestamp"
-            )
+        sent = unix_seconds(timestamp, field=f"{prefix}timestamp")
         if not self._signature_ok(msg_id, timestamp, signature, request.body):
             raise AuthenticationFailed("signature does not match", code="bad_signature")
-        if abs(now - int(timestamp)) > TOLERANCE_SECONDS:
-            raise AuthenticationFailed(
-                f"{prefix}timestamp is more than {TOLERANCE_SECONDS} s from our clock",
-                code="stale_timestamp",
-            )
-        key = f"{self.source.name}:{msg_id}:{timestamp}"
-        if not self._guard.first_use(key, now=now, expires_at=int(timestamp) + TOLERANCE_SECONDS):
-            raise AuthenticationFailed(
-                "this signed request was already received", code="replayed_token"
-            )
+        require_fresh(sent, now, field=f"{prefix}timestamp", back=TOLERANCE_SECONDS)
+        self.refuse_replay(request, now)
+
+    def replay_key(self, request: InboundRequest) -> tuple[str, float] | None:
+        """The id and timestamp of a signed request: a byte-identical replay repeats both."""
+        headers = request.headers
+        prefix = next((p for p in PREFIXES if f"{p}id" in headers), None)
+        timestamp = headers.get(f"{prefix}timestamp", "") if prefix else ""
+        if prefix is None or not timestamp.isascii() or not timestamp.isdigit():
+            return None
+        key = f"{self.source.name}:{headers[f'{prefix}id']}:{timestamp}"
+        return key, int(timestamp) + TOLERANCE_SECONDS
 
     def _signature_ok(self, msg_id: str, timestamp: str, header: str, body: bytes) -> bool:
-        signed = msg_id.encode("utf-8", "surrogateescape") + b"." + timestamp.encode() + b"."
-        signed += body
-        expected = [
-            base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()) for key in self._keys
-        ]
+        # The library signs (key decoding, signed content); the header is matched here because
+        # its own verify() reads the wall clock, where the receiver's clock is injected.
+        try:
+            expected = [
+                hook.sign(msg_id, _moment(timestamp), body).encode() for hook in self._hooks
+            ]
+        except UnicodeEncodeError:  # an id no sender could have signed
+            return False
         matched = False
         for entry in header.split()[:MAX_SIGNATURES]:
-            version, _, given = entry.partition(",")
-            if version != "v1":
-                continue
-            given_bytes = given.encode("utf-8", "surrogateescape")
-            for digest in expected:
-                matched |= hmac.compare_digest(digest, given_bytes)
+            given = entry.encode("utf-8", "surrogateescape")
+            for signature in expected:
+                matched |= hmac.compare_digest(signature, given)
         return matched
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
@@ -172,41 +167,3 @@ class ResendProvider(Provider):
         """One event to one row per recipient (none for contact/domain events)."""
         with mapping_errors("event"):
             return normalize_event(item, context.headers, self.campaign_field(context))
-
-    def message_id(self, sequence: int, seed: int) -> str:
-        """A Resend-shaped ``email_id``: a UUID, deterministic from seed and sequence."""
-        digest = hashlib.sha256(f"resend:{seed}:{sequence}".encode()).digest()
-        return str(uuid.UUID(bytes=digest[:16], version=4))
-
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """One event as Resend posts it, signed; ``svix-*`` and ``webhook-*`` headers alternate."""
-        (event,) = events
-        body = orjson.dumps(resend_event(event))
-        msg_id = (
-            "msg_"
-            + hashlib.sha256(f"{event.sequence}:{event.message_id}".encode()).hexdigest()[:27]
-        )
-        timestamp = int(now)
-        prefix = PREFIXES[event.sequence % 2]
-        return OutboundRequest(
-            headers={
-                "Content-Type": "application/json",
-                f"{prefix}id": msg_id,
-                f"{prefix}timestamp": str(timestamp),
-                f"{prefix}signature": sign(sender["secret"], msg_id, timestamp, body),
-            },
-            body=body,
-        )
-
-    @classmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """One random ``whsec_`` secret, shared by both sides."""
-        secret = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
-        return {"secret": secret}, {"secret": secret}

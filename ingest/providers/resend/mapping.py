@@ -32,7 +32,6 @@ are silent:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,13 +41,12 @@ from ingest.errors import MappingError
 from ingest.events import (
     Event,
     composite_id,
+    enhanced_status,
     json_text,
     normalize_recipient,
     optional_str,
     parse_timestamp,
 )
-
-_STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 
 #: Resend ``type`` -> mailpulse event type (bounces are refined by ``data.bounce``).
 TYPES = {
@@ -146,8 +144,7 @@ def _bounce(bounce: dict[str, Any]) -> tuple[str, str, str | None, str | None]:
         texts = [diagnostics]
     message = optional_str(bounce.get("message"))
     reason = "; ".join(texts) or message or (f"{bounce_type}: {subtype}" if bounce_type else None)
-    match = next((m for m in map(_STATUS.search, [*texts, message or ""]) if m), None)
-    status = match.group(1) if match else None
+    status = enhanced_status(*texts, message)
     if bounce_type == "Permanent" and subtype in SUPPRESSED_SUBTYPES:
         return "dropped", "bounced", reason, status
     return "bounced", BOUNCE_CLASSES.get(bounce_type or "", "undetermined"), reason, status

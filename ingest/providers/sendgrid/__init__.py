@@ -18,25 +18,21 @@ Mapping: see :mod:`ingest.providers.sendgrid.mapping`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
-from ingest.errors import AuthenticationFailed, PayloadError
-from ingest.events import Event, load_json, mapping_errors
+from ingest.errors import AuthenticationFailed
+from ingest.events import MESSAGE_EVENT_TYPES, Event, mapping_errors, object_or_array
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
-    OutboundRequest,
     Provider,
     ReplayGuard,
-    SimulatedEvent,
 )
+from ingest.providers.freshness import require_fresh, unix_seconds
 from ingest.providers.sendgrid import signature
 from ingest.providers.sendgrid.mapping import normalize_event
-from ingest.providers.sendgrid.simulate import SENDGRID_EVENTS, message_id, sendgrid_event
 from mailpulse.config import SourceConfig
 
 PUBLIC_KEY = "public_key"
@@ -44,8 +40,6 @@ TOLERANCE_OPTION = "timestamp_tolerance"
 DEFAULT_TOLERANCE_SECONDS = 24 * 3600
 FUTURE_SKEW_SECONDS = 300
 _MAX_TOLERANCE_SECONDS = 7 * 24 * 3600
-# A 13-digit timestamp header can only be milliseconds; it is signed as sent either way.
-_MILLIS_THRESHOLD = 100_000_000_000
 
 
 class SendGridProvider(Provider):
@@ -60,7 +54,7 @@ class SendGridProvider(Provider):
     credential_headers = frozenset({"authorization", signature.SIGNATURE_HEADER})
     # The simulator's batch size; SendGrid's own batches are bounded by 768 KB, not a count.
     max_batch = 1000
-    emits = frozenset(SENDGRID_EVENTS)
+    emits = MESSAGE_EVENT_TYPES | {"resubscribed"}
 
     def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
         super().__init__(source, replay=replay)
@@ -124,70 +118,18 @@ class SendGridProvider(Provider):
             raise AuthenticationFailed("signature does not match", code="bad_signature")
 
     def _check_fresh(self, timestamp: str, now: float) -> None:
-        if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 13:
-            raise AuthenticationFailed(
-                "X-Twilio-Email-Event-Webhook-Timestamp must be unix seconds",
-                code="bad_timestamp",
-            )
-        sent = int(timestamp)
-        if sent > _MILLIS_THRESHOLD:
-            sent //= 1000
-        if now - sent > self._tolerance or sent - now > FUTURE_SKEW_SECONDS:
-            raise AuthenticationFailed(
-                "X-Twilio-Email-Event-Webhook-Timestamp is outside the accepted window "
-                f"({self._tolerance} s back, {FUTURE_SKEW_SECONDS} s ahead)",
-                code="stale_timestamp",
-            )
+        field = "X-Twilio-Email-Event-Webhook-Timestamp"
+        sent = unix_seconds(timestamp, field=field, allow_millis=True)
+        require_fresh(sent, now, field=field, back=self._tolerance, ahead=FUTURE_SKEW_SECONDS)
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """The event array (a lone object, as some docs samples are, is one event)."""
-        document = load_json(body)
-        if isinstance(document, list):
-            return document
-        if isinstance(document, dict):
-            return [document]
-        raise PayloadError("body must be a JSON array of SendGrid events")
+        return object_or_array(body, "body must be a JSON array of SendGrid events")
 
     def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
         """One SendGrid event object to rows (see the mapping module for the rules)."""
         with mapping_errors("event"):
             return normalize_event(item, context.campaign_field)
-
-    def message_id(self, sequence: int, seed: int) -> str:
-        """An ``sg_message_id``-shaped id."""
-        return message_id(sequence, seed)
-
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """A JSON array as SendGrid posts it, signed with the sender's ``private_key``."""
-        items = [sendgrid_event(event) for event in events]
-        body = orjson.dumps(items, option=orjson.OPT_SORT_KEYS) + b"\r\n"
-        timestamp = str(int(now))
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "SendGrid Event API",
-            "X-Twilio-Email-Event-Webhook-Signature": signature.sign(
-                sender["private_key"], timestamp, body
-            ),
-            "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
-        }
-        if sender.get("header_token"):
-            headers["Authorization"] = f"Bearer {sender['header_token']}"
-        elif sender.get("basic_auth"):
-            headers["Authorization"] = shared_secret.basic_header(sender["basic_auth"])
-        return OutboundRequest(headers=headers, body=body)
-
-    @classmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """A fresh P-256 pair: the public half for the receiver, the private PEM for SendGrid."""
-        public_key, private_key = signature.generate_key_pair()
-        return {PUBLIC_KEY: public_key}, {"private_key": private_key}
 
 
 def _valid_tolerance(value: Any) -> bool:

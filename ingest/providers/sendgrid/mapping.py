@@ -19,19 +19,19 @@ Decisions where SendGrid's documentation is silent:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-import orjson
-
-from ingest.errors import MappingError
 from ingest.events import (
     Event,
+    class_of,
     composite_id,
+    enhanced_status,
+    event_name,
     json_text,
     normalize_recipient,
     optional_str,
     parse_timestamp,
+    raw_json,
     string_list,
 )
 
@@ -119,8 +119,6 @@ DROP_CLASSES = (
     ("invalid", "invalid"),
 )
 
-_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
-
 
 def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
     """Map one SendGrid event object to zero or one row.
@@ -128,11 +126,7 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
     Raises:
         MappingError: when the object is not a SendGrid event with a recipient and a time.
     """
-    if not isinstance(item, dict):
-        raise MappingError("a SendGrid event must be a JSON object")
-    name = item.get("event")
-    if not isinstance(name, str) or not name.strip():
-        raise MappingError("event has no 'event' name")
+    name = event_name(item, "SendGrid")
     # The unique-args docs sample spells it "Processed": names are matched case-insensitively.
     name = name.strip().lower()
     if name in ACCOUNT_EVENTS:
@@ -152,7 +146,7 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
             event_type=event_type,
             occurred_at=occurred_at,
             recipient=recipient,
-            raw=_raw(item),
+            raw=raw_json(item),
             message_id=message_id,
             campaign=_campaign(item, campaign_field),
             tags=string_list(item.get("category")),
@@ -171,11 +165,7 @@ def normalize_event(item: Any, campaign_field: str | None) -> list[Event]:
 
 def drop_class(reason: str | None) -> str:
     """The drop-reason class of a ``dropped`` event's ``reason`` text."""
-    text = (reason or "").lower()
-    for needle, word in DROP_CLASSES:
-        if needle in text:
-            return word
-    return "other"
+    return class_of(reason, DROP_CLASSES, "other")
 
 
 def _bounce_class(name: str, item: dict[str, Any], reason: str | None) -> str | None:
@@ -224,20 +214,4 @@ def _custom_args(item: dict[str, Any]) -> str | None:
 
 
 def _smtp_status(item: dict[str, Any], reason: str | None) -> str | None:
-    status = item.get("status")
-    if isinstance(status, str):
-        match = _ENHANCED_STATUS.search(status)
-        if match:
-            return match.group(1)
-    if reason:
-        match = _ENHANCED_STATUS.search(reason)
-        if match:
-            return match.group(1)
-    return None
-
-
-def _raw(item: dict[str, Any]) -> str:
-    try:
-        return orjson.dumps(item).decode()
-    except TypeError as exc:  # an integer beyond 64 bits, from a non-orjson caller
-        raise MappingError(f"event is not JSON-serializable: {exc}") from None
+    return enhanced_status(item.get("status"), reason)

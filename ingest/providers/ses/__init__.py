@@ -35,10 +35,8 @@ event type, recipient, event time and link. See :mod:`.mapping` for the event ma
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +44,15 @@ import orjson
 import requests
 
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
-from ingest.events import Event, load_json
+from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
-    OutboundRequest,
     Provider,
     ReplayGuard,
-    SimulatedEvent,
 )
 from ingest.providers.ses import mapping, sns
-from ingest.providers.ses.simulate import encode_event
 from mailpulse.config import SourceConfig
 
 log = logging.getLogger(__name__)
@@ -80,20 +75,7 @@ class SesProvider(Provider):
     default_campaign_field = "campaign"
     credential_headers = frozenset({"authorization"})
     max_batch = 1
-    emits = frozenset(
-        {
-            "sent",
-            "delivered",
-            "deferred",
-            "bounced",
-            "dropped",
-            "opened",
-            "clicked",
-            "complained",
-            "unsubscribed",
-            "resubscribed",
-        }
-    )
+    emits = MESSAGE_EVENT_TYPES | {"resubscribed"}
 
     def __init__(self, source: SourceConfig, *, replay: ReplayGuard | None = None) -> None:
         super().__init__(source, replay=replay)
@@ -205,16 +187,22 @@ class SesProvider(Provider):
     # -- flusher
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
-        """``{"MessageId", "Message"}`` with the SES event decoded; confirmations give none."""
+        """``{"MessageId", "Message"}`` with the SES event decoded; control notices give none.
+
+        SNS's own notices (subscription and unsubscribe confirmations, which SNS never sends
+        raw, and plain-text test messages such as SES's "Successfully validated SNS topic")
+        are kept in the raw lake like every request and logged; they carry no event.
+        """
         document = load_json(body)
         if not isinstance(document, dict):
             raise PayloadError("body must be a JSON object")
+        kind = document.get("Type")
+        if _is_confirmation(kind) and (not _is_raw(headers) or "SubscribeURL" in document):
+            _control_notice(str(kind), document)
+            return []
         if _is_raw(headers):
             message_id = headers.get(MESSAGE_ID_HEADER) or None
             return [{"MessageId": message_id, "Message": document}]
-        kind = document.get("Type")
-        if _is_confirmation(kind):
-            return []
         if kind != sns.NOTIFICATION:
             raise PayloadError(f"SNS message Type {str(kind)[:40]!r} is not supported")
         message = document.get("Message")
@@ -223,7 +211,10 @@ class SesProvider(Provider):
         try:
             event = orjson.loads(message)
         except orjson.JSONDecodeError:
-            event = message  # not SES JSON: normalize says so, and the item is quarantined
+            # SES publishes JSON only: plain text is a topic test (the console's "Publish
+            # message", SES validating the topic), acknowledged and recorded, not an event.
+            _control_notice("test message", document)
+            return []
         return [{"MessageId": document.get("MessageId"), "Message": event}]
 
     def normalize(self, item: Any, context: NormalizeContext) -> list[Event]:
@@ -249,29 +240,6 @@ class SesProvider(Provider):
 
     # -- simulator
 
-    def message_id(self, sequence: int, seed: int) -> str:
-        """An SES-style message id (hex, a UUID, ``-000000``)."""
-        return f"{(seed * 1_000_003 + sequence) % 16**16:016x}-{_uuid(seed, sequence)}-000000"
-
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """One SNS delivery of one SES event (SNS sends one message per request)."""
-        if len(events) != 1:
-            raise ValueError("SNS delivers exactly one message per request")
-        return encode_event(events[0], url=url, now=now, sender=sender)
-
-    @classmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """Basic credentials for raw message delivery, shared by both sides."""
-        credential = f"sns:{secrets.token_urlsafe(24)}"
-        return {"basic_auth": [credential]}, {"basic_auth": credential}
-
 
 def _is_raw(headers: Mapping[str, str]) -> bool:
     return headers.get(RAW_DELIVERY_HEADER, "").strip().lower() == "true"
@@ -279,6 +247,17 @@ def _is_raw(headers: Mapping[str, str]) -> bool:
 
 def _is_confirmation(kind: Any) -> bool:
     return isinstance(kind, str) and kind in sns.CONFIRMATION_TYPES
+
+
+def _control_notice(kind: str, document: Mapping[str, Any]) -> None:
+    log.info(
+        "SNS control notice recorded (no event)",
+        extra={
+            "notice": kind,
+            "topic_arn": str(document.get("TopicArn"))[:256],
+            "sns_message_id": str(document.get("MessageId"))[:128],
+        },
+    )
 
 
 def _is_number(value: Any) -> bool:
@@ -290,7 +269,3 @@ def _topic_arns(value: Any) -> list[str]:
     if not isinstance(values, list):
         return []
     return [v for v in values if isinstance(v, str) and v.startswith("arn:aws") and ":sns:" in v]
-
-
-def _uuid(seed: int, sequence: int) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailpulse-ses:{seed}.{sequence}"))

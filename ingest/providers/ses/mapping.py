@@ -28,7 +28,6 @@ Decisions where SES leaves room:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,13 +38,13 @@ from ingest.errors import MappingError
 from ingest.events import (
     Event,
     composite_id,
+    enhanced_status,
     json_text,
     normalize_recipient,
     optional_str,
     parse_timestamp,
 )
 
-_ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _BOUNCE_CLASSES = {"Permanent": "hard", "Transient": "soft", "Undetermined": "undetermined"}
 _SUPPRESSED = frozenset({"Suppressed", "OnAccountSuppressionList"})
 _PINGS = frozenset({"AmazonSnsSubscriptionSucceeded"})
@@ -93,7 +92,7 @@ def event_rows(
     metadata = json_text(own_tags) if own_tags else None
     events = []
     for row in mapper(event, mail):
-        recipient = normalize_recipient(_address(row.recipient))
+        recipient = normalize_recipient(row.recipient)
         occurred_at = parse_timestamp(row.occurred_at, field_name=f"{kind} timestamp")
         if sns_message_id is not None:
             event_id = f"{sns_message_id}:{recipient}"
@@ -128,7 +127,7 @@ def _send(event: dict[str, Any], mail: dict[str, Any]) -> list[Row]:
 def _delivery(event: dict[str, Any], mail: dict[str, Any]) -> list[Row]:
     delivery = _object(event, "delivery")
     response = optional_str(delivery.get("smtpResponse"))
-    status = _enhanced(response)
+    status = enhanced_status(response)
     recipients = _list(delivery, "recipients")
     return [Row(r, "delivered", delivery.get("timestamp"), smtp_status=status) for r in recipients]
 
@@ -322,21 +321,8 @@ def _own_tags(mail: dict[str, Any]) -> dict[str, list[str]]:
     return own
 
 
-def _enhanced(text: str | None) -> str | None:
-    match = _ENHANCED.search(text) if text else None
-    return match.group(1) if match else None
-
-
 def _status(value: Any, diagnostic: str | None) -> str | None:
-    status = optional_str(value)
-    return _enhanced(status) or _enhanced(diagnostic)
-
-
-def _address(value: Any) -> Any:
-    # SES lists bare addresses; tolerate "Name <address>" should one appear.
-    if isinstance(value, str) and "<" in value and value.rstrip().endswith(">"):
-        return value[value.rfind("<") + 1 : value.rstrip().rfind(">")]
-    return value
+    return enhanced_status(value, diagnostic)
 
 
 def _destination(mail: dict[str, Any]) -> list[Any]:

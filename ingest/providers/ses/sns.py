@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ingest.errors import AuthenticationFailed, SpoolUnavailable
+from ingest.providers.freshness import require_fresh
 
 #: SNS retries an HTTP/S delivery for at most 3,600 s (the delivery policy's hard limit) and
 #: keeps the original ``Timestamp`` and signature; 300 s more allow for clock skew.
@@ -268,10 +269,7 @@ def verify(
             raise _failed("no topic_arns are configured for signed SNS messages", "unknown_topic")
         raise _failed("the SNS TopicArn is not in this source's topic_arns", "unknown_topic")
     sent_at = _timestamp(envelope.timestamp)
-    if now - sent_at > tolerance or sent_at - now > FUTURE_SKEW_SECONDS:
-        raise _failed(
-            f"SNS Timestamp is outside the {int(tolerance)} s tolerance", "stale_timestamp"
-        )
+    require_fresh(sent_at, now, field="SNS Timestamp", back=tolerance, ahead=FUTURE_SKEW_SECONDS)
     if not is_aws_certificate_url(envelope.certificate_url):
         raise _failed(
             "SigningCertURL is not an https .pem URL on an sns.<region>.amazonaws.com host",

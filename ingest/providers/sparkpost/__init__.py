@@ -9,28 +9,21 @@ mechanism must pass.
 
 The body is a JSON array of ``{"msys": {"<class>_event": {...}}}``; the validation ping
 ``[{"msys": {}}]`` is accepted and yields no row. Mapping: :mod:`.mapping`; the ESP's side for
-the simulator: :mod:`.simulate`.
+the simulator: :mod:`mailpulse.simulate.esp.sparkpost`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from ingest.errors import PayloadError
-from ingest.events import Event, load_json, mapping_errors
+from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json, mapping_errors
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     NormalizeContext,
-    OutboundRequest,
-    SimulatedEvent,
 )
 from ingest.providers.sparkpost.mapping import normalize_element
-from ingest.providers.sparkpost.simulate import SPARKPOST_TYPES, event_id, sparkpost_event
 
 TOKEN_HEADER = "x-messagesystems-webhook-token"
 BATCH_HEADER = "X-MessageSystems-Batch-ID"
@@ -46,7 +39,7 @@ class SparkPostProvider(shared_secret.SharedSecretProvider):
     default_campaign_field = "campaign_id"
     credential_headers = frozenset({"authorization", TOKEN_HEADER})
     max_batch = 350  # "1 to 350 or more events" per batch
-    emits = frozenset(SPARKPOST_TYPES)  # no resubscribe event exists
+    emits = MESSAGE_EVENT_TYPES  # no resubscribe event exists
 
     def split(self, body: bytes, headers: Mapping[str, str]) -> list[Any]:
         """The batch's elements, each ``{"msys": {...}}``."""
@@ -61,34 +54,3 @@ class SparkPostProvider(shared_secret.SharedSecretProvider):
         """One batch element to rows (none for pings, relay and SMS events)."""
         with mapping_errors("event"):
             return normalize_element(item, self.campaign_field(context))
-
-    def message_id(self, sequence: int, seed: int) -> str:
-        """A SparkPost-shaped message id: 20 hex digits."""
-        return hashlib.sha256(f"message:{seed}:{sequence}".encode()).hexdigest()[:20]
-
-    def encode(
-        self,
-        events: Sequence[SimulatedEvent],
-        *,
-        url: str,
-        now: float,
-        sender: Mapping[str, str],
-    ) -> OutboundRequest:
-        """One batch as SparkPost posts it, with the sender's Basic credentials or token."""
-        items = [sparkpost_event(event) for event in events]
-        body = orjson.dumps(items)
-        ids = ",".join(event_id(event) for event in events)
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "SparkPost",
-            # The same batch resent carries the same batch id.
-            BATCH_HEADER: hashlib.sha256(ids.encode()).hexdigest()[:32],
-        }
-        headers.update(self.sender_headers(sender))
-        return OutboundRequest(headers=headers, body=body)
-
-    @classmethod
-    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """Random Basic credentials (SparkPost's ``auth_type: basic``), the same on both sides."""
-        credential = f"sparkpost:{secrets.token_urlsafe(24)}"
-        return {shared_secret.BASIC_AUTH: credential}, {shared_secret.BASIC_AUTH: credential}

@@ -7,6 +7,8 @@ Decisions where the docs are silent:
 * ``bounce_class`` comes from SparkPost's Bounce Classification Codes: category Hard -> hard;
   Soft and Block -> soft (a block, like SendGrid's ``blocked``, is not the address's fault);
   Undetermined, Admin and unknown codes -> undetermined. ``out_of_band`` is an asynchronous bounce.
+* ``bounce_class`` 60 (Auto-Reply: an out-of-office answer, so the message arrived) is no
+  bounce: ``other`` with SparkPost's ``reason``, never counted by the soft-bounce rule.
 * ``policy_rejection`` and ``generation_rejection`` are drops classed from the reason text
   (``bounced``, ``unsubscribed``, ``complained``, ``suppressed``, ``invalid``, else ``policy``);
   ``generation_failure`` (a template that cannot render) is class ``generation``.
@@ -21,19 +23,19 @@ Decisions where the docs are silent:
 
 from __future__ import annotations
 
-import re
 from typing import Any
-
-import orjson
 
 from ingest.errors import MappingError
 from ingest.events import (
     Event,
+    class_of,
     composite_id,
+    enhanced_status,
     json_text,
     normalize_recipient,
     optional_str,
     parse_timestamp,
+    raw_json,
     string_list,
 )
 
@@ -80,13 +82,14 @@ BOUNCE_CLASSES = {
     "52": "soft",  # Spam Content
     "53": "soft",  # Prohibited Attachment
     "54": "soft",  # Relaying Denied
-    "60": "soft",  # Auto-Reply
     "70": "soft",  # Transient Failure
     "80": "undetermined",  # Subscribe (Admin)
     "90": "hard",  # Unsubscribe
     "100": "soft",  # Challenge-Response
 }
 #: Lower-cased reason substrings (checked in order) -> drop class.
+#: SparkPost's Auto-Reply bounce class: the recipient's out-of-office, not a failure.
+AUTO_REPLY_CLASS = "60"
 DROP_CLASSES = (
     ("bounce", "bounced"),
     ("unsubscribe", "unsubscribed"),
@@ -94,7 +97,6 @@ DROP_CLASSES = (
     ("suppress", "suppressed"),
     ("invalid", "invalid"),
 )
-_ENHANCED_STATUS = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
 def normalize_element(item: Any, campaign_field: str | None) -> list[Event]:
@@ -116,6 +118,8 @@ def normalize_element(item: Any, campaign_field: str | None) -> list[Event]:
     if event_class in SKIPPED_CLASSES or kind in SKIPPED_TYPES:
         return []
     event_type = EVENT_TYPES.get(kind, "other")
+    if event_type == "bounced" and str(body.get("bounce_class", "")).strip() == AUTO_REPLY_CLASS:
+        event_type = "other"  # an out-of-office reply: the message was delivered
     return [_event(body, kind, event_type, item, campaign_field)]
 
 
@@ -134,7 +138,7 @@ def _event(
         event_type=event_type,
         occurred_at=parse_timestamp(body.get("timestamp")),
         recipient=recipient,
-        raw=_raw(item),
+        raw=raw_json(item),
         message_id=message_id,
         campaign=_campaign(body.get(campaign_field)) if campaign_field else None,
         tags=string_list(body.get("rcpt_tags")),
@@ -152,11 +156,7 @@ def drop_class(kind: str, reason: str | None) -> str:
     """The drop-reason class of a policy or generation drop."""
     if kind == "generation_failure":
         return "generation"
-    text = (reason or "").lower()
-    for needle, word in DROP_CLASSES:
-        if needle in text:
-            return word
-    return "policy"
+    return class_of(reason, DROP_CLASSES, "policy")
 
 
 def _bounce_class(
@@ -177,17 +177,4 @@ def _campaign(value: Any) -> str | None:
 
 
 def _smtp_status(body: dict[str, Any]) -> str | None:
-    for key in ("raw_reason", "reason"):
-        value = body.get(key)
-        if isinstance(value, str):
-            match = _ENHANCED_STATUS.search(value)
-            if match:
-                return match.group(1)
-    return None
-
-
-def _raw(item: Any) -> str:
-    try:
-        return orjson.dumps(item).decode()
-    except TypeError as exc:  # an integer beyond 64 bits, from a non-orjson caller
-        raise MappingError(f"event is not JSON-serializable: {exc}") from None
+    return enhanced_status(body.get("raw_reason"), body.get("reason"))

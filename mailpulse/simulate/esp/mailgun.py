@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 from typing import Any
 
-from ingest.providers.base import SimulatedEvent
+import orjson
 
-EMITS = (
-    "sent",
-    "delivered",
-    "deferred",
-    "bounced",
-    "dropped",
-    "opened",
-    "clicked",
-    "complained",
-    "unsubscribed",
-)
+from ingest.providers.mailgun import PARENT_SIGNING_KEY, SIGNING_KEY, MailgunProvider, sign
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent, shared
+
 _SIMPLE = {
     "sent": "accepted",
     "delivered": "delivered",
@@ -137,3 +130,35 @@ def _status(event: SimulatedEvent, code: int, message: str) -> dict[str, Any]:
         "description": None,
         "enhanced-code": event.smtp_status,
     }
+
+
+class MailgunEsp(Esp):
+    """Mailgun's sending side."""
+
+    provider = MailgunProvider
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """A Message-ID as Mailgun writes it in ``message.headers.message-id``."""
+        return message_id(sequence, seed)
+
+    def write(self, batch: Batch) -> OutboundRequest:
+        """One JSON webhook, signed with a fresh token as each Mailgun attempt is."""
+        events, url, now, sender = batch
+        if len(events) != 1:
+            raise ValueError("Mailgun sends exactly one event per request")
+        timestamp = str(int(now))
+        token = secrets.token_hex(25)  # 50 characters, like Mailgun's
+        signature = {
+            "token": token,
+            "timestamp": timestamp,
+            "signature": sign(sender[SIGNING_KEY], timestamp, token),
+        }
+        if sender.get(PARENT_SIGNING_KEY):
+            signature["parent-signature"] = sign(sender[PARENT_SIGNING_KEY], timestamp, token)
+        body = orjson.dumps({"signature": signature, "event-data": event_data(events[0])})
+        return OutboundRequest(headers={"Content-Type": "application/json"}, body=body)
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """One random signing key, shared by both sides (Mailgun's keys are hex)."""
+        return shared({SIGNING_KEY: secrets.token_hex(16)})

@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import uuid
 from typing import Any
 
 import orjson
 
-from ingest.providers.base import SimulatedEvent
+from ingest.providers import shared_secret
+from ingest.providers.mailjet import MailjetProvider
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent, shared
+
+#: Simulated message ids lie in [2^54, 2^63): beyond a float's exact integers, inside 64 bits.
+_MESSAGE_ID_BASE = 2**54
+_MESSAGE_ID_SPAN = 2**63 - 2**54
+
 
 #: mailpulse event type -> Mailjet ``event``.
 MAILJET_EVENTS = {
     "delivered": "sent",
     "opened": "open",
     "clicked": "click",
+    "deferred": "bounce",  # a greylisted bounce, which Mailjet retries
     "bounced": "bounce",
     "dropped": "blocked",
     "complained": "spam",
@@ -41,7 +50,8 @@ BLOCKS = {
 _BOUNCES = {
     "hard": (True, "recipient", "user unknown"),
     "soft": (False, "recipient", "quota exceeded"),
-    "undetermined": (None, "system", "connection issue"),
+    "undetermined": (None, "domain", "relay/access denied"),
+    "deferred": (False, "domain", "greylisted"),
 }
 
 
@@ -78,7 +88,8 @@ def mailjet_event(event: SimulatedEvent) -> dict[str, Any]:
 
 def _details(event: SimulatedEvent, name: str) -> dict[str, Any]:
     if name == "bounce":
-        hard, related, error = _BOUNCES[event.bounce_class or "undetermined"]
+        kind = "deferred" if event.event_type == "deferred" else event.bounce_class
+        hard, related, error = _BOUNCES[kind or "undetermined"]
         details: dict[str, Any] = {"blocked": False}
         if hard is not None:
             details["hard_bounce"] = hard
@@ -114,3 +125,29 @@ def _number(kind: str, value: object, digits: int) -> int:
     """A stable positive id of at most ``digits`` digits."""
     bound: int = 10**digits - 1
     return int.from_bytes(_digest(kind, value)[:8]) % bound + 1
+
+
+class MailjetEsp(Esp):
+    """Mailjet's sending side."""
+
+    provider = MailjetProvider
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """A ``MessageID``: an odd integer above 2^53, so no float can carry it exactly."""
+        digest = hashlib.sha256(f"message:{seed}:{sequence}".encode()).digest()
+        number = _MESSAGE_ID_BASE + int.from_bytes(digest[:8]) % _MESSAGE_ID_SPAN
+        return str(number | 1)
+
+    def write(self, batch: Batch) -> OutboundRequest:
+        """One event object (Version 1), or the grouped array when there are several."""
+        events, url, now, sender = batch
+        items = [mailjet_event(event) for event in events]
+        body = dumps(items[0] if len(items) == 1 else items)
+        headers = {"Content-Type": "application/json"}
+        headers.update(self.sender_headers(sender))
+        return OutboundRequest(headers=headers, body=body)
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """Random Basic credentials (the only scheme Mailjet sends), the same on both sides."""
+        return shared({shared_secret.BASIC_AUTH: f"mailjet:{secrets.token_urlsafe(24)}"})

@@ -6,9 +6,14 @@ Ids derive from the event's sequence and message id, so a retry carries the same
 from __future__ import annotations
 
 import hashlib
+import secrets
 from typing import Any
 
-from ingest.providers.base import SimulatedEvent
+import orjson
+
+from ingest.providers import shared_secret
+from ingest.providers.sparkpost import BATCH_HEADER, SparkPostProvider
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent, shared
 
 #: mailpulse event type -> (SparkPost class, type).
 SPARKPOST_TYPES = {
@@ -98,3 +103,33 @@ def _details(event: SimulatedEvent, kind: str) -> dict[str, Any]:
     if kind == "click":
         details["target_link_url"] = event.url or "https://example.com/"
     return details
+
+
+class SparkPostEsp(Esp):
+    """SparkPost's sending side."""
+
+    provider = SparkPostProvider
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """A SparkPost-shaped message id: 20 hex digits."""
+        return hashlib.sha256(f"message:{seed}:{sequence}".encode()).hexdigest()[:20]
+
+    def write(self, batch: Batch) -> OutboundRequest:
+        """One batch as SparkPost posts it, with the sender's Basic credentials or token."""
+        events, url, now, sender = batch
+        items = [sparkpost_event(event) for event in events]
+        body = orjson.dumps(items)
+        ids = ",".join(event_id(event) for event in events)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "SparkPost",
+            # The same batch resent carries the same batch id.
+            BATCH_HEADER: hashlib.sha256(ids.encode()).hexdigest()[:32],
+        }
+        headers.update(self.sender_headers(sender))
+        return OutboundRequest(headers=headers, body=body)
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """Random Basic credentials (SparkPost's ``auth_type: basic``), the same on both sides."""
+        return shared({shared_secret.BASIC_AUTH: f"sparkpost:{secrets.token_urlsafe(24)}"})

@@ -11,8 +11,12 @@ import base64
 import hashlib
 from typing import Any
 
-from ingest.providers.base import SimulatedEvent
+import orjson
+
+from ingest.providers import shared_secret
+from ingest.providers.sendgrid import PUBLIC_KEY, SendGridProvider, signature
 from ingest.providers.sendgrid.mapping import RESERVED_KEYS
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent
 
 #: mailpulse event type -> SendGrid ``event``.
 SENDGRID_EVENTS = {
@@ -104,3 +108,39 @@ def _details(event: SimulatedEvent, name: str) -> dict[str, Any]:
     elif name == "group_resubscribe":
         engagement["asm_group_id"] = _ASM_GROUP
     return engagement
+
+
+class SendGridEsp(Esp):
+    """SendGrid's sending side."""
+
+    provider = SendGridProvider
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """An ``sg_message_id``-shaped id."""
+        return message_id(sequence, seed)
+
+    def write(self, batch: Batch) -> OutboundRequest:
+        """A JSON array as SendGrid posts it, signed with the sender's ``private_key``."""
+        events, url, now, sender = batch
+        items = [sendgrid_event(event) for event in events]
+        body = orjson.dumps(items, option=orjson.OPT_SORT_KEYS) + b"\r\n"
+        timestamp = str(int(now))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "SendGrid Event API",
+            "X-Twilio-Email-Event-Webhook-Signature": signature.sign(
+                sender["private_key"], timestamp, body
+            ),
+            "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
+        }
+        if sender.get("header_token"):
+            headers["Authorization"] = f"Bearer {sender['header_token']}"
+        elif sender.get("basic_auth"):
+            headers["Authorization"] = shared_secret.basic_header(sender["basic_auth"])
+        return OutboundRequest(headers=headers, body=body)
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """A fresh P-256 pair: the public half for the receiver, the private PEM for SendGrid."""
+        public_key, private_key = signature.generate_key_pair()
+        return {PUBLIC_KEY: public_key}, {"private_key": private_key}

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from ingest.providers.base import SimulatedEvent
+import orjson
+
+from ingest.providers.resend import PREFIXES, SECRET_PREFIX, ResendProvider, sign
 from ingest.providers.resend.mapping import TYPES
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent, shared
 
 
 def _iso(seconds: float) -> str:
@@ -65,3 +72,42 @@ def _sim_bounce(event: SimulatedEvent) -> dict[str, Any]:
     if event.reason:
         bounce["diagnosticCode"] = [f"smtp; {event.reason}"]
     return bounce
+
+
+class ResendEsp(Esp):
+    """Resend's sending side."""
+
+    provider = ResendProvider
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """A Resend-shaped ``email_id``: a UUID, deterministic from seed and sequence."""
+        digest = hashlib.sha256(f"resend:{seed}:{sequence}".encode()).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
+
+    def write(self, batch: Batch) -> OutboundRequest:
+        """One event as Resend posts it, signed; ``svix-*`` and ``webhook-*`` headers alternate."""
+        events, url, now, sender = batch
+        (event,) = events
+        body = orjson.dumps(resend_event(event))
+        msg_id = (
+            "msg_"
+            + hashlib.sha256(f"{event.sequence}:{event.message_id}".encode()).hexdigest()[:27]
+        )
+        timestamp = int(now)
+        prefix = PREFIXES[event.sequence % 2]
+        return OutboundRequest(
+            headers={
+                "Content-Type": "application/json",
+                f"{prefix}id": msg_id,
+                f"{prefix}timestamp": str(timestamp),
+                f"{prefix}signature": sign(sender["secret"], msg_id, timestamp, body),
+            },
+            body=body,
+        )
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """One random ``whsec_`` secret, shared by both sides."""
+        return shared(
+            {"secret": SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()}
+        )

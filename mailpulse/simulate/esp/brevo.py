@@ -9,13 +9,16 @@ an open the ESP flags as a machine's is sent as ``proxy_open``.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from ingest.providers.base import SimulatedEvent
+from ingest.providers import shared_secret
+from ingest.providers.brevo import BrevoProvider
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent, shared
 
 #: mailpulse event type -> Brevo ``event`` (bounces and drops are refined below).
 BREVO_EVENTS = {
@@ -117,3 +120,29 @@ def _local_date(seconds: int) -> str:
     except ZoneInfoNotFoundError:  # no time zone data: ts_event carries the time anyway
         zone = UTC
     return datetime.fromtimestamp(seconds, zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class BrevoEsp(Esp):
+    """Brevo's sending side."""
+
+    provider = BrevoProvider
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """A Brevo-shaped ``message-id``: ``<digits.digits@relay>``, in angle brackets."""
+        digits = int.from_bytes(hashlib.sha256(f"message:{seed}:{sequence}".encode()).digest()[:5])
+        return f"<{sequence:012d}.{digits:013d}@smtp-relay.sim.mailpulse.dev>"
+
+    def write(self, batch: Batch) -> OutboundRequest:
+        """One event object (several: the batched array), with the sender's credentials."""
+        events, url, now, sender = batch
+        hook = webhook_id(url)
+        items = [brevo_event(event, hook) for event in events]
+        body = orjson.dumps(items[0] if len(items) == 1 else items)
+        headers = {"Content-Type": "application/json"}
+        headers.update(self.sender_headers(sender))
+        return OutboundRequest(headers=headers, body=body)
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """A random bearer token (Brevo's token authorization), the same on both sides."""
+        return shared({shared_secret.HEADER_TOKEN: secrets.token_urlsafe(32)})

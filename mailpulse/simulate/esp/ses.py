@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -21,8 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ingest.providers import shared_secret
-from ingest.providers.base import OutboundRequest, SimulatedEvent
+from ingest.providers.ses import SesProvider
 from ingest.providers.ses.sns import string_to_sign
+from mailpulse.simulate.esp.base import Batch, Esp, OutboundRequest, SimulatedEvent
 
 DEFAULT_TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:mailpulse-simulated"
 _NAMESPACE = uuid.UUID("6f1d3c0e-5b7a-4c1e-9a63-2f5e8b0d4a11")
@@ -261,3 +263,30 @@ def _subscription(kind: str, at: str) -> dict[str, Any]:
         "newTopicPreferences": {"unsubscribeAll": unsubscribed},
         "oldTopicPreferences": {"unsubscribeAll": not unsubscribed},
     }
+
+
+class SesEsp(Esp):
+    """Ses's sending side."""
+
+    provider = SesProvider
+
+    def message_id(self, sequence: int, seed: int) -> str:
+        """An SES-style message id (hex, a UUID, ``-000000``)."""
+        return f"{(seed * 1_000_003 + sequence) % 16**16:016x}-{_uuid(seed, sequence)}-000000"
+
+    def write(self, batch: Batch) -> OutboundRequest:
+        """One SNS delivery of one SES event (SNS sends one message per request)."""
+        events, url, now, sender = batch
+        if len(events) != 1:
+            raise ValueError("SNS delivers exactly one message per request")
+        return encode_event(events[0], url=url, now=now, sender=sender)
+
+    @classmethod
+    def demo_credentials(cls, url: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """Basic credentials for raw message delivery, shared by both sides."""
+        credential = f"sns:{secrets.token_urlsafe(24)}"
+        return {"basic_auth": [credential]}, {"basic_auth": credential}
+
+
+def _uuid(seed: int, sequence: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailpulse-ses:{seed}.{sequence}"))
