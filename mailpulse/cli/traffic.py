@@ -196,7 +196,8 @@ def demo(
 
     config = load(config_path)
     if not no_dashboard:
-        check_port("127.0.0.1", dashboard_port, "--dashboard-port")  # before minutes of work, not after
+        # Refused before minutes of work, not after them.
+        check_port("127.0.0.1", dashboard_port, "--dashboard-port")
     port = port or runner.free_port()
     base = f"http://127.0.0.1:{port}"
     config_args = ["--config", config_path] if config_path else ["--no-demo-notice"]
