@@ -273,7 +273,7 @@ def suppressions() -> None:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
-    help="File to write (default: <data_dir>/exports/suppressions-<format>.<ext>).",
+    help="File to write, atomically (default, or '-': standard output).",
 )
 @click.option(
     "--format",
@@ -290,24 +290,33 @@ def suppressions() -> None:
 def suppressions_export(
     config_path: str | None, out: str | None, fmt: str, changes_since_last: bool
 ) -> None:
-    """Write the suppression list atomically, in a format the ESP imports.
+    """Write the suppression list in a format the ESP imports: to standard output, or with
+    --out to a file that appears whole or not at all.
 
-    Exit status 0 when the file is written (even with no rows), 1 when it cannot be.
+    Exit status 0 when it is written (even with no rows), 1 when it cannot be.
 
     \b
     Example (crontab, every night at 02:15):
         15 2 * * * mailpulse suppressions export --format sendgrid --out /srv/supp.json
+        mailpulse suppressions export --format csv | gzip > suppressions.csv.gz
     """
     from analytics import open_lake
-    from analytics.exports import EXTENSIONS, export
+    from analytics.exports import export, render
     from analytics.suppression import suppressions as compute
 
+    to_stdout = out in (None, "-")
+    if to_stdout and changes_since_last:
+        raise click.UsageError(
+            "--changes-since-last needs --out: it compares with the last export to that file"
+        )
     config = load(config_path, announce=False)
-    target = (
-        Path(out) if out else config.data_dir / "exports" / f"suppressions-{fmt}.{EXTENSIONS[fmt]}"
-    )
     with open_lake(config) as lake:
         frame = compute(lake, config.suppression)
+    if to_stdout:
+        sys.stdout.buffer.write(render(frame.to_dicts(), fmt))
+        sys.stdout.flush()
+        return
+    target = Path(str(out))
     result = export(frame, target, fmt, config.state_dir, changes_since_last=changes_since_last)
     click.echo(
         f"mailpulse: wrote {result.rows} rows to {result.path} ({result.total} suppressed; "
