@@ -53,6 +53,12 @@ def serve(
     if certfile and keyfile:
         _check_tls(certfile, keyfile)
     config = load(config_path, announce=demo_notice)
+    if not config.sources:
+        click.echo(
+            f"mailpulse: warning: {config_path or 'the configuration'} has no [sources.<name>] "
+            "table, so every webhook will be refused (404 unknown_source); add one per ESP",
+            err=True,
+        )
     configure()  # the flusher thread logs as JSON lines, like the workers
     click.echo(
         f"mailpulse: receiving on {'https' if certfile else 'http'}://{host}:{port}/webhooks/"
@@ -153,9 +159,7 @@ def compact(config_path: str | None, day: datetime | None) -> None:
 @click.option(
     "--period",
     type=click.Choice(list(PERIODS)),
-    default="day",
-    show_default=True,
-    help="Bucket size with --by date.",
+    help="Bucket size with --by date [day].",
 )
 @click.option(
     "--metrics",
@@ -176,7 +180,7 @@ def compact(config_path: str | None, day: datetime | None) -> None:
 def report(
     config_path: str | None,
     by: str,
-    period: str,
+    period: str | None,
     metric_list: str | None,
     since: datetime | None,
     until: datetime | None,
@@ -195,6 +199,8 @@ def report(
     """
     from analytics import HEADLINE, open_lake
 
+    if period is not None and by != "date":
+        raise click.UsageError(f"--period applies to --by date only, not --by {by}")
     config = load(config_path, announce=fmt == "table")
     if metric_list:
         names: list[str] | None = [n.strip() for n in metric_list.split(",") if n.strip()]
@@ -202,7 +208,7 @@ def report(
         names = list(HEADLINE) if fmt == "table" else None
     with open_lake(config) as lake:
         frame = lake.metrics(
-            by, metrics=names, period=period, since=since, until=until, campaign=campaign
+            by, metrics=names, period=period or "day", since=since, until=until, campaign=campaign
         )
     print_frame(frame, fmt, title=f"mailpulse report by {by}")
 
@@ -239,6 +245,7 @@ def quarantine_list(config_path: str | None, fmt: str) -> None:
         ),
         fmt,
         title="quarantine",
+        whole=("request_id", "quarantine_id"),
     )
 
 
