@@ -31,6 +31,7 @@ import polars as pl
 from ingest import lake, segments
 from ingest.batch import BatchBuilder
 from ingest.errors import FlusherBusy
+from ingest.event_times import implausible
 from ingest.events import MICROS
 from ingest.metrics import STATUS_FILE
 from ingest.providers import PROVIDERS, Provider
@@ -317,6 +318,7 @@ class Flusher:
             "pending_bytes": pending,
             "quarantine_rows": count_rows(lake.list_files(self.config.lake_dir, "quarantine")),
             "events": events,
+            "implausible_time": state.counters("implausible:"),
         }
         target = self.config.state_dir / STATUS_FILE
         temporary = target.with_suffix(".tmp")
@@ -343,4 +345,13 @@ def _counters(builder: BatchBuilder, events: pl.DataFrame) -> dict[str, int]:
     for item in builder.quarantined.values():
         key = f"events:{item.source}:quarantined"
         counters[key] = counters.get(key, 0) + 1
+    for source, (count, example) in implausible(events).items():
+        counters[f"implausible:{source}"] = count
+        log.warning(
+            "%d event(s) from source %s dated implausibly (before 2000 or over a year after "
+            "receipt), e.g. %s: stored in the lake under that date; check the sender's clock",
+            count,
+            source,
+            example.isoformat(),
+        )
     return counters
