@@ -366,7 +366,18 @@ def _parse_source(
         try:
             allow_ips.append(ipaddress.ip_network(cidr, strict=False))
         except ValueError:
-            problems.append(f"{where}.allow_ips: {cidr!r} is not an IPv4 or IPv6 CIDR")
+            # An ESP's name stands for the webhook addresses it publishes.
+            from mailpulse import esp_networks
+
+            named = esp_networks.networks(cidr)
+            if named is not None:
+                allow_ips.extend(named)
+                continue
+            reason = esp_networks.unknown_name_problem(cidr) or (
+                f"{cidr!r} is not an IPv4 or IPv6 CIDR, nor an ESP that publishes its "
+                f"webhook addresses ({', '.join(sorted(esp_networks.PUBLISHED))})"
+            )
+            problems.append(f"{where}.allow_ips: {reason}")
 
     rate_limit = table.get("rate_limit")
     if rate_limit is not None and (
