@@ -120,8 +120,8 @@ def test_an_esp_without_published_addresses_is_refused_in_one_line(
 
 
 def test_every_listed_esp_network_parses_and_names_its_source() -> None:
-    from mailpulse import esp_networks
     from ingest.providers import PROVIDERS
+    from mailpulse import esp_networks
 
     for name, published in esp_networks.PUBLISHED.items():
         assert name in PROVIDERS and published.source.startswith("https://")
