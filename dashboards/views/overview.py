@@ -6,6 +6,20 @@ import streamlit as st
 
 from dashboards import charts, data, layout
 
+# The per-day table: the headline numbers, narrow enough to read without scrolling sideways.
+PER_DAY = [
+    "date",
+    "sent",
+    "delivered",
+    "delivery_rate",
+    "unique_open_rate",
+    "unique_click_rate",
+    "click_to_open_rate",
+    "bounce_rate",
+    "complaint_rate",
+    "unsubscribe_rate",
+]
+
 filters = layout.start("Campaign performance")
 if filters is not None:
     version = data.version()
@@ -61,8 +75,6 @@ if filters is not None:
         width="stretch",
     )
     st.subheader("Per day")
-    st.dataframe(
-        trend, hide_index=True, key="overview_trend", column_config=layout.column_formats(trend)
-    )
+    layout.table(trend.select(PER_DAY), key="overview_trend")
 
 layout.finish()
