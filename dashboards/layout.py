@@ -39,6 +39,18 @@ def start(title: str) -> data.Filters | None:
     return chosen
 
 
+#: The columns of a table of headline numbers, after its key column (campaign, date).
+TABLE_METRICS = [
+    "sent",
+    "delivered",
+    "delivery_rate",
+    "unique_open_rate",
+    "unique_click_rate",
+    "click_to_open_rate",
+    "bounce_rate",
+    "complaint_rate",
+    "unsubscribe_rate",
+]
 #: What an empty cell shows, as in the command line's tables.
 MISSING = "-"
 #: Up to this many rows a table is drawn whole; longer ones scroll inside.

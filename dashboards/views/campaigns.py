@@ -7,18 +7,7 @@ import streamlit as st
 
 from dashboards import charts, data, layout
 
-COLUMNS = [
-    "campaign",
-    "sent",
-    "delivered",
-    "delivery_rate",
-    "unique_open_rate",
-    "unique_click_rate",
-    "click_to_open_rate",
-    "bounce_rate",
-    "complaint_rate",
-    "unsubscribe_rate",
-]
+COLUMNS = ["campaign", *layout.TABLE_METRICS]
 
 filters = layout.start("Campaigns")
 if filters is not None:

@@ -7,18 +7,7 @@ import streamlit as st
 from dashboards import charts, data, layout
 
 # The per-day table: the headline numbers, narrow enough to read without scrolling sideways.
-PER_DAY = [
-    "date",
-    "sent",
-    "delivered",
-    "delivery_rate",
-    "unique_open_rate",
-    "unique_click_rate",
-    "click_to_open_rate",
-    "bounce_rate",
-    "complaint_rate",
-    "unsubscribe_rate",
-]
+PER_DAY = ["date", *layout.TABLE_METRICS]
 
 filters = layout.start("Campaign performance")
 if filters is not None:
