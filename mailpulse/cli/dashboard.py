@@ -76,16 +76,22 @@ def run_until_stopped(command: list[str], env: dict[str, str]) -> int:
     A SIGTERM sent to this process alone (systemd, a container runtime, ``kill``) is passed on,
     so the child never outlives the command.
     """
-    process = subprocess.Popen(command, env=env)
+    started: list[subprocess.Popen[bytes]] = []
     stopping = False
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        process.send_signal(signum)
+        for child in started:
+            child.send_signal(signum)
 
+    # The handler comes first: a SIGTERM while the child starts must still reach it.
     previous = signal.signal(signal.SIGTERM, stop)
     try:
+        process = subprocess.Popen(command, env=env)
+        started.append(process)
+        if stopping:
+            process.terminate()
         while True:
             try:
                 # Wake up now and then: a signal that another thread of this process takes

@@ -256,7 +256,6 @@ def _dashboard(config_path: str | None, env: dict[str, str], port: int) -> None:
     command = [sys.executable, "-m", "mailpulse", "dashboard", "--port", str(port)]
     command += ["--config", config_path] if config_path else []
     # Ctrl-C or a SIGTERM ends the dashboard and Streamlit with it; that is how the demo ends.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     status = run_until_stopped(command, env)
     if status:
         sys.exit(status)
