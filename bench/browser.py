@@ -19,7 +19,7 @@ CHROMIUM_ARGS = [
 ]
 # The pages' titles, by URL path ("" is the default page, Overview).
 PAGES = {
-    "": "Campaign performance",
+    "overview": "Campaign performance",
     "campaigns": "Campaigns",
     "deliverability": "Deliverability",
     "suppressions": "Suppressions",

@@ -19,9 +19,20 @@ if str(ROOT) not in sys.path:
 PAGES = ROOT / "dashboards" / "views"
 
 st.set_page_config(page_title="mailpulse", page_icon=":envelope:", layout="wide")
+OVERVIEW = st.Page(PAGES / "overview.py", title="Overview", url_path="overview")
+
+
+def _start() -> None:
+    """The root URL: Streamlit serves its default page there and at no other path, so the
+    default is this redirect and every page has its own URL (``/overview`` too), with the
+    link's filters kept."""
+    st.switch_page(OVERVIEW, query_params=st.query_params.to_dict())
+
+
 navigation = st.navigation(
     [
-        st.Page(PAGES / "overview.py", title="Overview", url_path="overview", default=True),
+        st.Page(_start, title="Start", url_path="start", default=True, visibility="hidden"),
+        OVERVIEW,
         st.Page(PAGES / "campaigns.py", title="Campaigns", url_path="campaigns"),
         st.Page(PAGES / "deliverability.py", title="Deliverability", url_path="deliverability"),
         st.Page(PAGES / "suppressions.py", title="Suppressions", url_path="suppressions"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import altair as alt
@@ -10,6 +11,22 @@ import polars as pl
 
 # Altair builds charts by chained calls its stubs type as Any; pages only hand them on.
 Chart = Any
+
+# Percent ticks without trailing zeros ("5%", "0.1%", "0.05%"); counts as whole numbers only.
+PERCENT = alt.Axis(format=".2~%")
+OVER = "over a limit"
+UNDER = "under the limits"
+
+
+def _count_axis(shorthand: str, title: str, values: pl.Series | None = None) -> Any:
+    """A count axis with whole-number ticks; an all-zero one still spans 0 to 1."""
+    empty = values is not None and not (values.max() or 0)
+    return alt.Y(
+        shorthand,
+        title=title,
+        axis=alt.Axis(format=",d", tickMinStep=1),
+        scale=alt.Scale(domain=[0, 1]) if empty else alt.Undefined,
+    )
 
 
 def rate_over_time(
@@ -24,7 +41,7 @@ def rate_over_time(
     with each of ``limits`` (label: rate) drawn as a labelled dashed red rule."""
     encoding: dict[str, Any] = {
         "x": _day_axis(x),
-        "y": alt.Y(f"{rate}:Q", title=f"{title} (%)", axis=alt.Axis(format="%")),
+        "y": alt.Y(f"{rate}:Q", title=f"{title} (%)", axis=PERCENT),
         "tooltip": [alt.Tooltip(f"{x}:T"), alt.Tooltip(f"{rate}:Q", format=".2%")],
     }
     if color is not None:
@@ -45,7 +62,7 @@ def rates_over_time(frame: pl.DataFrame, x: str, rates: Mapping[str, str], title
         .mark_line(point=True)
         .encode(
             x=_day_axis(x),
-            y=alt.Y("value:Q", title=f"{title} (%)", axis=alt.Axis(format="%")),
+            y=alt.Y("value:Q", title=f"{title} (%)", axis=PERCENT),
             color=alt.Color("rate:N", title=None, sort=list(rates.values())),
             tooltip=[alt.Tooltip(f"{x}:T"), "rate:N", alt.Tooltip("value:Q", format=".2%")],
         )
@@ -59,7 +76,7 @@ def volume_over_time(frame: pl.DataFrame, x: str, count: str, title: str) -> Cha
         .mark_bar()
         .encode(
             x=_day_axis(x),
-            y=alt.Y(f"{count}:Q", title=title),
+            y=_count_axis(f"{count}:Q", title, frame[count]),
             tooltip=[alt.Tooltip(f"{x}:T"), alt.Tooltip(f"{count}:Q", format=",")],
         )
     )
@@ -72,7 +89,7 @@ def stacked_per_day(frame: pl.DataFrame, x: str, count: str, color: str, title: 
         .mark_bar()
         .encode(
             x=_day_axis(x, "day (UTC)"),
-            y=alt.Y(f"sum({count}):Q", title=title),
+            y=_count_axis(f"sum({count}):Q", title),
             color=alt.Color(f"{color}:N", title=color.replace("_", " ")),
             tooltip=[alt.Tooltip(f"{x}:T"), f"{color}:N", alt.Tooltip(f"sum({count}):Q")],
         )
@@ -89,7 +106,7 @@ def bars(
     limits: Mapping[str, float] | None = None,
 ) -> Chart:
     """Horizontal bars of ``value`` per ``category``, with ``limits`` as labelled rules."""
-    axis = alt.Axis(format="%") if percent else alt.Axis()
+    axis = PERCENT if percent else alt.Axis(format=",d", tickMinStep=1)
     chart = (
         alt.Chart(frame)
         .mark_bar()
@@ -111,7 +128,7 @@ def stacked_hours(frame: pl.DataFrame) -> Chart:
         .mark_bar()
         .encode(
             x=alt.X("hours_after_send:O", title="hours after sending"),
-            y=alt.Y("sum(events):Q", title="events"),
+            y=_count_axis("sum(events):Q", "events"),
             color=alt.Color("who:N", title="opened or clicked by"),
             column=alt.Column("event_type:N", title=None),
             tooltip=["hours_after_send", "event_type", "who", "sum(events)"],
@@ -119,17 +136,34 @@ def stacked_hours(frame: pl.DataFrame) -> Chart:
     )
 
 
-def per_minute(frame: pl.DataFrame) -> Chart:
-    """Events received per minute, one line per source."""
+def per_minute(frame: pl.DataFrame, start: datetime, end: datetime) -> Chart:
+    """Events received per minute, one line per source, over the whole window from ``start``
+    to ``end`` (minutes without an event count 0, so a quiet spell shows as one)."""
+    minutes = pl.datetime_range(
+        _minute(start), _minute(end), "1m", time_zone="UTC", eager=True
+    ).alias("minute")
+    counts = frame.with_columns(pl.col("minute").dt.convert_time_zone("UTC"))
+    whole = (
+        minutes.to_frame()
+        .join(counts.select("source").unique(), how="cross")
+        .join(counts, on=["minute", "source"], how="left")
+        .with_columns(pl.col("events").fill_null(0))
+    )
+    hours = (end - start).total_seconds() / 3600
     return (
-        alt.Chart(frame)
-        .mark_line(point=True)  # points: a burst inside one minute is still visible
+        alt.Chart(whole)
+        .mark_line(interpolate="step-after")
         .encode(
-            x=alt.X("utcyearmonthdatehoursminutes(minute):T", title="received (UTC)"),
-            y=alt.Y("events:Q", title="events per minute"),
+            x=alt.X(
+                "minute:T",
+                title="received (UTC)",
+                scale=alt.Scale(domain=[_minute(start).isoformat(), _minute(end).isoformat()]),
+                axis=alt.Axis(format="%H:%M", tickCount=min(12, max(4, int(hours * 2)))),
+            ),
+            y=_count_axis("events:Q", "events per minute", whole["events"]),
             color=alt.Color("source:N", title="source"),
             tooltip=[
-                alt.Tooltip("utcyearmonthdatehoursminutes(minute):T", title="minute (UTC)"),
+                alt.Tooltip("minute:T", title="minute (UTC)", format="%Y-%m-%d %H:%M"),
                 "source:N",
                 "events:Q",
             ],
@@ -137,7 +171,69 @@ def per_minute(frame: pl.DataFrame) -> Chart:
     )
 
 
-def _day_axis(x: str, title: str = "date sent (UTC)") -> Any:
+def _minute(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def rate_panels(
+    frame: pl.DataFrame,
+    x: str,
+    rate: str,
+    title: str,
+    limits: Mapping[str, float],
+    facet: str,
+    columns: int = 3,
+) -> Chart:
+    """One small chart of ``rate`` per ``facet`` value, worst first: a group whose rate
+    crossed the lowest of ``limits`` on any day is drawn red, the others blue, so the page
+    answers "which one is going wrong" at a glance. Each limit is a dashed red rule."""
+    lowest = min(limits.values())
+    worst = (
+        frame.group_by(facet)
+        .agg(pl.col(rate).max().alias("_worst"))
+        .sort("_worst", descending=True, nulls_last=True)
+    )
+    data = frame.join(worst, on=facet).with_columns(
+        pl.when(pl.col("_worst") >= lowest)
+        .then(pl.lit(OVER))
+        .otherwise(pl.lit(UNDER))
+        .alias("state")
+    )
+    line = (
+        alt.Chart()
+        .mark_line(point=True)
+        .encode(
+            x=_day_axis(x, title=None),
+            y=alt.Y(f"{rate}:Q", title=f"{title} (%)", axis=PERCENT),
+            color=alt.Color(
+                "state:N",
+                title=None,
+                scale=alt.Scale(domain=[OVER, UNDER], range=["#d62728", "#4c78a8"]),
+                legend=alt.Legend(orient="top"),
+            ),
+            tooltip=[
+                alt.Tooltip(f"{facet}:N"),
+                alt.Tooltip(f"{x}:T"),
+                alt.Tooltip(f"{rate}:Q", format=".2%"),
+            ],
+        )
+    )
+    rules = [
+        alt.Chart().mark_rule(color="red", strokeDash=[4, 4]).encode(y=alt.datum(value))
+        for value in limits.values()
+    ]
+    return (
+        alt.layer(line, *rules, data=data)
+        .properties(width=110, height=90)
+        .facet(
+            facet=alt.Facet(f"{facet}:N", title=None, sort=worst[facet].to_list()),
+            columns=columns,
+        )
+        .resolve_scale(y="shared")
+    )
+
+
+def _day_axis(x: str, title: str | None = "date sent (UTC)") -> Any:
     """A UTC date axis with one tick a day at most, labelled like "Nov 23"."""
     return alt.X(
         f"utcyearmonthdate({x}):T",

@@ -39,20 +39,98 @@ def start(title: str) -> data.Filters | None:
     return chosen
 
 
+#: The columns of a table of headline numbers, after its key column (campaign, date).
+TABLE_METRICS = [
+    "sent",
+    "delivered",
+    "delivery_rate",
+    "unique_open_rate",
+    "unique_click_rate",
+    "click_to_open_rate",
+    "bounce_rate",
+    "complaint_rate",
+    "unsubscribe_rate",
+]
+#: What an empty cell shows, as in the command line's tables.
+MISSING = "-"
+#: Up to this many rows a table is drawn whole; longer ones scroll inside.
+WHOLE_ROWS = 40
+
+
 def percent(value: float | None) -> str:
     """A rate as people read it; an empty rate (no denominator) as a dash."""
-    return "–" if value is None else f"{value:.1%}"
+    return MISSING if value is None else f"{value:.1%}"
 
 
-def column_formats(frame: pl.DataFrame) -> dict[str, Any]:
-    """Column settings for a registry table: rates as percentages, dates without a time."""
-    formats: dict[str, Any] = {}
-    for name, dtype in frame.schema.items():
-        if name.endswith("_rate"):
-            formats[name] = st.column_config.NumberColumn(format="percent")
-        elif dtype == pl.Date:
-            formats[name] = st.column_config.DateColumn(format="YYYY-MM-DD")
-    return formats
+def table(
+    frame: pl.DataFrame,
+    *,
+    key: str | None = None,
+    where: Any = st,
+    column_config: dict[str, Any] | None = None,
+) -> None:
+    """Show ``frame`` as a sortable table people read: every row (no cut last row), missing
+    values as ``-``, rates as percentages, counts with thousands separators, dates as days.
+
+    ``where`` is the container to draw in (``st``, a column, the sidebar).
+    """
+    labels: dict[str, Any] = {name: label(name) for name in frame.columns}
+    # Streamlit draws a missing value as a grey "None" whatever the formatting says: such
+    # columns are shown as their text ("-" where missing), numbers still aligned right.
+    holes = [name for name in frame.columns if frame[name].null_count()]
+    for name in holes:
+        if frame.schema[name].is_numeric() or frame.schema[name].is_temporal():
+            labels[name] = st.column_config.TextColumn(label(name), alignment="right")
+    frame = frame.with_columns(_as_text(frame, name) for name in holes)
+    where.dataframe(
+        _styled(frame),
+        hide_index=True,
+        key=key,
+        column_config={**labels, **(column_config or {})},
+        height="content" if frame.height <= WHOLE_ROWS else "auto",
+    )
+
+
+def label(name: str) -> str:
+    """A column's header, short enough that a table of rates fits the page: ``bounce %``."""
+    if name.endswith("_rate"):
+        return name.removesuffix("_rate").replace("_", " ") + " %"
+    return name.replace("_", " ")
+
+
+def _styled(frame: pl.DataFrame) -> Any:
+    """A pandas Styler over ``frame``: the values stay (sorting is numeric), the text changes."""
+    formats = {name: _formatter(name, dtype) for name, dtype in frame.schema.items()}
+    return frame.to_pandas().style.format(formats, na_rep=MISSING)
+
+
+def _as_text(frame: pl.DataFrame, name: str) -> pl.Series:
+    """A column as the text a reader sees, ``-`` where a value is missing."""
+    show = _formatter(name, frame.schema[name])
+    return pl.Series(name, [show(value) for value in frame[name].to_list()], dtype=pl.String)
+
+
+def _formatter(name: str, dtype: Any) -> Any:
+    if dtype == pl.String:
+        return _text("{}")
+    if name.endswith(("_rate", "_share")):
+        return _text("{:.1%}")
+    if dtype.is_integer():
+        return _text("{:,.0f}")  # ints with a missing value arrive as floats
+    if dtype.is_float():
+        return _text("{:,.2f}")
+    if dtype == pl.Date:
+        return _text("{:%Y-%m-%d}")
+    if dtype == pl.Datetime:
+        return _text("{:%Y-%m-%d %H:%M:%S}")
+    return _text("{}")
+
+
+def _text(pattern: str) -> Any:
+    def show(value: Any) -> str:
+        return MISSING if value is None or value != value else pattern.format(value)
+
+    return show
 
 
 def finish() -> None:

@@ -18,6 +18,9 @@ from ingest.providers import PROVIDERS, Provider
 
 _ROLE = re.compile(r":(?:mod|func|class|meth|attr|data):`([^`]+)`")
 _LITERAL_BLOCK = re.compile(r"::\n\n((?:    .*\n?|\n)+)")
+# Docstrings cite design sections as (DESIGN.md, "Title"); the design notes are not shipped,
+# and the README has each of those sections under the same title.
+_DESIGN_REFERENCE = re.compile(r'DESIGN\.md, "([^"]+)"')
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "providers.md"
 
 _INTRO = """# Providers
@@ -89,8 +92,14 @@ def _markdown(docstring: str | None) -> str:
     # Markdown.
     text = inspect.cleandoc(docstring or "")
     text = _ROLE.sub(lambda m: f"``{m[1].lstrip('.~')}``", text)
+    text = _DESIGN_REFERENCE.sub(lambda m: f"[README, {m[1]}](../README.md#{_slug(m[1])})", text)
     text = text.replace("``", "`")
     return _LITERAL_BLOCK.sub(lambda m: ":\n\n```\n" + _dedent(m[1]) + "```\n\n", text)
+
+
+def _slug(title: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
 
 
 def _codes(values: frozenset[str]) -> str:

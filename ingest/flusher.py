@@ -30,6 +30,7 @@ import polars as pl
 from ingest import segments
 from ingest.batch import BatchBuilder
 from ingest.errors import FlusherBusy
+from ingest.event_times import implausible
 from ingest.events import MICROS
 from ingest.providers import PROVIDERS, Provider
 from ingest.state import Commit, FlusherState
@@ -316,6 +317,7 @@ class Flusher:
             "pending_bytes": pending,
             "quarantine_rows": lake.count_rows(lake.list_files(self.config.lake_dir, "quarantine")),
             "events": events,
+            "implausible_time": state.counters("implausible:"),
         }
         lake.write_status(self.config.state_dir, status)
 
@@ -332,4 +334,13 @@ def _counters(builder: BatchBuilder, events: pl.DataFrame) -> dict[str, int]:
     for item in builder.quarantined.values():
         key = f"events:{item.source}:quarantined"
         counters[key] = counters.get(key, 0) + 1
+    for source, (count, example) in implausible(events).items():
+        counters[f"implausible:{source}"] = count
+        log.warning(
+            "%d event(s) from source %s dated implausibly (before 2000 or over a year after "
+            "receipt), e.g. %s: stored in the lake under that date; check the sender's clock",
+            count,
+            source,
+            example.isoformat(),
+        )
     return counters

@@ -82,6 +82,14 @@ class FlusherStatusCollector(Collector):
             for outcome, count in sorted(outcomes.items()):
                 events.add_metric([source, outcome], count)
         yield events
+        odd = CounterMetricFamily(
+            "mailpulse_events_implausible_time",
+            "Events stored with an occurred_at before 2000 or over a year after receipt.",
+            labels=["source"],
+        )
+        for source, count in sorted(status.get("implausible_time", {}).items()):
+            odd.add_metric([source], count)
+        yield odd
 
 
 def render(spool_dir: Path, state_dir: Path) -> bytes:

@@ -26,6 +26,19 @@ def free_port() -> int:
         return port
 
 
+def port_taken(host: str, port: int) -> bool:
+    """Whether another process listens on ``host:port`` now (bound as servers bind, with
+    ``SO_REUSEADDR``, so a connection of a stopped server still closing does not count)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
 def start_server(
     config_args: list[str], port: int, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:

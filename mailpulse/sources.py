@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from mailpulse import esp_networks
 from mailpulse.credentials import Secret, read_credential, string_list
 from mailpulse.errors import MailpulseError
 
@@ -192,7 +193,16 @@ def _allow_ips(table: Mapping[str, Any], where: str, problems: list[str]) -> tup
         try:
             networks.append(ipaddress.ip_network(cidr, strict=False))
         except ValueError:
-            problems.append(f"{where}.allow_ips: {cidr!r} is not an IPv4 or IPv6 CIDR")
+            # An ESP's name stands for the webhook addresses it publishes.
+            named = esp_networks.networks(cidr)
+            if named is not None:
+                networks.extend(named)
+                continue
+            reason = esp_networks.unknown_name_problem(cidr) or (
+                f"{cidr!r} is not an IPv4 or IPv6 CIDR, nor an ESP that publishes its "
+                f"webhook addresses ({', '.join(sorted(esp_networks.PUBLISHED))})"
+            )
+            problems.append(f"{where}.allow_ips: {reason}")
     return tuple(networks)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,7 @@ def test_report_on_an_empty_lake_says_what_to_do(tmp_path: Path, secret: str) ->
     [
         (["report", "--by", "colour"], 2, "Invalid value for '--by'"),
         (["report", "--since", "last tuesday"], 2, "Invalid value for '--since'"),
+        (["report", "--period", "week"], 2, "--period applies to --by date only"),
         (["report", "--config", "/nonexistent.toml"], 3, "file not found"),
         (["frobnicate"], 2, "No such command"),
         (["serve", "--certfile", "/etc/hostname"], 2, "--certfile and --keyfile go together"),
@@ -215,6 +217,9 @@ def test_quarantine_list_as_json(tmp_path: Path, secret: str) -> None:
     Flusher(config).flush()
     rows = json.loads(mailpulse("quarantine", "list", "--format", "json", config=path).stdout)
     assert [(r["source"], r["stage"]) for r in rows] == [("in_house", "map")]
+    for width in ("60", "200"):  # a narrow terminal wraps the reason, never an id
+        table = mailpulse("quarantine", "list", config=path, env={**os.environ, "COLUMNS": width})
+        assert rows[0]["quarantine_id"] in table.stdout and rows[0]["request_id"] in table.stdout
     replay = mailpulse("quarantine", "replay", config=path)
     assert replay.returncode == 0 and "1 still quarantined" in replay.stderr
 
@@ -256,3 +261,35 @@ def test_demo_runs_the_whole_job_on_a_fresh_directory(tmp_path: Path) -> None:
     assert credentials.stat().st_mode & 0o077 == 0
     again = mailpulse("demo", "--messages", "30", "--no-dashboard", cwd=tmp_path, timeout=180)
     assert f"the lake holds {len(truth)} unique events" in again.stderr  # duplicates dropped
+
+
+def test_serve_warns_when_no_source_is_configured(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mailpulse.demo import free_port
+
+    path = tmp_path / "mailpulse.toml"
+    path.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mailpulse", "serve", "--port", str(free_port())]
+            + ["--config", str(path)],
+            stderr=stderr,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "warning" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+    warnings = [line for line in log.read_text().splitlines() if "warning" in line]
+    assert warnings == [
+        f"mailpulse: warning: {path} has no [sources.<name>] table, so every webhook will be "
+        "refused (404 unknown_source); add one per ESP"
+    ]

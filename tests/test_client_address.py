@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,6 +56,10 @@ def post(client: FlaskClient, secret: str, remote: str, forwarded: str | None = 
         (["2001:db8::/32"], "2001:db9::7", 403),
         (["192.0.2.0/24"], "::ffff:192.0.2.10", 200),  # IPv4 through an IPv6 socket
         (["192.0.2.0/24", "2001:db8::/32"], "2001:db8:1::1", 200),
+        (["postmark"], "50.31.156.6", 200),  # an ESP's name: the addresses it publishes
+        (["postmark"], "50.31.156.8", 403),
+        (["Brevo", "192.0.2.0/24"], "1.179.127.254", 200),
+        (["brevo"], "192.0.2.10", 403),
     ],
 )
 def test_allow_ips_for_ipv4_and_ipv6(
@@ -82,3 +87,46 @@ def test_behind_one_proxy_the_last_forwarded_address_is_the_client(
     assert post(client, secret, proxy, forwarded="198.51.100.1").status_code == 403
     # The client put an allowed address first; the proxy appended the real one.
     assert post(client, secret, proxy, forwarded="192.0.2.10, 198.51.100.1").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "sendgrid",
+            "'sendgrid' publishes no webhook addresses (ESPs that do: brevo, postmark); "
+            "leave allow_ips out and rely on its Signed Event Webhook signature",
+        ),
+        (
+            "postmrak",
+            "'postmrak' is not an IPv4 or IPv6 CIDR, nor an ESP that publishes its "
+            "webhook addresses (brevo, postmark)",
+        ),
+    ],
+)
+def test_an_esp_without_published_addresses_is_refused_in_one_line(
+    name: str, message: str, tmp_path: Path
+) -> None:
+    from mailpulse.config import load_config
+    from mailpulse.errors import ConfigError
+
+    path = tmp_path / "mailpulse.toml"
+    path.write_text(
+        f'[sources.sg]\nprovider = "generic"\nsecret = "{"x" * 32}"\nallow_ips = ["{name}"]\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    assert raised.value.lines() == [f"{path}: sources.sg.allow_ips: {message}"]
+
+
+def test_every_listed_esp_network_parses_and_names_its_source() -> None:
+    from ingest.providers import PROVIDERS
+    from mailpulse import esp_networks
+
+    for name, published in esp_networks.PUBLISHED.items():
+        assert name in PROVIDERS and published.source.startswith("https://")
+        assert esp_networks.networks(name)
+    # Every ESP is either listed or said to publish nothing (docs/security.md names those).
+    assert set(esp_networks.PUBLISHED) | set(esp_networks.NOT_PUBLISHED) == set(PROVIDERS) - {
+        "generic"
+    }

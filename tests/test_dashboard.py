@@ -264,6 +264,7 @@ def test_suppression_counts_are_the_engines(demo_dir: Path, use_lake: Any) -> No
     assert shown["suppressed addresses"] == f"{table.height:,}"
     assert shown["added in the selected dates"] == f"{chosen.height:,}"
     latest = app.dataframe[0].value
+    assert "-" in list(latest["reason"]) and None not in list(latest["reason"])  # as the CLI
     assert list(latest["address"]) == (
         table.sort(["suppressed_at", "address"], descending=[True, False])["address"]
         .head(20)
@@ -284,7 +285,9 @@ def test_health_shows_every_source_and_the_quarantine(
     assert list(table["source"]) == expected["source"].to_list()
     assert list(table["events"]) == expected["events"].to_list()
     assert tiles(app)["quarantined requests"] == "0"
-    assert any("not reachable" in text.value for text in app.markdown)
+    (notice,) = [box.value for box in app.info]
+    assert "No receiver is running" in notice and "make demo" in notice  # what it means, and
+    assert "mailpulse serve" in notice and "--receiver-url" in notice  # what to do about it
 
 
 @settings(

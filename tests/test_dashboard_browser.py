@@ -133,10 +133,9 @@ def test_every_page_opens_and_the_numbers_are_the_analytics_numbers(
         wait_ready(page, title)
         assert not page.locator('[data-testid="stException"]').count(), path
         assert not page.get_by_text("Page not found").count(), path
-        name = path or "overview"
-        page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"))
-        whole_page(page, title, ARTIFACTS / f"dashboard-{name}-full.png")
-        if path == "":
+        page.screenshot(path=str(ARTIFACTS / f"dashboard-{path}.png"))
+        whole_page(page, title, ARTIFACTS / f"dashboard-{path}-full.png")
+        if path == "overview":
             assert metric(page, "sent") == f"{row['sent']:,}"
             for rate in HEADLINE_RATES:
                 assert metric(page, rate.replace("_", " ")) == f"{row[rate]:.1%}", rate
@@ -169,10 +168,29 @@ def test_every_page_opens_and_the_numbers_are_the_analytics_numbers(
 def test_filters_follow_the_reader_to_another_page(dashboard: tuple[str, Path], page: Page) -> None:
     """A source chosen on one page is still chosen after the sidebar link to another."""
     base, _ = dashboard
-    page.goto(f"{base}/?source=sendgrid")
-    wait_ready(page, PAGES[""])
+    page.goto(f"{base}/overview?source=sendgrid")
+    wait_ready(page, PAGES["overview"])
     page.get_by_role("link", name="Campaigns").first.click()
     page.wait_for_url("**/campaigns?**")
     wait_ready(page, PAGES["campaigns"])
+    assert "source=sendgrid" in page.url
+    assert page.get_by_role("combobox", name="Source").input_value() == "sendgrid"
+
+
+def test_every_page_has_a_url_that_works_typed_or_shared(
+    dashboard: tuple[str, Path], page: Page
+) -> None:
+    """Each page opens from its own address, and the root address leads to the Overview with
+    the link's filters kept."""
+    base, _ = dashboard
+    for path, title in PAGES.items():
+        page.goto(f"{base}/{path}?source=sendgrid")
+        wait_ready(page, title)
+        assert not page.get_by_text("Page not found").count(), path
+        assert page.url.startswith(f"{base}/{path}?"), page.url
+        assert "source=sendgrid" in page.url
+    page.goto(f"{base}/?source=sendgrid")
+    page.wait_for_url("**/overview?**")
+    wait_ready(page, PAGES["overview"])
     assert "source=sendgrid" in page.url
     assert page.get_by_role("combobox", name="Source").input_value() == "sendgrid"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from analytics import docs
 from analytics.metrics import REGISTRY
 from ingest import docs as provider_docs
@@ -13,6 +15,7 @@ from mailpulse.cli import cli
 from mailpulse.cli import commands as _commands  # noqa: F401  (registers the commands)
 
 ROOT = Path(__file__).resolve().parent.parent
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 
 def test_metrics_page_matches_the_registry() -> None:
@@ -43,3 +46,24 @@ def test_readme_names_every_command_and_both_set_up_commands() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert re.search(r"^make test$", ci, re.MULTILINE)
+
+
+def _headings(path: Path) -> set[str]:
+    text = path.read_text(encoding="utf-8")
+    titles = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", text, flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-") for title in titles}
+
+
+@pytest.mark.parametrize("page", ["README.md", *(f"docs/{p.name}" for p in DOCS)])
+def test_every_file_and_section_a_page_links_to_exists(page: str) -> None:
+    path = ROOT / page
+    text = path.read_text(encoding="utf-8")
+    assert "DESIGN.md" not in text  # the design notes are not part of the repository
+    for target in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", text):
+        link, anchor = target
+        if link.startswith(("http://", "https://", "mailto:")):
+            continue
+        linked = (path.parent / link).resolve() if link else path
+        assert linked.exists(), f"{page} links to {link}, which is not in the repository"
+        if anchor and linked.suffix == ".md":
+            assert anchor in _headings(linked), f"{page} links to {link}#{anchor}"

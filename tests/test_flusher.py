@@ -181,3 +181,27 @@ def test_metrics_in_one_process_count_requests_and_read_the_flusher_status(
     assert 'mailpulse_events_total{outcome="quarantined",source="in_house"} 1.0' in text
     assert "mailpulse_quarantine_requests 1.0" in text
     assert text.count("# TYPE mailpulse_requests_total counter") == 1
+
+
+def test_events_dated_decades_away_are_stored_with_a_warning_and_counted(
+    client: FlaskClient, config: Config, secret: str, monkeypatch: Any, caplog: Any
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    placeholder = 100_000_000  # 1973-03-03, a docs sample's made-up timestamp
+    far_ahead = 4_102_444_800  # 2100-01-01
+    post(
+        client,
+        secret,
+        [
+            event("now-1"),
+            event("old-1", timestamp=placeholder),
+            event("late-1", timestamp=far_ahead),
+        ],
+    )
+    with caplog.at_level("WARNING", logger="ingest.flusher"):
+        assert Flusher(config).flush().events == 3
+    warnings = [r.getMessage() for r in caplog.records if "implausibly" in r.getMessage()]
+    assert len(warnings) == 1 and "2 event(s) from source in_house" in warnings[0]
+    assert "1973-03-03" in warnings[0]
+    text = client.get("/metrics").data.decode()
+    assert 'mailpulse_events_implausible_time_total{source="in_house"} 2.0' in text

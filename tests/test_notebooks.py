@@ -117,6 +117,45 @@ def test_notebook_runs_top_to_bottom_on_the_demo_lake(path: Path, demo_lake: Pat
     texts = _check_run(notebook, data_dir)
     assert any("the demo lake" in text for _, text in texts)
     assert not any("The lake is empty" in text for _, text in texts)
+    _check_charts_are_offline(texts)
+
+
+def _check_charts_are_offline(texts: list[tuple[str, str]]) -> None:
+    """Every chart carries its JavaScript: drawn without internet, and in exported HTML."""
+    charts = [text for kind, text in texts if kind == "text/html" and "vegaEmbed(" in text]
+    assert charts, "no chart was drawn"
+    for html in charts:
+        assert not re.search(r"<script[^>]+src=", html), "a chart loads a script from elsewhere"
+        assert "cdn.jsdelivr.net" not in html
+        assert "const spec = {" in html  # the chart's own data and encoding
+    assert not [kind for kind, _ in texts if kind.startswith("application/vnd.vegalite")]
+
+
+@pytest.mark.slow
+def test_campaigns_are_compared_when_unlabelled_events_outnumber_one(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from tests.lakes import T0, row, write_lake
+
+    def delivered(campaign: str | None, count: int) -> list[dict[str, Any]]:
+        return [
+            row(
+                f"{campaign}-{n}",
+                "delivered",
+                f"{campaign}{n}@x.io",
+                T0 + timedelta(minutes=n),
+                campaign=campaign,
+                message_id=f"{campaign}-m{n}",
+            )
+            for n in range(count)
+        ]
+
+    data_dir = tmp_path.resolve() / "data"
+    write_lake(data_dir, delivered("big", 30) + delivered(None, 20) + delivered("small", 10))
+    notebook = _execute(NOTEBOOK_DIR / "campaign_performance.ipynb", tmp_path, data_dir)
+    texts = " ".join(text for _, text in _check_run(notebook, data_dir))
+    assert "**big** compared with **small**" in texts
+    assert "Comparing needs two campaigns" not in texts
 
 
 @pytest.mark.slow

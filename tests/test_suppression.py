@@ -232,9 +232,12 @@ def test_cli_export_and_why_exit_codes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert out.read_text().splitlines() == ["hard@x.io,BOUNCE", "spam@x.io,COMPLAINT"]
     assert "2 suppressed" in result.stderr
-    default = mailpulse("suppressions", "export", config=config)
-    assert default.returncode == 0
-    assert (tmp_path / "data" / "exports" / "suppressions-csv.csv").exists()
+    default = mailpulse("suppressions", "export", "--format", "ses", config=config)
+    assert default.returncode == 0 and default.stderr == ""
+    assert default.stdout.splitlines() == ["hard@x.io,BOUNCE", "spam@x.io,COMPLAINT"]
+    assert not (tmp_path / "data" / "exports").exists()  # no --out: standard output only
+    changes = mailpulse("suppressions", "export", "--changes-since-last", config=config)
+    assert changes.returncode == 2 and "needs --out" in changes.stderr
 
     why = mailpulse("suppressions", "why", "hard@x.io", config=config)
     assert why.returncode == 0 and "hard_bounce" in why.stdout

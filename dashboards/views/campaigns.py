@@ -7,29 +7,13 @@ import streamlit as st
 
 from dashboards import charts, data, layout
 
-COLUMNS = [
-    "campaign",
-    "sent",
-    "delivered",
-    "delivery_rate",
-    "unique_open_rate",
-    "unique_click_rate",
-    "click_to_open_rate",
-    "bounce_rate",
-    "complaint_rate",
-    "unsubscribe_rate",
-]
+COLUMNS = ["campaign", *layout.TABLE_METRICS]
 
 filters = layout.start("Campaigns")
 if filters is not None:
     version = data.version()
     table = data.metrics("campaign", filters, version).select(COLUMNS)
-    st.dataframe(
-        table,
-        hide_index=True,
-        key="campaign_table",
-        column_config=layout.column_formats(table),
-    )
+    layout.table(table, key="campaign_table")
     names = [name for name in table["campaign"].to_list() if name]
     if names:
         default = names.index(filters.campaign) if filters.campaign in names else 0
@@ -54,7 +38,7 @@ if filters is not None:
         left.altair_chart(charts.bars(funnel, "stage", "messages", "messages"), width="stretch")
         opens = pl.DataFrame(
             {
-                "opened by": ["people", "machines (Apple MPP, proxies, scanners)"],
+                "opened by": ["people", "machines"],
                 "messages": [row["unique_opens"], row["machine_opens"]],
             }
         )
@@ -69,21 +53,21 @@ if filters is not None:
                 "Machine opens and clicks (Apple Mail Privacy Protection, Gmail's image proxy, "
                 "link scanners) come within seconds of delivery; people's are spread out."
             )
-        left, right = st.columns(2)
-        left.subheader("Top links")
-        left.dataframe(data.links(one, version), hide_index=True, key="top_links")
-        right.subheader("Bounce reasons")
-        right.dataframe(data.bounces(one, version), hide_index=True, key="bounce_reasons")
+        # Links and reasons are long: each table gets the page's width, so its counts show.
+        st.subheader("Top links")
+        layout.table(data.links(one, version), key="top_links")
+        st.subheader("Bounce reasons")
+        layout.table(data.bounces(one, version), key="bounce_reasons")
         left, right = st.columns(2)
         left.subheader("Recipient domains")
         domains = data.metrics("domain", one, version).select(
             "domain", "sent", "delivery_rate", "unique_open_rate", "bounce_rate"
         )
-        left.dataframe(domains, hide_index=True, column_config=layout.column_formats(domains))
+        layout.table(domains, key="recipient_domains", where=left)
         right.subheader("Mailbox providers")
         mailboxes = data.metrics("mailbox_provider", one, version).select(
             "mailbox_provider", "sent", "delivery_rate", "unique_open_rate", "machine_opens"
         )
-        right.dataframe(mailboxes, hide_index=True, column_config=layout.column_formats(mailboxes))
+        layout.table(mailboxes, key="mailbox_providers", where=right)
 
 layout.finish()

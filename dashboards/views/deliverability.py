@@ -8,7 +8,6 @@ from dashboards import charts, data, layout
 from dashboards.thresholds import BOUNCE_LIMITS, COMPLAINT_LIMITS, offenders
 
 SPLITS = {"provider": "ESP", "source": "sending source", "mailbox_provider": "mailbox provider"}
-RATE = st.column_config.NumberColumn(format="percent")
 
 filters = layout.start("Deliverability")
 if filters is not None:
@@ -32,18 +31,19 @@ if filters is not None:
         over_time = data.metrics(("date", dimension), filters, version).drop_nulls(dimension)
         totals[dimension] = data.metrics(dimension, filters, version)
         st.subheader(f"By {name}")
+        st.caption(f"One chart per {name}, worst first; red: crossed a limit on at least one day.")
         left, right = st.columns(2)
         left.altair_chart(
-            charts.rate_over_time(
+            charts.rate_panels(
                 over_time, "date", "bounce_rate", "bounce rate", BOUNCE_LIMITS, dimension
             ),
-            width="stretch",
+            width="content",
         )
         right.altair_chart(
-            charts.rate_over_time(
+            charts.rate_panels(
                 over_time, "date", "complaint_rate", "complaint rate", COMPLAINT_LIMITS, dimension
             ),
-            width="stretch",
+            width="content",
         )
     st.subheader("Worst offenders")
     worst = offenders(totals)
@@ -54,11 +54,6 @@ if filters is not None:
         if over
         else "Nothing is over a provider's limit."
     )
-    st.dataframe(
-        worst,
-        hide_index=True,
-        key="worst_offenders",
-        column_config={"bounce_rate": RATE, "complaint_rate": RATE},
-    )
+    layout.table(worst, key="worst_offenders")
 
 layout.finish()

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import streamlit as st
 
 from dashboards import charts, data, layout
 
 WINDOWS = {"last hour": 1, "last 6 hours": 6, "last 24 hours": 24}
+NO_RECEIVER = """**No receiver is running where this dashboard looks**, so the signature-failure
+counters (kept by a running `mailpulse serve`) cannot be shown. Everything else on this page
+comes from the lake and is current. This is expected after `make demo`, which stops its
+receiver once the traffic is sent: start one with `mailpulse serve` to watch live intake. If a
+receiver does run, point the dashboard at it with `mailpulse dashboard --receiver-url URL` or
+`receiver_url` in the `[dashboard]` table of mailpulse.toml."""
 
 st.title("Ingestion health")
 version = data.version()
@@ -39,15 +45,12 @@ else:
     else:
         st.success("Every source sent an event within the last hour.")
     st.subheader("Last event per source")
-    st.dataframe(
+    layout.table(
         sources,
-        hide_index=True,
         key="last_event_per_source",
         column_config={
-            "last_received_at": st.column_config.DatetimeColumn(
-                "last received (UTC)", format="YYYY-MM-DD HH:mm:ss"
-            ),
-            "minutes_since_last": st.column_config.NumberColumn("minutes since", format="%d"),
+            "last_received_at": st.column_config.Column("last received (UTC)"),
+            "minutes_since_last": st.column_config.Column("minutes since"),
         },
     )
     window = st.selectbox("Arrivals over", list(WINDOWS), index=1, key="health_window")
@@ -56,17 +59,16 @@ else:
     if arrivals.is_empty():
         st.write(f"Nothing received in the {window}.")
     else:
-        st.altair_chart(charts.per_minute(arrivals), width="stretch")
+        end = datetime.now(UTC)
+        start = end - timedelta(hours=WINDOWS[window])
+        st.altair_chart(charts.per_minute(arrivals, start, end), width="stretch")
 st.subheader("Signature failures")
 failures = data.signature_failures()
 if failures is None:
-    st.write(
-        "The receiver is not reachable from here, so its counters cannot be read "
-        "(`[dashboard] receiver_url` in mailpulse.toml, or `--receiver-url`)."
-    )
+    st.info(NO_RECEIVER)
 elif failures.is_empty():
     st.write("None since the receiver started.")
 else:
-    st.dataframe(failures, hide_index=True, key="signature_failures")
+    layout.table(failures, key="signature_failures")
 
 layout.finish()

@@ -6,6 +6,9 @@ import streamlit as st
 
 from dashboards import charts, data, layout
 
+# The per-day table: the headline numbers, narrow enough to read without scrolling sideways.
+PER_DAY = ["date", *layout.TABLE_METRICS]
+
 filters = layout.start("Campaign performance")
 if filters is not None:
     version = data.version()
@@ -61,8 +64,6 @@ if filters is not None:
         width="stretch",
     )
     st.subheader("Per day")
-    st.dataframe(
-        trend, hide_index=True, key="overview_trend", column_config=layout.column_formats(trend)
-    )
+    layout.table(trend.select(PER_DAY), key="overview_trend")
 
 layout.finish()

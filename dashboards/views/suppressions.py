@@ -23,7 +23,7 @@ if filters is not None:
             width="stretch",
         )
     st.subheader("Latest additions")
-    st.dataframe(data.latest_suppressions(version), hide_index=True, key="latest_suppressions")
+    layout.table(data.latest_suppressions(version), key="latest_suppressions")
     address = st.text_input(
         "Why is this address suppressed?", key="why_address", placeholder="name@example.com"
     )

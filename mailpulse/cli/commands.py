@@ -53,6 +53,12 @@ def serve(
     if certfile and keyfile:
         _check_tls(certfile, keyfile)
     config = load(config_path, announce=demo_notice, need_sources=True)
+    if not config.sources:
+        click.echo(
+            f"mailpulse: warning: {config_path or 'the configuration'} has no [sources.<name>] "
+            "table, so every webhook will be refused (404 unknown_source); add one per ESP",
+            err=True,
+        )
     configure()  # the flusher thread logs as JSON lines, like the workers
     click.echo(
         f"mailpulse: receiving on {'https' if certfile else 'http'}://{host}:{port}/webhooks/"
@@ -155,9 +161,7 @@ def compact(config_path: str | None, day: datetime | None) -> None:
 @click.option(
     "--period",
     type=click.Choice(list(PERIODS)),
-    default="day",
-    show_default=True,
-    help="Bucket size with --by date.",
+    help="Bucket size with --by date [day].",
 )
 @click.option(
     "--metrics",
@@ -178,7 +182,7 @@ def compact(config_path: str | None, day: datetime | None) -> None:
 def report(
     config_path: str | None,
     by: str,
-    period: str,
+    period: str | None,
     metric_list: str | None,
     since: datetime | None,
     until: datetime | None,
@@ -197,6 +201,8 @@ def report(
     """
     from analytics import HEADLINE, open_lake
 
+    if period is not None and by != "date":
+        raise click.UsageError(f"--period applies to --by date only, not --by {by}")
     config = load(config_path, announce=fmt == "table")
     if metric_list:
         names: list[str] | None = [n.strip() for n in metric_list.split(",") if n.strip()]
@@ -204,7 +210,7 @@ def report(
         names = list(HEADLINE) if fmt == "table" else None
     with open_lake(config) as lake:
         frame = lake.metrics(
-            by, metrics=names, period=period, since=since, until=until, campaign=campaign
+            by, metrics=names, period=period or "day", since=since, until=until, campaign=campaign
         )
     print_frame(frame, fmt, title=f"mailpulse report by {by}")
 
@@ -241,6 +247,7 @@ def quarantine_list(config_path: str | None, fmt: str) -> None:
         ),
         fmt,
         title="quarantine",
+        whole=("request_id", "quarantine_id"),
     )
 
 
@@ -275,7 +282,7 @@ def suppressions() -> None:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
-    help="File to write (default: <data_dir>/exports/suppressions-<format>.<ext>).",
+    help="File to write, atomically (default, or '-': standard output).",
 )
 @click.option(
     "--format",
@@ -292,24 +299,33 @@ def suppressions() -> None:
 def suppressions_export(
     config_path: str | None, out: str | None, fmt: str, changes_since_last: bool
 ) -> None:
-    """Write the suppression list atomically, in a format the ESP imports.
+    """Write the suppression list in a format the ESP imports: to standard output, or with
+    --out to a file that appears whole or not at all.
 
-    Exit status 0 when the file is written (even with no rows), 1 when it cannot be.
+    Exit status 0 when it is written (even with no rows), 1 when it cannot be.
 
     \b
     Example (crontab, every night at 02:15):
         15 2 * * * mailpulse suppressions export --format sendgrid --out /srv/supp.json
+        mailpulse suppressions export --format csv | gzip > suppressions.csv.gz
     """
     from analytics import open_lake
-    from analytics.exports import EXTENSIONS, export
+    from analytics.exports import export, render
     from analytics.suppression import suppressions as compute
 
+    to_stdout = out in (None, "-")
+    if to_stdout and changes_since_last:
+        raise click.UsageError(
+            "--changes-since-last needs --out: it compares with the last export to that file"
+        )
     config = load(config_path, announce=False)
-    target = (
-        Path(out) if out else config.data_dir / "exports" / f"suppressions-{fmt}.{EXTENSIONS[fmt]}"
-    )
     with open_lake(config) as lake:
         frame = compute(lake, config.suppression)
+    if to_stdout:
+        sys.stdout.buffer.write(render(frame.to_dicts(), fmt))
+        sys.stdout.flush()
+        return
+    target = Path(str(out))
     result = export(frame, target, fmt, config.state_dir, changes_since_last=changes_since_last)
     click.echo(
         f"mailpulse: wrote {result.rows} rows to {result.path} ({result.total} suppressed; "

@@ -13,6 +13,7 @@ import click
 
 from mailpulse.cli import cli
 from mailpulse.cli.common import config_option, load
+from mailpulse.errors import MailpulseError
 
 APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
 
@@ -34,6 +35,7 @@ def dashboard(config_path: str | None, host: str, port: int, receiver_url: str |
         mailpulse dashboard --config /etc/mailpulse.toml --port 8501
     """
     config = load(config_path)  # fail here, in one line, rather than inside the app
+    check_port(host, port)
     env = dict(os.environ)
     if config_path:
         env["MAILPULSE_CONFIG"] = str(Path(config_path).resolve())
@@ -53,25 +55,43 @@ def dashboard(config_path: str | None, host: str, port: int, receiver_url: str |
         "--client.toolbarMode=viewer",  # no "Deploy" button for stakeholders
     ]
     click.echo(f"mailpulse: dashboard on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
-    sys.exit(_run(command, env))
+    sys.exit(run_until_stopped(command, env))
 
 
-def _run(command: list[str], env: dict[str, str]) -> int:
-    """Run Streamlit until it ends, or until Ctrl-C or SIGTERM ends it; 0 for a stop asked for.
+def check_port(host: str, port: int, option: str = "--port") -> None:
+    """Refuse a port another process listens on, in one line, before Streamlit says more."""
+    from mailpulse.demo import port_taken
+
+    if port_taken(host, port):
+        raise MailpulseError(
+            f"port {port} on {host} is in use (another dashboard still running?); "
+            f"stop it or choose another with {option}"
+        )
+
+
+def run_until_stopped(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` (Streamlit, or ``mailpulse dashboard`` for the demo) until it ends, or
+    until Ctrl-C or SIGTERM ends it; 0 for a stop asked for.
 
     A SIGTERM sent to this process alone (systemd, a container runtime, ``kill``) is passed on,
-    so Streamlit never outlives the command.
+    so the child never outlives the command.
     """
-    process = subprocess.Popen(command, env=env)
+    started: list[subprocess.Popen[bytes]] = []
     stopping = False
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        process.send_signal(signum)
+        for child in started:
+            child.send_signal(signum)
 
+    # The handler comes first: a SIGTERM while the child starts must still reach it.
     previous = signal.signal(signal.SIGTERM, stop)
     try:
+        process = subprocess.Popen(command, env=env)
+        started.append(process)
+        if stopping:
+            process.terminate()
         while True:
             try:
                 # Wake up now and then: a signal that another thread of this process takes

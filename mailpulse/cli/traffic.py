@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 
 import click
 
 from mailpulse.cli import cli
 from mailpulse.cli.common import config_option, load
+from mailpulse.cli.dashboard import check_port, run_until_stopped
 from mailpulse.cli.output import print_frame
 from mailpulse.errors import MailpulseError
 
@@ -157,6 +158,13 @@ def simulate(
     "--port", type=click.IntRange(0, 65535), help="Port for the receiver (default: free)."
 )
 @click.option("--seed", default=7, show_default=True, type=click.IntRange(0, 999_999))
+@click.option(
+    "--dashboard-port",
+    default=8501,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port for the dashboard at the end.",
+)
 @click.option("--no-dashboard", is_flag=True, help="Stop after the report.")
 def demo(
     config_path: str | None,
@@ -164,6 +172,7 @@ def demo(
     duplicate_rate: float,
     port: int | None,
     seed: int,
+    dashboard_port: int,
     no_dashboard: bool,
 ) -> None:
     """Start a receiver, send every source's traffic, flush, report, open the dashboard.
@@ -172,8 +181,12 @@ def demo(
     named after it, with credentials generated once into data/demo_credentials.json.
 
     \b
+    Ctrl-C or SIGTERM stops everything it started (receiver, dashboard).
+
+    \b
     Example:
         mailpulse demo --messages 500 --no-dashboard
+        mailpulse demo --dashboard-port 8502
     """
     from analytics import HEADLINE, open_lake
     from ingest.flusher import Flusher
@@ -182,6 +195,9 @@ def demo(
     from mailpulse.simulate import simulate as run
 
     config = load(config_path, generate_demo_credentials=True)
+    if not no_dashboard:
+        # Refused before minutes of work, not after them.
+        check_port("127.0.0.1", dashboard_port, "--dashboard-port")
     port = port or runner.free_port()
     base = f"http://127.0.0.1:{port}"
     config_args = ["--config", config_path] if config_path else ["--no-demo-notice"]
@@ -189,6 +205,7 @@ def demo(
     if config.is_demo:
         env["MAILPULSE_DATA_DIR"] = str(config.data_dir.resolve())
     server = runner.start_server(config_args, port, env)
+    signal.signal(signal.SIGTERM, _interrupt)  # so the `finally` below stops the server
     try:
         runner.wait_ready(base, server)
         click.echo(
@@ -218,10 +235,16 @@ def demo(
         names = ", ".join(report.source for report in result.failed)
         raise MailpulseError(f"requests to {names} were not accepted (see above)")
     if not no_dashboard:
-        _dashboard(config_path, env)
+        _dashboard(config_path, env, dashboard_port)
 
 
-def _dashboard(config_path: str | None, env: dict[str, str]) -> None:
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM, handled as Ctrl-C is, once: the receiver is stopped on the way out."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
+    raise KeyboardInterrupt
+
+
+def _dashboard(config_path: str | None, env: dict[str, str], port: int) -> None:
     """Run ``mailpulse dashboard`` when it exists; otherwise say how to look at the data."""
     if "dashboard" not in cli.commands:
         click.echo(
@@ -230,8 +253,9 @@ def _dashboard(config_path: str | None, env: dict[str, str]) -> None:
             err=True,
         )
         return
-    click.echo("mailpulse: starting the dashboard (Ctrl-C to stop)", err=True)
-    command = [sys.executable, "-m", "mailpulse", "dashboard"]
+    command = [sys.executable, "-m", "mailpulse", "dashboard", "--port", str(port)]
     command += ["--config", config_path] if config_path else []
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the dashboard, not an error
-        subprocess.run(command, env=env, check=False)
+    # Ctrl-C or a SIGTERM ends the dashboard and Streamlit with it; that is how the demo ends.
+    status = run_until_stopped(command, env)
+    if status:
+        sys.exit(status)
