@@ -21,8 +21,8 @@ from ingest.providers.mailgun import TOLERANCE_SECONDS, MailgunProvider, sign
 from ingest.replay import MemoryReplayGuard
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
-from tests.helpers import parse_config
 from mailpulse.simulate.esp import ESPS, SimulatedEvent
+from tests.helpers import parse_config
 from tests.providers.kit import inbound, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mailgun"

@@ -20,10 +20,9 @@ from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
 from ingest.providers.mailjet import MailjetProvider, loads
 from ingest.providers.shared_secret import basic_header
 from mailpulse.errors import ConfigError
-from tests.helpers import new_secret, parse_config
 from mailpulse.simulate.esp import ESPS, SimulatedEvent
 from mailpulse.simulate.esp.mailjet import BLOCKS
-from tests.helpers import new_secret
+from tests.helpers import new_secret, parse_config
 from tests.providers.kit import golden_rows, inbound, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mailjet"

@@ -20,8 +20,8 @@ from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
 from ingest.providers.mandrill import MandrillProvider, sign
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
-from tests.helpers import parse_config
 from mailpulse.simulate.esp import ESPS, SimulatedEvent
+from tests.helpers import parse_config
 from tests.providers.kit import inbound, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mandrill"

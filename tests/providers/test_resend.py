@@ -22,8 +22,8 @@ from ingest.providers.resend import ResendProvider, sign
 from ingest.replay import MemoryReplayGuard
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
-from tests.helpers import parse_config
 from mailpulse.simulate.esp import ESPS, SimulatedEvent
+from tests.helpers import parse_config
 from tests.providers.kit import inbound
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "resend"

@@ -27,8 +27,8 @@ from ingest.providers.sendgrid import (
 from ingest.providers.sendgrid.signature import generate_key_pair, sign
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
-from tests.helpers import parse_config
 from mailpulse.simulate.esp import ESPS, SimulatedEvent
+from tests.helpers import parse_config
 from tests.providers.kit import golden_rows, inbound, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sendgrid"

@@ -28,10 +28,9 @@ from ingest.providers.ses import SesProvider, sns
 from ingest.providers.shared_secret import basic_header
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
-from tests.helpers import new_secret, parse_config
 from mailpulse.simulate.esp import ESPS, SimulatedEvent
 from mailpulse.simulate.esp.ses import signed_notification
-from tests.helpers import new_secret
+from tests.helpers import new_secret, parse_config
 from tests.providers.kit import inbound, refusal
 from tests.providers.sns_keys import TEST_CERT_URL, TEST_TOPIC, SigningIdentity, identity
 

@@ -19,12 +19,10 @@ from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
 from ingest.providers.shared_secret import basic_header
 from ingest.providers.sparkpost import BATCH_HEADER, SparkPostProvider
-from ingest.providers.sparkpost.mapping import BOUNCE_CLASSES
-from mailpulse.errors import ConfigError
-from tests.helpers import new_secret, parse_config
 from ingest.providers.sparkpost.mapping import AUTO_REPLY_CLASS, BOUNCE_CLASSES
+from mailpulse.errors import ConfigError
 from mailpulse.simulate.esp import ESPS, SimulatedEvent
-from tests.helpers import new_secret
+from tests.helpers import new_secret, parse_config
 from tests.providers.kit import golden_rows, inbound, make_provider, refusal
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sparkpost"

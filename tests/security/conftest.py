@@ -23,12 +23,9 @@ from typing import Any
 
 import pytest
 
-from ingest.providers import PROVIDERS, Provider
-from ingest.providers.base import SimulatedEvent
-from tests.helpers import Server, parse_config, start_server
 from ingest.providers import PROVIDERS
 from mailpulse.simulate.esp import ESPS, Esp, SimulatedEvent
-from tests.helpers import Server, start_server
+from tests.helpers import Server, parse_config, start_server
 from tests.leaks import secret_forms
 
 #: Mandrill signs the URL; sender and receiver must agree on it, whatever port the server gets.

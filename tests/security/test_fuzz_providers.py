@@ -24,8 +24,8 @@ from ingest.providers.base import (
     NormalizeContext,
     ReplayGuard,
 )
-from tests.helpers import parse_config
 from mailpulse.simulate.esp import ESPS, SimulatedEvent
+from tests.helpers import parse_config
 from tests.security.conftest import SIGNED_URL
 from tests.security.test_hostile import AUTH_HEADERS, SCHEME, _document, _event
 

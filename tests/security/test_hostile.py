@@ -33,7 +33,6 @@ import pytest
 from ingest.providers import PROVIDERS
 from ingest.providers.generic import sign as generic_sign
 from ingest.providers.resend import sign as resend_sign
-from tests.helpers import lake_rows, mailpulse, parse_config
 from mailpulse.simulate.esp import ESPS, SimulatedEvent
 from tests.helpers import lake_rows, mailpulse
 from tests.security.conftest import (
