@@ -21,7 +21,8 @@ import pytest
 from ingest import create_app
 from ingest.providers.mailgun import sign as mailgun_sign
 from ingest.providers.resend import sign as resend_sign
-from mailpulse.config import Config, parse_config
+from mailpulse.config import Config
+from tests.helpers import parse_config
 
 NOW = 1_790_000_000.0
 Signer = Callable[[str], tuple[bytes, dict[str, str]]]

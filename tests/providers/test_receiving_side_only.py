@@ -17,9 +17,12 @@ REPO = Path(__file__).resolve().parents[2]
 _PROBE = """
 import json, sys
 from ingest import create_app
+from ingest.providers import PROVIDERS
 from mailpulse.config import parse_config
 source = {"provider": "generic", "secret": "s" * 32}
-create_app(parse_config({"data_dir": sys.argv[1], "sources": {"in_house": source}}, env={}))
+document = {"data_dir": sys.argv[1], "sources": {"in_house": source}}
+app = create_app(parse_config(document, env={}, providers=PROVIDERS))
+assert "in_house" in app.extensions["mailpulse"].sources
 print(json.dumps(sorted(sys.modules)))
 """
 
