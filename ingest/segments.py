@@ -13,7 +13,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.spool import FRAME, MAGIC, SEGMENT_SUFFIX, SpoolRecord
+from ingest.spool import SpoolRecord
+from ingest.spool.files import FRAME, MAGIC, SEGMENT_SUFFIX
 
 
 def list_segments(directory: Path) -> list[Path]:

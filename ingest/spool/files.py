@@ -31,23 +31,17 @@ import errno
 import fcntl
 import logging
 import os
-import random
 import struct
 import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from ingest import direct_io
-from ingest.deferred_sync import DeferredSync
 from ingest.direct_io import DirectWriter
 from ingest.errors import SpoolUnavailable
+from ingest.spool.record import SpoolRecord
 
 log = logging.getLogger(__name__)
 
@@ -65,57 +59,11 @@ _USAGE_REFRESH_SECONDS = 1.0
 _SYNC_WAIT_SECONDS = 10.0  # a sync slower than this is a storage failure, answered 503
 
 
-@dataclass(frozen=True, slots=True)
-class SpoolRecord:
-    """One accepted request as the spool keeps it."""
-
-    request_id: str
-    source: str
-    received_at: int  # epoch microseconds
-    remote_addr: str
-    method: str
-    url: str
-    content_type: str
-    headers: dict[str, str]  # lower-cased, credentials removed
-    body: bytes
-
-    def encode(self) -> bytes:
-        """The framed bytes of this record."""
-        return b"".join(self.encode_parts())
-
-    def encode_parts(self) -> tuple[bytes, bytes, bytes]:
-        """The framed record as (frame, header, body): written with one ``pwritev``, so a
-        large body is never copied into a frame of its own."""
-        header = orjson.dumps(
-            {
-                "id": self.request_id,
-                "source": self.source,
-                "received_at": self.received_at,
-                "remote_addr": self.remote_addr,
-                "method": self.method,
-                "url": self.url,
-                "content_type": self.content_type,
-                "headers": self.headers,
-            }
-        )
-        crc = zlib.crc32(self.body, zlib.crc32(header))
-        return FRAME.pack(MAGIC, len(header), len(self.body), crc), header, self.body
-
-    @classmethod
-    def decode(cls, header: bytes, body: bytes) -> SpoolRecord:
-        """Rebuild a record from its framed header and body."""
-        fields: dict[str, Any] = orjson.loads(header)
-        return cls(
-            request_id=fields["id"],
-            source=fields["source"],
-            received_at=fields["received_at"],
-            remote_addr=fields["remote_addr"],
-            method=fields["method"],
-            url=fields["url"],
-            content_type=fields["content_type"],
-            headers=fields["headers"],
-            body=body,
-        )
+def _encode_parts(record: SpoolRecord) -> tuple[bytes, bytes, bytes]:
+    """The framed record as (frame, header, body)."""
+    header = record.header()
+    crc = zlib.crc32(record.body, zlib.crc32(header))
+    return FRAME.pack(MAGIC, len(header), len(record.body), crc), header, record.body
 
 
 class _Batch:
@@ -141,16 +89,6 @@ class _Batch:
             return False
         self.done.release()  # the next waiter's turn
         return True
-
-
-def new_request_id() -> str:
-    """A unique, roughly time-ordered request id.
-
-    The random part only has to differ between requests of the same nanosecond, so it comes
-    from :mod:`random` (reseeded in every forked worker), not the operating system: a call to
-    ``os.urandom`` would let another thread take the interpreter lock in the middle of a request.
-    """
-    return f"{time.time_ns():x}-{random.getrandbits(48):012x}"
 
 
 class Spool:
@@ -193,7 +131,7 @@ class Spool:
         """
         if self._pid != os.getpid():
             self._reset()
-        parts = record.encode_parts()
+        parts = _encode_parts(record)
         size = sum(map(len, parts))
         self._check_quota(size)
         with self._lock:
@@ -207,40 +145,6 @@ class Spool:
             raise SpoolUnavailable("the spool did not sync in time", retry_after=self.retry_after)
         if batch.failure is not None:
             raise SpoolUnavailable(batch.failure, retry_after=self.retry_after)
-
-    def stage(
-        self,
-        record: SpoolRecord,
-        deferred: DeferredSync,
-        *,
-        on_durable: Callable[[], None],
-        on_failed: Callable[[SpoolUnavailable], None],
-    ) -> None:
-        """Stage ``record`` in ``deferred``: durable once ``deferred.commit()`` succeeds.
-
-        Raises :class:`SpoolUnavailable` at once when the spool is full, as :meth:`append` does.
-        """
-        if self._pid != os.getpid():
-            self._reset()
-        parts = record.encode_parts()
-        self._check_quota(sum(map(len, parts)))
-        deferred.add(self, parts, on_durable, on_failed)
-
-    def write_staged(self, parts: list[bytes], size: int) -> None:
-        """Write ``parts`` and sync them, in turn with the group-commit batches; raise
-        :class:`SpoolUnavailable` when they may not be durable."""
-        if self._pid != os.getpid():
-            self._reset()
-        if not self._write_lock.acquire(timeout=_SYNC_WAIT_SECONDS):
-            raise SpoolUnavailable("the spool did not sync in time", retry_after=self.retry_after)
-        try:
-            self._write_and_sync(parts, size)
-        except OSError as exc:
-            reason = _describe(exc)
-            log.error("spool write failed", extra={"reason": reason, "records": len(parts) // 3})
-            raise SpoolUnavailable(reason, retry_after=self.retry_after) from exc
-        finally:
-            self._write_lock.release()
 
     def _lead(self, batch: _Batch) -> None:
         """Write and sync ``batch`` once the previous batch's sync is over."""
