@@ -8,6 +8,8 @@ run; the median of each side is compared. The body is 1,000 events the simulator
 SendGrid posts them. See BENCHMARKS.md.
 
     .venv/bin/python bench/receive_batches.py [--duration 10] [--rounds 2] [--json out.json]
+
+``--compare-files`` adds a side ``files``: the full receiver on the segment-file spool engine.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from bench.receive import (  # noqa: E402
     stop_gunicorn,
 )
 from ingest.providers.base import InboundRequest, OutboundRequest, Provider  # noqa: E402
-from ingest.spool import Spool, SpoolRecord, new_request_id  # noqa: E402
+from ingest.spool import SpoolRecord, new_request_id  # noqa: E402
+from ingest.spool.sqlite import SqliteSpool  # noqa: E402
 
 TARGET_RATIO = 50.0  # full path req/s as a percentage of the no-op's
 BATCH = 1000
@@ -60,6 +63,13 @@ def full() -> Any:
     }
     configure()  # as ``python -m ingest.server`` does
     return create_app(parse_config(document, origin="bench", env={}))
+
+
+def files() -> Any:
+    """Gunicorn app factory: :func:`full` on the segment-file spool engine."""
+    from bench.apps import use_file_spool
+
+    return use_file_spool(full())
 
 
 def signed_batch() -> tuple[OutboundRequest, str, Provider]:
@@ -92,7 +102,7 @@ def floor_cost(
 
     A SendGrid signature covers the whole body, so it must be verified over every byte
     (``authenticate``: SHA-256 then ECDSA), and promise 1 says the body is on disk and synced
-    before the answer (``Spool.append``: CRC-32, write, ``fdatasync``, into a spool in
+    before the answer (``SqliteSpool.append``: one committed transaction, into a spool in
     ``directory``, on the same disk as the benchmark's). Process CPU time counts the kernel's
     share of each write and sync in this process but not the disk's interrupts, so this is
     a lower bound.
@@ -110,7 +120,7 @@ def floor_cost(
     for _ in range(repeat):
         provider.authenticate(inbound, time.time())
     authenticate = (time.process_time() - started) / repeat
-    spool = Spool(directory, max_bytes=1 << 62)
+    spool = SqliteSpool(directory / "spool.sqlite", max_bytes=1 << 62)
     record = SpoolRecord(
         request_id=new_request_id(),
         source=SOURCE,
@@ -157,7 +167,7 @@ def run_side(
     env |= {DATA_DIR_ENV: str(data_dir), PUBLIC_KEY_ENV: public_key}
     script = workdir / "post.lua"
     write_lua(script, request)
-    target = "bench.apps:noop()" if side == "noop" else "bench.receive_batches:full()"
+    target = "bench.apps:noop()" if side == "noop" else f"bench.receive_batches:{side}()"
     process, base = start_gunicorn(target, workdir, args, env)
     try:
         url = f"{base}/webhooks/{SOURCE}"
@@ -166,7 +176,7 @@ def run_side(
     finally:
         stop_gunicorn(process)
     result |= {"side": side, "events_per_s": result["rps"] * BATCH}
-    if side == "full":
+    if side in ("full", "files"):
         acknowledged = result["requests"] - result["non2xx"]
         if warm is not None:
             acknowledged += warm["requests"] - warm["non2xx"]
@@ -189,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         default=200,
         help="requests the in-process floor-cost measurement verifies and appends",
     )
+    parser.add_argument(
+        "--compare-files",
+        action="store_true",
+        help="also run the full receiver on the segment-file spool engine (side 'files')",
+    )
     args = parser.parse_args(argv)
+    sides = ("noop", "full", "files") if args.compare_files else ("noop", "full")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install -y wrk)")
 
@@ -205,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mailpulse-bench-batches-") as tmp:
         for number in range(1, args.rounds + 1):
-            for side in ("noop", "full"):
+            for side in sides:
                 result = run_side(side, request, public_key, Path(tmp) / f"{side}-{number}", args)
                 result["round"] = number
                 runs.append(result)
@@ -217,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary: dict[str, dict[str, float]] = {}
     print(f"\n{'side':6}{'req/s':>9}{'events/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
-    for side in ("noop", "full"):
+    for side in sides:
         mine = [run for run in runs if run["side"] == side]
         summary[side] = {
             key: float(statistics.median(run[key] for run in mine))
@@ -232,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     ratio = 100.0 * summary["full"]["rps"] / summary["noop"]["rps"]
     verdict = "PASS" if ratio >= TARGET_RATIO else "MISS"
     print(f"\nfull/noop req/s: {ratio:.1f} % (target >= {TARGET_RATIO:.0f} %): {verdict}")
+    if args.compare_files:
+        engines = 100.0 * summary["full"]["rps"] / summary["files"]["rps"]
+        print(f"SQLite spool (full) / segment files (files) req/s: {engines:.1f} %")
 
     with tempfile.TemporaryDirectory(prefix="mailpulse-bench-floor-") as tmp:
         floor = floor_cost(request, provider, Path(tmp), args.floor_repeat)
@@ -241,18 +260,18 @@ def main(argv: list[str] | None = None) -> int:
     noop_ms = cpus / summary["noop"]["rps"] * 1e3
     print(
         f"\nunavoidable work per request, one thread: authenticate"
-        f" {floor['authenticate_s'] * 1e3:.3f} ms + spool append (CRC, write, fdatasync)"
+        f" {floor['authenticate_s'] * 1e3:.3f} ms + spool append (one SQLite commit)"
         f" {floor['append_s'] * 1e3:.3f} ms of CPU;\nthe no-op uses {noop_ms:.3f} ms of the"
         f" {cpus} CPUs per request, so no full path can exceed {ceiling:.1f} % of it here;"
         f"\nthis one reaches {100.0 * ratio / ceiling:.1f} % of that ceiling"
     )
 
     failures = []
-    for side in ("noop", "full"):
+    for side in sides:
         if summary[side]["non2xx"]:
             failures.append(f"the {side} side answered {int(summary[side]['non2xx'])} non-2xx")
     for run in runs:
-        if run["side"] == "full" and not run["spool_ok"]:
+        if run["side"] in ("full", "files") and not run["spool_ok"]:
             failures.append(
                 f"round {run['round']}: the spool holds {run['spool_records']} records"
                 f" for {run['acknowledged']} acknowledged requests"

@@ -1,5 +1,10 @@
 """One connection to the spool database, opened as the embedded engine needs it.
 
+Writers of every process take turns through a lock file next to the database (``flock``):
+a writer waiting for its turn wakes as soon as the previous commit ends, where SQLite's busy
+handler would poll with sleeps of a millisecond and more. SQLite's own locking still guards
+the database; the lock file only orders the waiting.
+
 A connection is reopened when the database file it opened was removed or replaced (writing
 on would put acknowledged requests into a file nobody can read again), and after a fork (a
 connection never crosses into a child process; the child opens its own).
@@ -9,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 BUSY_TIMEOUT_SECONDS = 5.0  # how long a commit waits for another process's
@@ -39,13 +46,17 @@ class Connection:
         self.path = path
         self.synchronous = synchronous
         self._db: sqlite3.Connection | None = None
+        self._turn_fd: int | None = None
         self._identity: tuple[int, int] | None = None
         self._pid = 0
 
     def get(self) -> sqlite3.Connection:
         """The open connection, (re)opened if needed; raises ``sqlite3.Error`` or ``OSError``."""
         if self._pid != os.getpid():
-            self._db = None  # the parent's: neither used nor closed here
+            self._db = None  # the parent's: never used here, nor closed by SQLite
+            if self._turn_fd is not None:
+                os.close(self._turn_fd)  # our copy only: the parent keeps its own
+                self._turn_fd = None
         elif self._db is not None and _identity(self.path) != self._identity:
             self.close()
         if self._db is None:
@@ -54,12 +65,29 @@ class Connection:
             self._pid = os.getpid()
         return self._db
 
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[sqlite3.Connection]:
+        """The connection, with the writers' turn held for one transaction."""
+        db = self.get()
+        if self._turn_fd is None:
+            lock_path = self.path.with_name(self.path.name + ".lock")
+            self._turn_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+        try:
+            yield db
+        finally:
+            fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
+
     def close(self) -> None:
         """Close the connection, if this process opened one."""
-        if self._db is not None and self._pid == os.getpid():
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
+        if self._pid == os.getpid():
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+            if self._turn_fd is not None:
+                os.close(self._turn_fd)
         self._db = None
+        self._turn_fd = None
 
     @staticmethod
     def roll_back(db: sqlite3.Connection) -> None:

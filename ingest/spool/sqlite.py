@@ -125,18 +125,18 @@ class SqliteSpool:
 
     def _insert(self, rows: list[tuple[bytes, bytes, int]], size: int) -> None:
         """One transaction: the rows, and the running totals they change."""
-        db = self._writer.get()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany("INSERT INTO records (header, body, size) VALUES (?, ?, ?)", rows)
-            db.execute(
-                "UPDATE totals SET pending_bytes = pending_bytes + ?, commits = commits + 1",
-                (size,),
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            Connection.roll_back(db)
-            raise
+        with self._writer.turn() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT INTO records (header, body, size) VALUES (?, ?, ?)", rows)
+                db.execute(
+                    "UPDATE totals SET pending_bytes = pending_bytes + ?, commits = commits + 1",
+                    (size,),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                Connection.roll_back(db)
+                raise
         self._usage += size
 
     def _check_quota(self, incoming: int) -> None:
@@ -180,21 +180,22 @@ class SqliteSpool:
                 (freed,) = db.execute(
                     "SELECT coalesce(sum(size), 0) FROM records WHERE id <= ?", (position,)
                 ).fetchone()
-                if not freed:  # ids only grow: nothing at or before it can appear later
-                    return
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    cursor = db.execute(
-                        "DELETE FROM records WHERE id <= ? RETURNING size", (position,)
-                    )
-                    deleted = sum(row[0] for row in cursor)
-                    db.execute("UPDATE totals SET pending_bytes = pending_bytes - ?", (deleted,))
-                    db.execute("COMMIT")
-                except BaseException:
-                    Connection.roll_back(db)
-                    raise
+                if freed:  # ids only grow: nothing at or before it can appear later
+                    self._delete_through(position)
             except (sqlite3.Error, OSError) as exc:
                 raise self._unavailable("acknowledge", exc) from exc
+
+    def _delete_through(self, position: int) -> None:
+        with self._writer.turn() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = db.execute("DELETE FROM records WHERE id <= ? RETURNING size", (position,))
+                deleted = sum(row[0] for row in cursor)
+                db.execute("UPDATE totals SET pending_bytes = pending_bytes - ?", (deleted,))
+                db.execute("COMMIT")
+            except BaseException:
+                Connection.roll_back(db)
+                raise
 
     def pending_bytes(self) -> int:
         """Bytes appended and not yet acknowledged, read from the database now."""
