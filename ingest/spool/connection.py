@@ -1,9 +1,9 @@
 """One connection to the spool database, opened as the embedded engine needs it.
 
 Writers of every process take turns through a lock file next to the database (``flock``):
-a writer waiting for its turn wakes as soon as the previous commit ends, where SQLite's busy
-handler would poll with sleeps of a millisecond and more. SQLite's own locking still guards
-the database; the lock file only orders the waiting.
+a writer waiting for its turn retries every few hundred microseconds, where SQLite's busy
+handler sleeps 1, 2, 5, 10 ms and more between tries, far longer than a commit takes. SQLite's
+own locking still guards the database; the lock file only shortens the waiting.
 
 A connection is reopened when the database file it opened was removed or replaced (writing
 on would put acknowledged requests into a file nobody can read again), and after a fork (a
@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 BUSY_TIMEOUT_SECONDS = 5.0  # how long a commit waits for another process's
+_FIRST_PAUSE_SECONDS = 0.0001  # waiting for another writer's turn: 0.1 ms, doubling to 1 ms
+_LAST_PAUSE_SECONDS = 0.001
 _WAL_LIMIT_BYTES = 64 * 1024 * 1024  # the log is cut back to this after a checkpoint
 
 _SCHEMA = """
@@ -72,7 +74,7 @@ class Connection:
         if self._turn_fd is None:
             lock_path = self.path.with_name(self.path.name + ".lock")
             self._turn_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+        _take_turn(self._turn_fd)
         try:
             yield db
         finally:
@@ -117,6 +119,22 @@ class Connection:
         return db
 
 
+def _take_turn(fd: int) -> None:
+    """Lock ``fd``, retrying quickly; raise ``TimeoutError`` after SQLite's own busy timeout,
+    so a writer hung elsewhere makes an answered failure here, not a hang."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = _FIRST_PAUSE_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError("the spool's writer turn stayed taken") from None
+            time.sleep(pause)
+            pause = min(pause * 2, _LAST_PAUSE_SECONDS)
+
+
 def _create(db: sqlite3.Connection) -> None:
     """The tables, in the transaction the caller opened (another process may race us)."""
     for statement in _SCHEMA.split(";"):
@@ -151,6 +169,8 @@ def describe(exc: BaseException) -> str:
         if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
             return "the spool database stayed locked by another process"
         return f"the spool database cannot be written ({name})"
+    if isinstance(exc, TimeoutError):
+        return "the spool database stayed locked by another process"
     if isinstance(exc, OSError):
         if exc.errno == errno.ENOSPC:
             return "the disk holding the spool is full"
