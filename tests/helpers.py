@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ import duckdb
 import requests
 
 from ingest.providers.generic import sign
+from ingest.spool import Spool, SpoolRecord
+from ingest.spool.sqlite import SqliteSpool
 from mailpulse.demo import free_port
 from tests import leaks
 
@@ -226,3 +229,19 @@ def start_server(
         time.sleep(0.05)
     server.stop(signal.SIGKILL)
     raise RuntimeError(f"server not ready:\n{server.log()}")
+
+
+def spooled_records(data_dir: Path) -> list[SpoolRecord]:
+    """Every record the spool of ``data_dir`` holds, oldest first (claimed, not acknowledged)."""
+    spool = SqliteSpool(data_dir / "spool" / "spool.sqlite", max_bytes=1 << 62)
+    try:
+        return spool.claim(1 << 62, 1 << 30).records
+    finally:
+        spool.close()
+
+
+def append_all(spool: Spool, records: Iterable[SpoolRecord], threads: int = 64) -> None:
+    """Append ``records`` as concurrent requests do: from many threads, sharing commits."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for done in [pool.submit(spool.append, record) for record in records]:
+            done.result()

@@ -24,6 +24,7 @@ from pathlib import Path
 BUSY_TIMEOUT_SECONDS = 5.0  # how long a commit waits for another process's
 _FIRST_PAUSE_SECONDS = 0.0001  # waiting for another writer's turn: 0.1 ms, doubling to 1 ms
 _LAST_PAUSE_SECONDS = 0.001
+_PAGE_BYTES = 16 * 1024
 _WAL_LIMIT_BYTES = 64 * 1024 * 1024  # the log is cut back to this after a checkpoint
 
 _SCHEMA = """
@@ -104,6 +105,9 @@ class Connection:
             self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
         )
         try:
+            # Set before the database exists (a no-op after): 16 KiB pages write a 380 KB
+            # batch in a quarter of the log frames, and cost small records nothing measurable.
+            db.execute(f"PRAGMA page_size={_PAGE_BYTES}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
