@@ -152,7 +152,7 @@ def test_the_quota_counts_what_is_waiting(spool: SqliteSpool) -> None:
         spool.append(record(5))
     assert refused.value.retry_after > 0
     assert spool.check_writable() == "the spool is full"
-    spool.acknowledge(spool.claim(1 << 20, 2).position)  # a flush frees room at once
+    spool.acknowledge(spool.claim(1 << 20, 3).position)  # a flush frees room at once
     spool.append(record(5))
     spool.append(record(6))
     assert spool.check_writable() is None

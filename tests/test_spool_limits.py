@@ -78,7 +78,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(mount)], check=False)
 
 
 def spool_record(event_id: str) -> SpoolRecord:
@@ -101,6 +102,13 @@ def test_a_full_disk_refuses_appends_keeps_what_it_acknowledged_and_recovers(
     filler = small_disk / "filler"
     filler.write_bytes(bytes(700_000))  # what another program frees later
     spool = SqliteSpool(small_disk / "spool" / "spool.sqlite", max_bytes=1 << 30)
+    try:
+        fill_empty_and_flush(spool, filler, config)
+    finally:
+        spool.close()  # no file left open on the small filesystem: it is unmounted next
+
+
+def fill_empty_and_flush(spool: SqliteSpool, filler: Path, config: Config) -> None:
     acknowledged: list[str] = []
     with pytest.raises(SpoolUnavailable, match="disk holding the spool is full"):
         for n in range(1000):

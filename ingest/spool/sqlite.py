@@ -182,6 +182,7 @@ class SqliteSpool:
                 ).fetchone()
                 if freed:  # ids only grow: nothing at or before it can appear later
                     self._delete_through(position)
+                    self._usage_checked = -_USAGE_REFRESH_SECONDS  # room now: read it again
             except (sqlite3.Error, OSError) as exc:
                 raise self._unavailable("acknowledge", exc) from exc
 
