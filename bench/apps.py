@@ -67,27 +67,6 @@ def unsynced() -> Flask:
     return app
 
 
-def files() -> Flask:
-    """Comparison: the real receiver on the segment-file spool engine instead of SQLite."""
-    return use_file_spool(full())
-
-
-def use_file_spool(app: Flask) -> Flask:
-    """Swap ``app``'s spool for the segment-file engine, in the same spool directory."""
-    import dataclasses
-
-    from ingest.spool.files import Spool as FileSpool
-
-    state = app.extensions["mailpulse"]
-    spool = FileSpool(
-        state.config.spool_dir,
-        max_bytes=state.config.receiver.spool_max_bytes,
-        retry_after=state.config.receiver.retry_after_seconds,
-    )
-    app.extensions["mailpulse"] = dataclasses.replace(state, spool=spool)
-    return app
-
-
 class _UnsyncedSpool(SqliteSpool):
     """The SQLite spool with its commits not synced."""
 

@@ -6,9 +6,6 @@ noop, full, ...) and the median of each side is compared. See BENCHMARKS.md.
 
     .venv/bin/python bench/receive.py [--duration 15] [--rounds 2] [--json results.json]
 
-``--compare-files`` adds a side ``files``: the full receiver on the segment-file spool engine,
-to compare with ``full`` on the SQLite engine in the same run (BENCHMARKS.md, "Spool engine").
-
 ``--ladder`` adds two diagnostic sides to every round, to show where the full path's cost
 goes: ``verified`` (the receiver's request handling, nothing written) and ``unsynced`` (the
 spool's writes and group commit, without the device sync).
@@ -39,14 +36,11 @@ if str(REPO) not in sys.path:
 
 from bench.apps import DATA_DIR_ENV, SECRET_ENV, SOURCE  # noqa: E402
 from ingest.providers.generic import sign  # noqa: E402
-from ingest.segments import list_segments, read_segment  # noqa: E402
-from ingest.spool.files import spool_usage  # noqa: E402
 from ingest.spool.sqlite import SqliteSpool  # noqa: E402
 from mailpulse.demo import free_port  # noqa: E402
 
 TARGET_RATIO = 75.0  # full path req/s as a percentage of the no-op's
 TARGET_P99_MS = 25.0
-DURABLE_SIDES = ("full", "files")  # the SQLite spool engine, and the segment-file one
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
@@ -163,28 +157,17 @@ def run_wrk(url: str, script: Path, seconds: float, args: argparse.Namespace) ->
 
 
 def spooled_records(spool_dir: Path) -> int:
-    """Complete records the spool holds, whichever engine wrote them."""
-    database = spool_dir / "spool.sqlite"
-    count = 0
-    if database.exists():
-        spool = SqliteSpool(database, max_bytes=1 << 62)
-        count += len(spool.claim(1 << 62, 1 << 30).records)
+    """Records the spool holds (every one waits: no flusher runs during the benchmark)."""
+    spool = SqliteSpool(spool_dir / "spool.sqlite", max_bytes=1 << 62)
+    try:
+        return len(spool.claim(1 << 62, 1 << 30).records)
+    finally:
         spool.close()
-    for path in list_segments(spool_dir):
-        offset = 0
-        while True:
-            read = read_segment(path, offset, 64 * 1024 * 1024)
-            if not read.records:
-                break
-            count += len(read.records)
-            offset = read.end_offset
-    return count
 
 
 def spool_bytes(spool_dir: Path) -> int:
-    """Bytes the spool directory holds on disk, whichever engine wrote them."""
-    database = sum(p.stat().st_size for p in spool_dir.glob("spool.sqlite*"))
-    return database + spool_usage(spool_dir)
+    """Bytes the spool's files take on disk."""
+    return sum(p.stat().st_size for p in spool_dir.glob("spool.sqlite*"))
 
 
 def run_side(side: str, body: bytes, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -205,7 +188,7 @@ def run_side(side: str, body: bytes, workdir: Path, args: argparse.Namespace) ->
     finally:
         stop_gunicorn(process)
     result["side"] = side
-    if side in DURABLE_SIDES:
+    if side == "full":
         acknowledged = result["requests"] - result["non2xx"]
         if warm is not None:
             acknowledged += warm["requests"] - warm["non2xx"]
@@ -251,15 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run the diagnostic sides: verified (nothing written), unsynced (no sync)",
     )
-    parser.add_argument(
-        "--compare-files",
-        action="store_true",
-        help="also run the full receiver on the segment-file spool engine (side 'files')",
-    )
     args = parser.parse_args(argv)
     sides = ("noop", "verified", "unsynced", "full") if args.ladder else ("noop", "full")
-    if args.compare_files:
-        sides = (*sides, "files")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install -y wrk)")
     if args.warmup + args.duration >= 250:
@@ -281,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["round"] = number
                 runs.append(result)
                 extra = ""
-                if side in DURABLE_SIDES:
+                if side == "full":
                     extra = (
                         f"  spool {result['spool_records']} records"
                         f" / {result['acknowledged']} acknowledged,"
@@ -319,9 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nfull/noop req/s: {ratio:.1f} % (target >= {TARGET_RATIO:.0f} %): {verdict[ratio_ok]}")
     p99 = summary["full"]["p99_ms"]
     print(f"full p99: {p99:.2f} ms (target < {TARGET_P99_MS:.0f} ms): {verdict[p99_ok]}")
-    if args.compare_files:
-        engines = 100.0 * summary["full"]["rps"] / summary["files"]["rps"]
-        print(f"SQLite spool (full) / segment files (files) req/s: {engines:.1f} %")
 
     failures = []
     if summary["full"]["non2xx"]:
@@ -330,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         if side != "full" and summary[side]["non2xx"]:
             failures.append(f"the {side} side answered {int(summary[side]['non2xx'])} non-2xx")
     for run in runs:
-        if run["side"] in DURABLE_SIDES and not run["spool_ok"]:
+        if run["side"] == "full" and not run["spool_ok"]:
             failures.append(
                 f"round {run['round']}: the spool holds {run['spool_records']} records"
                 f" for {run['acknowledged']} acknowledged requests"

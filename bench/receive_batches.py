@@ -8,8 +8,6 @@ run; the median of each side is compared. The body is 1,000 events the simulator
 SendGrid posts them. See BENCHMARKS.md.
 
     .venv/bin/python bench/receive_batches.py [--duration 10] [--rounds 2] [--json out.json]
-
-``--compare-files`` adds a side ``files``: the full receiver on the segment-file spool engine.
 """
 
 from __future__ import annotations
@@ -63,13 +61,6 @@ def full() -> Any:
     }
     configure()  # as ``python -m ingest.server`` does
     return create_app(parse_config(document, origin="bench", env={}))
-
-
-def files() -> Any:
-    """Gunicorn app factory: :func:`full` on the segment-file spool engine."""
-    from bench.apps import use_file_spool
-
-    return use_file_spool(full())
 
 
 def signed_batch() -> tuple[OutboundRequest, str, Provider]:
@@ -176,7 +167,7 @@ def run_side(
     finally:
         stop_gunicorn(process)
     result |= {"side": side, "events_per_s": result["rps"] * BATCH}
-    if side in ("full", "files"):
+    if side == "full":
         acknowledged = result["requests"] - result["non2xx"]
         if warm is not None:
             acknowledged += warm["requests"] - warm["non2xx"]
@@ -199,13 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         default=200,
         help="requests the in-process floor-cost measurement verifies and appends",
     )
-    parser.add_argument(
-        "--compare-files",
-        action="store_true",
-        help="also run the full receiver on the segment-file spool engine (side 'files')",
-    )
     args = parser.parse_args(argv)
-    sides = ("noop", "full", "files") if args.compare_files else ("noop", "full")
+    sides = ("noop", "full")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install -y wrk)")
 
@@ -248,9 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     ratio = 100.0 * summary["full"]["rps"] / summary["noop"]["rps"]
     verdict = "PASS" if ratio >= TARGET_RATIO else "MISS"
     print(f"\nfull/noop req/s: {ratio:.1f} % (target >= {TARGET_RATIO:.0f} %): {verdict}")
-    if args.compare_files:
-        engines = 100.0 * summary["full"]["rps"] / summary["files"]["rps"]
-        print(f"SQLite spool (full) / segment files (files) req/s: {engines:.1f} %")
 
     with tempfile.TemporaryDirectory(prefix="mailpulse-bench-floor-") as tmp:
         floor = floor_cost(request, provider, Path(tmp), args.floor_repeat)
@@ -271,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         if summary[side]["non2xx"]:
             failures.append(f"the {side} side answered {int(summary[side]['non2xx'])} non-2xx")
     for run in runs:
-        if run["side"] in ("full", "files") and not run["spool_ok"]:
+        if run["side"] == "full" and not run["spool_ok"]:
             failures.append(
                 f"round {run['round']}: the spool holds {run['spool_records']} records"
                 f" for {run['acknowledged']} acknowledged requests"

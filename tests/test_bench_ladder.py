@@ -40,7 +40,7 @@ def secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.mark.parametrize(
     ("factory", "records", "synchronous"),
-    [(apps.full, 5, 2), (apps.unsynced, 5, 0), (apps.verified, 0, None), (apps.files, 5, None)],
+    [(apps.full, 5, 2), (apps.unsynced, 5, 0), (apps.verified, 0, None)],
 )
 def test_each_side_keeps_what_it_says(
     factory: Any, records: int, synchronous: int | None, secret: str, tmp_path: Path
