@@ -21,7 +21,7 @@ import duckdb
 import requests
 
 from ingest.providers.generic import sign
-from ingest.spool import Spool, SpoolRecord
+from ingest.spool import Spool, SpoolRecord, new_request_id
 from ingest.spool.sqlite import SqliteSpool
 from mailpulse.demo import free_port
 from tests import leaks
@@ -229,6 +229,21 @@ def start_server(
         time.sleep(0.05)
     server.stop(signal.SIGKILL)
     raise RuntimeError(f"server not ready:\n{server.log()}")
+
+
+def in_house_request(body: bytes) -> SpoolRecord:
+    """A request to the ``in_house`` source as the receiver spools it (signature removed)."""
+    return SpoolRecord(
+        request_id=new_request_id(),
+        source="in_house",
+        received_at=int(time.time() * 1e6),
+        remote_addr="127.0.0.1",
+        method="POST",
+        url="/webhooks/in_house",
+        content_type="application/json",
+        headers={},
+        body=body,
+    )
 
 
 def spooled_records(data_dir: Path) -> list[SpoolRecord]:

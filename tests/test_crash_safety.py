@@ -21,11 +21,11 @@ import duckdb
 import pytest
 import requests
 
-from ingest.spool import SpoolRecord, new_request_id
 from ingest.spool.sqlite import SqliteSpool
 from tests.helpers import (
     append_all,
     event,
+    in_house_request,
     mailpulse,
     new_secret,
     signed_headers,
@@ -137,19 +137,7 @@ def write_backlog(spool_dir: Path, requests_count: int, events_per_request: int)
             batch = previous
         previous = batch
         ids.update(str(item["id"]) for item in batch)
-        records.append(
-            SpoolRecord(
-                request_id=new_request_id(),
-                source="in_house",
-                received_at=int(time.time() * 1e6),
-                remote_addr="127.0.0.1",
-                method="POST",
-                url="http://127.0.0.1/webhooks/in_house",
-                content_type="application/json",
-                headers={},
-                body=json.dumps(batch).encode(),
-            )
-        )
+        records.append(in_house_request(json.dumps(batch).encode()))
     spool = SqliteSpool(spool_dir / "spool.sqlite", max_bytes=1 << 40)
     append_all(spool, records)
     spool.close()

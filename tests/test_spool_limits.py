@@ -15,10 +15,10 @@ import requests
 
 from ingest.errors import SpoolUnavailable
 from ingest.flusher import Flusher
-from ingest.spool import SpoolRecord, new_request_id
+from ingest.spool import SpoolRecord
 from ingest.spool.sqlite import SqliteSpool
 from mailpulse.config import Config
-from tests.helpers import event, lake_rows, mailpulse, running_server
+from tests.helpers import event, in_house_request, lake_rows, mailpulse, running_server
 
 QUOTA = 3 * 1024 * 1024
 BIG_BODY = 200_000
@@ -83,17 +83,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def spool_record(event_id: str) -> SpoolRecord:
-    return SpoolRecord(
-        request_id=new_request_id(),
-        source="in_house",
-        received_at=int(time.time() * 1e6),
-        remote_addr="127.0.0.1",
-        method="POST",
-        url="/webhooks/in_house",
-        content_type="application/json",
-        headers={},
-        body=padded_event(event_id, 4000),
-    )
+    return in_house_request(padded_event(event_id, 4000))
 
 
 def test_a_full_disk_refuses_appends_keeps_what_it_acknowledged_and_recovers(
