@@ -13,7 +13,8 @@ from typing import Any
 
 from flask import Flask
 
-from ingest.spool import Spool
+from ingest.spool.connection import Connection
+from ingest.spool.sqlite import SqliteSpool
 
 DATA_DIR_ENV = "MAILPULSE_BENCH_DATA_DIR"
 SECRET_ENV = "MAILPULSE_BENCH_SECRET"
@@ -55,46 +56,40 @@ def verified() -> Flask:
 
 def unsynced() -> Flask:
     """Diagnostic: the real receiver and spool, group commit included, with the device sync
-    left out (writes reach the page cache only). Against the full path it prices the sync."""
+    left out (``synchronous=OFF``: commits reach the page cache only). Against the full path
+    it prices the sync."""
     import dataclasses
 
     app = full()
     state = app.extensions["mailpulse"]
     spool = state.spool
-    unsynced = _UnsyncedSpool(
-        spool.directory,
-        max_bytes=spool.max_bytes,
-        retry_after=spool.retry_after,
-        segment_bytes=spool.segment_bytes,
-    )
+    unsynced = _UnsyncedSpool(spool.path, max_bytes=spool.max_bytes, retry_after=spool.retry_after)
     app.extensions["mailpulse"] = dataclasses.replace(state, spool=unsynced)
     return app
 
 
-class _UnsyncedSpool(Spool):
-    """The spool with its batch writes reported as synced without syncing."""
+class _UnsyncedSpool(SqliteSpool):
+    """The SQLite spool with its commits not synced."""
 
-    def _pwrite(self, parts: list[bytes]) -> bool:
-        self._dsync = False  # a plain write...
-        super()._pwrite(parts)
-        return True  # ...and no fdatasync after it
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._writer = Connection(self.path, synchronous="OFF")
 
 
 class _FramesOnly:
-    """A spool that frames each record, as the real one does, then drops it."""
+    """A spool that encodes each record, as the real one does, then drops it."""
 
     def __init__(self, spool: Any) -> None:
         self._spool = spool
 
     def append(self, record: Any) -> None:
-        record.encode_parts()
-
-    def stage(self, record: Any, _deferred: Any, *, on_durable: Any, on_failed: Any) -> None:
-        record.encode_parts()
-        on_durable()  # nothing to wait for: answered at once
+        record.header()
 
     def check_writable(self) -> str | None:
         return self._spool.check_writable()  # type: ignore[no-any-return]
+
+    def pending_bytes(self) -> int:
+        return 0
 
     def close(self) -> None:
         self._spool.close()

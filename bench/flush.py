@@ -1,9 +1,9 @@
 """Flush throughput: drain a spool backlog of N events into the lake, against a plain read.
 
-The backlog is written straight into spool segment files (no HTTP: this measures the
-flusher). Then, each in a fresh subprocess, the baseline reads and JSON-decodes every spooled
-record, and ``Flusher(config).flush()`` drains it; the lake is checked with DuckDB after.
-See BENCHMARKS.md.
+The backlog is appended to the spool from many threads, as concurrent requests append it
+(no HTTP: this measures the flusher). Then, each in a fresh subprocess, the baseline reads
+and JSON-decodes every spooled record, and ``Flusher(config).flush()`` drains it; the lake
+is checked with DuckDB after. See BENCHMARKS.md.
 
     .venv/bin/python bench/flush.py [--events 1000000] [--duplicates 0.1] [--json out.json]
 """
@@ -11,6 +11,7 @@ See BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -18,12 +19,14 @@ import random
 import resource
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +36,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from ingest import segments, spool  # noqa: E402
+from ingest import spool  # noqa: E402
+from ingest.spool.sqlite import SqliteSpool  # noqa: E402
 
 SOURCE = "bench"
 TARGET_EVENTS_PER_SECOND = 50_000
 AIM_EVENTS_PER_SECOND = 100_000
-READ_BYTES = 64 * 1024 * 1024  # the flusher's default batch size
 DOMAINS = ("gmail.com", "outlook.com", "yahoo.com", "icloud.com", "acme-corp.com", "gmx.de")
 DOMAIN_WEIGHTS = (35, 18, 12, 15, 12, 8)
 TYPES = ("delivered", "opened", "clicked", "bounced")
@@ -133,49 +136,41 @@ def bodies(
 def build(
     data_dir: Path, events: int, duplicates: float, array_size: int, seed: int
 ) -> dict[str, int]:
-    """Write the backlog straight into segment files named and sized as the spool does."""
-    directory = data_dir / "spool"
-    directory.mkdir(parents=True, exist_ok=True)
+    """Append the backlog to the spool through its interface, from 64 threads at a time."""
     stats = dict.fromkeys(("requests", "events_written", "duplicate_requests"), 0)
-    stats |= {"duplicate_events": 0, "bytes": 0, "segments": 0, "unique_events": events}
-    handle = None
-    for body, count, resent in bodies(events, duplicates, array_size, seed):
-        if handle is None or handle.tell() >= spool.DEFAULT_SEGMENT_BYTES:
-            if handle is not None:
-                handle.close()  # closed: sealed, as a finished worker's segment is
-            name = (
-                f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}{spool.SEGMENT_SUFFIX}"
-            )
-            handle = open(directory / name, "wb")  # noqa: SIM115
-            stats["segments"] += 1
-        data = record_for(body).encode()
-        handle.write(data)
-        stats["bytes"] += len(data)
-        stats["requests"] += 1
-        stats["events_written"] += count
-        if resent:
-            stats["duplicate_requests"] += 1
-            stats["duplicate_events"] += count
-    if handle is not None:
-        handle.close()
+    stats |= {"duplicate_events": 0, "bytes": 0, "unique_events": events}
+    queue = SqliteSpool(spool_path(data_dir), max_bytes=1 << 62)
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        made = bodies(events, duplicates, array_size, seed)
+        while chunk := list(itertools.islice(made, 4096)):
+            records = [record_for(body) for body, _count, _resent in chunk]
+            list(pool.map(queue.append, records))
+            for (_body, count, resent), record in zip(chunk, records, strict=True):
+                stats["bytes"] += len(record.header()) + len(record.body)
+                stats["requests"] += 1
+                stats["events_written"] += count
+                if resent:
+                    stats["duplicate_requests"] += 1
+                    stats["duplicate_events"] += count
+    queue.close()
     return stats
+
+
+def spool_path(data_dir: Path) -> Path:
+    """Where the flusher's configuration (``data_dir``) finds the embedded spool."""
+    return data_dir / "spool" / "spool.sqlite"
 
 
 def read_baseline(data_dir: Path) -> dict[str, Any]:
     """Read every spool record and decode its body: the floor any flusher must pay."""
     started = time.perf_counter()
     requests = events = 0
-    for path in segments.list_segments(data_dir / "spool"):
-        offset = 0
-        while True:
-            read = segments.read_segment(path, offset, READ_BYTES)
-            if not read.records:
-                break
-            for record in read.records:
-                document = orjson.loads(record.body)
-                events += len(document) if isinstance(document, list) else 1
-            requests += len(read.records)
-            offset = read.end_offset
+    with sqlite3.connect(spool_path(data_dir)) as db:  # the engine's table, read in order
+        for header, body in db.execute("SELECT header, body FROM records ORDER BY id"):
+            record = spool.SpoolRecord.decode(header, body)
+            document = orjson.loads(record.body)
+            events += len(document) if isinstance(document, list) else 1
+            requests += 1
     return {"seconds": time.perf_counter() - started, "requests": requests, "events": events}
 
 
@@ -260,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"backlog: {backlog['unique_events']} unique events in {backlog['requests']} requests"
             f" ({backlog['duplicate_requests']} resent, {backlog['duplicate_events']} duplicate"
-            f" events), {backlog['bytes'] / 2**20:.0f} MiB in {backlog['segments']} segments,"
+            f" events), {backlog['bytes'] / 2**20:.0f} MiB spooled,"
             f" built in {time.perf_counter() - started:.1f} s; load average {load_before:.2f}"
             f" on {os.cpu_count()} CPUs"
         )

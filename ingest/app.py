@@ -27,7 +27,8 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # An ESP never follows redirects: "//" in a path is a 404, not a 308 to another URL.
     app.url_map.merge_slashes = False
-    app.extensions["mailpulse"] = build_state(config, clock, workers)
+    state = build_state(config, clock, workers)
+    app.extensions["mailpulse"] = state
     hops = config.receiver.trusted_proxy_hops
     if hops:
         # Only the last ``hops`` X-Forwarded-For (and -Proto) entries were written by proxies
@@ -38,7 +39,7 @@ def create_app(
 
     @app.get("/metrics")
     def _metrics() -> Response:
-        body = metrics.render(config.spool_dir, config.state_dir)
+        body = metrics.render(state.spool, config.state_dir)
         return Response(body, mimetype="text/plain; version=0.0.4")
 
     return app

@@ -3,14 +3,16 @@
 One flusher runs at a time per data directory (an ``flock`` on ``state/flusher.lock``). Each
 batch goes through the same steps:
 
-1. read complete records from every spool segment, from the offsets already flushed;
+1. claim the oldest records the spool holds (:mod:`ingest.spool`);
 2. normalize them (:mod:`ingest.batch`); failures go to quarantine, never back to the ESP;
 3. drop every event id already stored: the ``seen`` table covers the dedup window, and events
    older than the window are also checked against their lake partition;
-4. journal the file names, write the Parquet files atomically, then commit offsets and ids in
-   one SQLite transaction (:mod:`ingest.state`); a crash before the commit undoes the files,
-   a crash after it is already complete;
-5. delete spool segments that are fully read and no longer written to.
+4. journal the file names, write the Parquet files atomically, then commit the claim's spool
+   position and the ids in one SQLite transaction (:mod:`ingest.state`); a crash before the
+   commit undoes the files (the claim is simply claimed again), a crash after it is already
+   complete;
+5. acknowledge the claim, so the spool forgets it. A pass first acknowledges the committed
+   position, in case the last one crashed between its commit and its acknowledgement.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from pathlib import Path
 
 import polars as pl
 
-from ingest import segments
 from ingest.batch import BatchBuilder
 from ingest.errors import FlusherBusy
 from ingest.event_times import implausible
 from ingest.events import MICROS
 from ingest.providers import PROVIDERS, Provider
+from ingest.spool import Spool, open_spool
 from ingest.state import Commit, FlusherState
 from mailpulse import lake
 from mailpulse.config import Config
@@ -104,8 +106,10 @@ class Flusher:
         clock: Callable[[], float] = time.time,
         batch_bytes: int | None = None,
         batch_records: int = BATCH_RECORDS,
+        spool: Spool | None = None,
     ) -> None:
         self.config = config
+        self.spool = spool if spool is not None else open_spool(config)
         self.clock = clock
         self.batch_bytes = batch_bytes or config.lake.flush_batch_bytes
         self.batch_records = batch_records
@@ -142,15 +146,16 @@ class Flusher:
 
     def _drain(self, state: FlusherState) -> FlushResult:
         total = FlushResult()
+        # What the last pass committed is in the lake, whether or not it got to say so.
+        self.spool.acknowledge(state.spool_position())
         # Drain what is spooled now, not what keeps arriving: under steady traffic a
         # pass must still end, release the lock and report its status.
-        # (At least one batch runs: it also deletes segments that were read and sealed.)
-        remaining = self._pending_bytes(state)
-        while True:
+        remaining = self.spool.pending_bytes()
+        while remaining > 0:
             result, consumed = self._batch(state)
             total.add(result)
             remaining -= consumed
-            if result.requests == 0 or remaining <= 0:
+            if result.requests == 0:
                 break
         self._maybe_prune(state)
         self._write_status(state)
@@ -168,48 +173,28 @@ class Flusher:
 
     def _batch(self, state: FlusherState) -> tuple[FlushResult, int]:
         """One batch; returns what it did and how many spool bytes it consumed."""
-        offsets = state.offsets()
+        claim = self.spool.claim(self.batch_bytes, self.batch_records)
+        if not claim.records:
+            return FlushResult(), 0
         builder = BatchBuilder(self.providers, self.campaign_fields)
-        new_offsets: dict[str, int] = {}
-        finished: list[Path] = []
-        budget = self.batch_bytes
-        for path in segments.list_segments(self.config.spool_dir):
-            if budget <= 0 or len(builder.raw) >= self.batch_records:
-                break
-            sealed = segments.is_sealed(path)  # before reading: nothing can follow a sealed read
-            start = offsets.get(path.name, 0)
-            read = segments.read_segment(path, start, budget, self.batch_records - len(builder.raw))
-            for record in read.records:
-                builder.add_request(record)
-            budget -= read.end_offset - start
-            if read.end_offset != start:
-                new_offsets[path.name] = read.end_offset
-            if read.corrupt_at is not None and sealed:
-                log.error(
-                    "spool segment has a corrupt tail; skipping it",
-                    extra={"segment": path.name, "offset": read.corrupt_at},
-                )
-            if sealed and (read.at_end or read.corrupt_at is not None):
-                finished.append(path)
-        consumed = self.batch_bytes - budget
-        if not builder.raw:
-            self._remove_segments(state, finished, offsets)
-            return FlushResult(), consumed
-        result = self.write_batch(state, builder, new_offsets)
-        self._remove_segments(state, finished, {**offsets, **new_offsets})
-        return result, consumed
+        for record in claim.records:
+            builder.add_request(record)
+        result = self.write_batch(state, builder, claim.position)
+        self.spool.acknowledge(claim.position)
+        return result, claim.size
 
     def write_batch(
         self,
         state: FlusherState,
         builder: BatchBuilder,
-        new_offsets: dict[str, int],
+        spool_position: int | None,
         *,
         replaces: list[Path] | None = None,
         dedup_quarantine: bool = True,
     ) -> FlushResult:
         """Dedup ``builder``, write its files atomically and commit them as one batch.
 
+        ``spool_position`` is the spool claim the batch holds, committed with it.
         ``replaces`` names lake files the batch supersedes (quarantine replay); they are deleted
         only after the commit. Call with the flusher lock held.
         """
@@ -239,7 +224,7 @@ class Flusher:
         state.commit(
             Commit(
                 batch=batch,
-                offsets=new_offsets,
+                spool_position=spool_position,
                 seen_ids=[*builder.events, *builder.quarantined],
                 seen_at=int(now),
                 counters=counters,
@@ -280,16 +265,6 @@ class Flusher:
                 found.update(stored["event_id"].to_list())
         return found
 
-    def _remove_segments(
-        self, state: FlusherState, finished: list[Path], offsets: dict[str, int]
-    ) -> None:
-        for path in finished:
-            path.unlink(missing_ok=True)
-        # Offsets are forgotten only once their segment is gone, so a crash in between
-        # re-reads nothing.
-        present = {p.name for p in segments.list_segments(self.config.spool_dir)}
-        state.forget_segments(name for name in offsets if name not in present)
-
     def _maybe_prune(self, state: FlusherState) -> None:
         now = int(self.clock())
         if now - state.meta("last_prune") < _PRUNE_EVERY_SECONDS:
@@ -297,17 +272,8 @@ class Flusher:
         state.prune_seen(now - self.config.lake.dedup_window_days * 86_400)
         state.set_meta("last_prune", now)
 
-    def _pending_bytes(self, state: FlusherState) -> int:
-        """Spooled bytes not yet in the lake."""
-        offsets = state.offsets()
-        pending = 0
-        for path in segments.list_segments(self.config.spool_dir):
-            start = offsets.get(path.name, 0)
-            pending += segments.data_end(path, start) - start
-        return pending
-
     def _write_status(self, state: FlusherState) -> None:
-        pending = self._pending_bytes(state)
+        pending = self.spool.pending_bytes()
         events: dict[str, dict[str, int]] = {}
         for key, value in state.counters("events:").items():
             source, _, outcome = key.rpartition(":")

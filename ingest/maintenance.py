@@ -104,7 +104,7 @@ def replace_partition(
     state.begin(batch, [target], files)
     lake.write_atomic(frame.select(list(lake.SCHEMAS[table])), target)
     lake.fsync_directories([target])
-    state.commit(Commit(batch=batch, offsets={}, seen_ids=[], seen_at=0, counters={}))
+    state.commit(Commit(batch=batch, spool_position=None, seen_ids=[], seen_at=0, counters={}))
     state.finish(batch)
 
 
@@ -144,7 +144,7 @@ def replay_quarantine(flusher: Flusher, wait_seconds: float = 60.0) -> tuple[Flu
             )
             stage = "map" if row["stage"] == "map" else "parse"
             builder.add_payload(record, stage=stage, payload=row["payload"])
-        result = flusher.write_batch(state, builder, {}, replaces=files, dedup_quarantine=False)
+        result = flusher.write_batch(state, builder, None, replaces=files, dedup_quarantine=False)
     return result, len(builder.quarantined)
 
 

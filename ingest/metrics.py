@@ -19,7 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from ingest.spool import spool_usage
+from ingest.errors import SpoolUnavailable
+from ingest.spool import Spool
 from mailpulse.lake import read_status
 
 REQUESTS = Counter(
@@ -47,14 +48,18 @@ REQUEST_SECONDS = Histogram(
 class FlusherStatusCollector(Collector):
     """Spool depth, flush lag and lake counts, read from disk at scrape time."""
 
-    def __init__(self, spool_dir: Path, state_dir: Path) -> None:
-        self.spool_dir = spool_dir
+    def __init__(self, spool: Spool, state_dir: Path) -> None:
+        self.spool = spool
         self.state_dir = state_dir
 
     def collect(self) -> Iterator[Metric]:
         status = read_status(self.state_dir)
+        try:
+            waiting = float(self.spool.pending_bytes())
+        except SpoolUnavailable:
+            waiting = float("nan")  # the spool cannot be read; /readyz says why
         yield GaugeMetricFamily(
-            "mailpulse_spool_bytes", "Bytes in spool segments.", value=spool_usage(self.spool_dir)
+            "mailpulse_spool_bytes", "Bytes waiting in the spool, read now.", value=waiting
         )
         yield GaugeMetricFamily(
             "mailpulse_spool_pending_bytes",
@@ -92,7 +97,7 @@ class FlusherStatusCollector(Collector):
         yield odd
 
 
-def render(spool_dir: Path, state_dir: Path) -> bytes:
+def render(spool: Spool, state_dir: Path) -> bytes:
     """The text exposition for one scrape."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -100,5 +105,5 @@ def render(spool_dir: Path, state_dir: Path) -> bytes:
     else:  # one process (tests, a single worker): its own counters are the whole truth
         for collector in (REQUESTS, SIGNATURE_FAILURES, REQUEST_SECONDS):
             registry.register(collector)
-    registry.register(FlusherStatusCollector(spool_dir, state_dir))
+    registry.register(FlusherStatusCollector(spool, state_dir))
     return generate_latest(registry)

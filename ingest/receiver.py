@@ -16,7 +16,6 @@ from typing import Any
 from flask import Blueprint, Request, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ingest.deferred_sync import DEFERRED_SYNC
 from ingest.errors import (
     AuthenticationFailed,
     ForbiddenAddress,
@@ -215,17 +214,8 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime, started: float) ->
         count.inc()
         seconds.observe(time.perf_counter() - started)
 
-    deferred = environ.get(DEFERRED_SYNC)
-    if deferred is None:
-        receiver.spool.append(record)
-        stored()
-    else:
-        # The server syncs this record with the rest of its turn's, then answers: the 200
-        # below is sent only if that sync succeeds, a 503 otherwise.
-        def failed(error: SpoolUnavailable) -> None:
-            _refused(runtime.config.name, error, client_ip)
-
-        receiver.spool.stage(record, deferred, on_durable=stored, on_failed=failed)
+    receiver.spool.append(record)
+    stored()
     return Response(
         b'{"status":"stored","request_id":"' + record.request_id.encode() + b'"}',
         mimetype="application/json",

@@ -11,7 +11,7 @@ from limits import RateLimitItem, parse
 from ingest.providers import PROVIDERS, Provider
 from ingest.ratelimit import SourceRateLimiter
 from ingest.replay import SqliteReplayGuard
-from ingest.spool import Spool
+from ingest.spool import Spool, open_spool
 from mailpulse.config import Config, SourceConfig
 
 
@@ -56,11 +56,7 @@ def build_state(
             rate_limit=limit,
             retry_after=retry_after,
         )
-    spool = Spool(
-        config.spool_dir,
-        max_bytes=config.receiver.spool_max_bytes,
-        retry_after=config.receiver.retry_after_seconds,
-    )
+    spool = open_spool(config)
     limiter = SourceRateLimiter(config.receiver.rate_limit_storage, workers)
     return ReceiverState(
         config=config, sources=sources, spool=spool, limiter=limiter, clock=clock or time.time

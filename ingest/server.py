@@ -178,8 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         "bind": args.bind,
         "workers": args.workers,
         # Threads let one worker's concurrent requests share a single fsync (group commit);
-        # gthread with a deadline on header reads too (ingest/worker.py).
-        "worker_class": "ingest.worker.DeadlineThreadWorker",
+        "worker_class": "gthread",
         "threads": args.threads,
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "timeout": 60,
@@ -190,11 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         "child_exit": _child_exit,
     }
     if args.certfile:
-        from ingest.worker import deadline_ssl_context
-
-        options.update(
-            certfile=args.certfile, keyfile=args.keyfile, ssl_context=deadline_ssl_context
-        )
+        options.update(certfile=args.certfile, keyfile=args.keyfile)
     from gunicorn import util
 
     util.write_error = _json_write_error  # gunicorn's workers look it up at call time

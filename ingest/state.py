@@ -1,14 +1,14 @@
 """The flusher's bookkeeping, in one SQLite database (``state/flusher.sqlite``).
 
-* ``offsets``: how far each spool segment has been read into the lake;
 * ``seen``: event ids already stored, kept for the dedup window;
 * ``journal``: lake files a batch is writing (``added``) or replacing (``removed``);
-* ``meta``: the last committed batch number and running counts.
+* ``meta``: the last committed batch number, the spool position flushed, running counts.
 
-A batch is committed by one SQLite transaction (``synchronous=FULL``) that moves the offsets,
-records the new ids and marks the journal entry committed. Recovery after a crash therefore
-knows exactly which files on disk belong to an uncommitted batch (delete them: the batch will
-be read again from the spool) and which old files a committed batch replaced (delete them).
+A batch is committed by one SQLite transaction (``synchronous=FULL``) that moves the spool
+position, records the new ids and marks the journal entry committed. Recovery after a crash
+therefore knows exactly which files on disk belong to an uncommitted batch (delete them: the
+batch will be claimed again from the spool) and which old files a committed batch replaced
+(delete them).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from mailpulse.lake import remove_files
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS offsets (segment TEXT PRIMARY KEY, offset INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS journal (
     batch INTEGER PRIMARY KEY, phase TEXT NOT NULL, added TEXT NOT NULL, removed TEXT NOT NULL
@@ -41,7 +40,7 @@ class Commit:
     """Everything one batch changes in the state, applied in one transaction."""
 
     batch: int
-    offsets: dict[str, int]
+    spool_position: int | None  # the spool claim the batch holds, if it holds one
     seen_ids: Sequence[str]
     seen_at: int  # epoch seconds
     counters: dict[str, int]
@@ -66,9 +65,9 @@ class FlusherState:
 
     # -- reading
 
-    def offsets(self) -> dict[str, int]:
-        """Segment name -> bytes already flushed."""
-        return dict(self.db.execute("SELECT segment, offset FROM offsets").fetchall())
+    def spool_position(self) -> int:
+        """The spool position every committed batch together covers (0 before any)."""
+        return self.meta("spool_position")
 
     def last_batch(self) -> int:
         """The number of the last committed batch (0 before any)."""
@@ -105,15 +104,16 @@ class FlusherState:
         )
 
     def commit(self, commit: Commit) -> None:
-        """Apply a batch atomically: offsets, seen ids, counters, journal phase."""
+        """Apply a batch atomically: spool position, seen ids, counters, journal phase."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(
-                "INSERT INTO offsets (segment, offset) VALUES (?, ?) "
-                "ON CONFLICT (segment) DO UPDATE SET offset = excluded.offset",
-                commit.offsets.items(),
-            )
+            if commit.spool_position is not None:
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('spool_position', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                    (commit.spool_position,),
+                )
             db.executemany(
                 "INSERT OR IGNORE INTO seen (event_id, seen_at) VALUES (?, ?)",
                 ((event_id, commit.seen_at) for event_id in commit.seen_ids),
@@ -155,10 +155,6 @@ class FlusherState:
             else:
                 self.finish(batch)
         return len(entries)
-
-    def forget_segments(self, names: Iterable[str]) -> None:
-        """Drop offsets of segments that were deleted."""
-        self.db.executemany("DELETE FROM offsets WHERE segment = ?", ((n,) for n in names))
 
     def prune_seen(self, older_than: int) -> int:
         """Forget ids first seen before ``older_than`` (epoch seconds); returns how many."""

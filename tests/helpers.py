@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ import requests
 
 from ingest.providers import PROVIDERS
 from ingest.providers.generic import sign
+from ingest.spool import Spool, SpoolRecord, new_request_id
+from ingest.spool.sqlite import SqliteSpool
 from mailpulse import config as configuration
 from mailpulse.demo import free_port
 from tests import leaks
@@ -238,3 +241,34 @@ def start_server(
         time.sleep(0.05)
     server.stop(signal.SIGKILL)
     raise RuntimeError(f"server not ready:\n{server.log()}")
+
+
+def in_house_request(body: bytes) -> SpoolRecord:
+    """A request to the ``in_house`` source as the receiver spools it (signature removed)."""
+    return SpoolRecord(
+        request_id=new_request_id(),
+        source="in_house",
+        received_at=int(time.time() * 1e6),
+        remote_addr="127.0.0.1",
+        method="POST",
+        url="/webhooks/in_house",
+        content_type="application/json",
+        headers={},
+        body=body,
+    )
+
+
+def spooled_records(data_dir: Path) -> list[SpoolRecord]:
+    """Every record the spool of ``data_dir`` holds, oldest first (claimed, not acknowledged)."""
+    spool = SqliteSpool(data_dir / "spool" / "spool.sqlite", max_bytes=1 << 62)
+    try:
+        return spool.claim(1 << 62, 1 << 30).records
+    finally:
+        spool.close()
+
+
+def append_all(spool: Spool, records: Iterable[SpoolRecord], threads: int = 64) -> None:
+    """Append ``records`` as concurrent requests do: from many threads, sharing commits."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for done in [pool.submit(spool.append, record) for record in records]:
+            done.result()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.receive_batches import BATCH, ceiling_ratio, floor_cost, signed_batch
-from ingest.segments import list_segments, read_segment
+from ingest.spool.sqlite import SqliteSpool
 
 
 def test_floor_cost_verifies_and_spools_the_real_batch(tmp_path: Path) -> None:
@@ -18,8 +18,7 @@ def test_floor_cost_verifies_and_spools_the_real_batch(tmp_path: Path) -> None:
 
     assert floor["authenticate_s"] > 0
     assert floor["append_s"] > 0
-    (segment,) = list_segments(tmp_path)
-    records = read_segment(segment, 0, 64 << 20).records
+    records = SqliteSpool(tmp_path / "spool.sqlite", max_bytes=1 << 40).claim(64 << 20, 10).records
     assert [record.body for record in records] == [request.body] * 3
 
 

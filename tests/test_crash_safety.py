@@ -21,8 +21,17 @@ import duckdb
 import pytest
 import requests
 
-from ingest.spool import SpoolRecord, new_request_id
-from tests.helpers import event, mailpulse, new_secret, signed_headers, start_server, write_config
+from ingest.spool.sqlite import SqliteSpool
+from tests.helpers import (
+    append_all,
+    event,
+    in_house_request,
+    mailpulse,
+    new_secret,
+    signed_headers,
+    start_server,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -110,40 +119,28 @@ def test_kill_9_of_the_whole_server_at_random_moments(tmp_path: Path) -> None:
 
 
 def write_backlog(spool_dir: Path, requests_count: int, events_per_request: int) -> set[str]:
-    """Spooled requests as the receiver writes them (one segment, already sealed)."""
-    spool_dir.mkdir(parents=True, exist_ok=True)
+    """Spooled requests as the receiver appends them (many at a time, sharing commits)."""
     ids: set[str] = set()
-    segment = spool_dir / f"{time.time_ns():020d}-{os.getpid()}-0badc0de.seg"
     previous: list[dict[str, object]] = []
-    with open(segment, "wb") as handle:
-        for n in range(requests_count):
-            batch = [
-                event(
-                    f"b-{n}-{k}",
-                    "opened" if k % 2 else "delivered",
-                    user_agent="Mozilla/5.0",
-                    campaign=f"c{n % 5}",
-                )
-                for k in range(events_per_request)
-            ]
-            if n % 10 == 9:  # an ESP retry: the previous request again
-                batch = previous
-            previous = batch
-            ids.update(str(item["id"]) for item in batch)
-            record = SpoolRecord(
-                request_id=new_request_id(),
-                source="in_house",
-                received_at=int(time.time() * 1e6),
-                remote_addr="127.0.0.1",
-                method="POST",
-                url="http://127.0.0.1/webhooks/in_house",
-                content_type="application/json",
-                headers={},
-                body=json.dumps(batch).encode(),
+    records = []
+    for n in range(requests_count):
+        batch = [
+            event(
+                f"b-{n}-{k}",
+                "opened" if k % 2 else "delivered",
+                user_agent="Mozilla/5.0",
+                campaign=f"c{n % 5}",
             )
-            handle.write(record.encode())
-        handle.flush()
-        os.fsync(handle.fileno())
+            for k in range(events_per_request)
+        ]
+        if n % 10 == 9:  # an ESP retry: the previous request again
+            batch = previous
+        previous = batch
+        ids.update(str(item["id"]) for item in batch)
+        records.append(in_house_request(json.dumps(batch).encode()))
+    spool = SqliteSpool(spool_dir / "spool.sqlite", max_bytes=1 << 40)
+    append_all(spool, records)
+    spool.close()
     return ids
 
 

@@ -1,27 +1,25 @@
-"""The spool: group commit from many threads, torn tails, corruption, sealing, quota."""
+"""The spool as a durable queue: group commit, claim and acknowledge, quota, failures, kill -9."""
 
 from __future__ import annotations
 
-import errno
+import fcntl
+import logging
 import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from ingest.deferred_sync import DeferredSync
 from ingest.errors import SpoolUnavailable
-from ingest.segments import data_end, is_sealed, list_segments, read_segment
-from ingest.spool import (
-    GROW_BATCH_BYTES,
-    PREALLOCATE_BYTES,
-    Spool,
-    SpoolRecord,
-    new_request_id,
-    spool_usage,
-)
-from tests.syncs import SyncSpy
+from ingest.spool import SpoolRecord, new_request_id
+from ingest.spool import sqlite as engine
+from ingest.spool.sqlite import SqliteSpool
+from tests.helpers import REPO, append_all
 
 
 def record(n: int, size: int = 100) -> SpoolRecord:
@@ -31,155 +29,205 @@ def record(n: int, size: int = 100) -> SpoolRecord:
         received_at=n,
         remote_addr="::1",
         method="POST",
-        url="http://x/webhooks/s",
+        url="/webhooks/s",
         content_type="application/json",
         headers={"x-n": str(n)},
         body=b"%d:" % n + b"x" * size,
     )
 
 
-def read_all(directory: Path) -> list[SpoolRecord]:
-    found: list[SpoolRecord] = []
-    for path in list_segments(directory):
-        found += read_segment(path, 0, 1 << 30).records
-    return found
+def size_of(item: SpoolRecord) -> int:
+    return len(item.header()) + len(item.body)
 
 
-def test_many_threads_share_fsyncs_and_every_record_arrives_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def commits(spool: SqliteSpool) -> int:
+    """Transactions that appended, as the engine counts them in the same transactions."""
+    with sqlite3.connect(spool.path) as db:
+        return int(db.execute("SELECT commits FROM totals").fetchone()[0])
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> SqliteSpool:
+    return SqliteSpool(tmp_path / "spool" / "spool.sqlite", max_bytes=1 << 30)
+
+
+def test_concurrent_appends_share_commits_and_every_record_arrives_whole(
+    spool: SqliteSpool,
 ) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 30)
-    spy = SyncSpy(monkeypatch)
-    threads = [
-        threading.Thread(
-            target=lambda t=t: [spool.append(record(t * 1000 + i)) for i in range(200)]
-        )
-        for t in range(16)
-    ]
+    records = [record(n, size=n * 7) for n in range(400)]
+    append_all(spool, records, threads=32)
+    assert commits(spool) < len(records)
+    claimed = spool.claim(1 << 30, 1000)
+    assert sorted(claimed.records, key=lambda r: r.received_at) == records
+    assert claimed.size == spool.pending_bytes() == sum(map(size_of, records))
+
+
+def test_claims_take_the_oldest_first_within_their_budget(spool: SqliteSpool) -> None:
+    for n in range(10):
+        spool.append(record(n, size=1000))
+    one = size_of(record(0, size=1000))
+    assert [r.received_at for r in spool.claim(2 * one, 100).records] == [0, 1]
+    assert [r.received_at for r in spool.claim(1 << 20, 3).records] == [0, 1, 2]
+    # A first record larger than the budget still comes, alone: the queue always moves.
+    assert [r.received_at for r in spool.claim(10, 100).records] == [0]
+
+
+def test_acknowledging_forgets_what_was_claimed_and_nothing_else(spool: SqliteSpool) -> None:
+    for n in range(6):
+        spool.append(record(n))
+    first = spool.claim(1 << 20, 4)
+    spool.acknowledge(first.position)
+    rest = spool.claim(1 << 20, 100)
+    assert [r.received_at for r in rest.records] == [4, 5]
+    assert rest.position > first.position
+    assert spool.pending_bytes() == rest.size
+    spool.acknowledge(first.position)  # again, or an older position: nothing changes
+    spool.acknowledge(0)
+    assert spool.claim(1 << 20, 100) == rest
+    spool.acknowledge(rest.position)
+    assert spool.pending_bytes() == 0
+    assert spool.claim(1 << 20, 100).records == []
+
+
+def test_a_claim_never_acknowledged_is_claimed_again_by_the_next_reader(
+    spool: SqliteSpool,
+) -> None:
+    for n in range(3):
+        spool.append(record(n))
+    claimed = spool.claim(1 << 20, 100)
+    spool.close()  # the flusher that held the claim is gone
+    again = SqliteSpool(spool.path, max_bytes=1 << 30)
+    assert again.claim(1 << 20, 100) == claimed
+
+
+_APPEND_FOREVER = """
+import sys, threading
+from pathlib import Path
+from ingest.spool import SpoolRecord, new_request_id
+from ingest.spool.sqlite import SqliteSpool
+
+spool = SqliteSpool(Path(sys.argv[1]), max_bytes=1 << 40)
+lock = threading.Lock()
+
+def keep_appending():
+    while True:
+        rid = new_request_id()
+        spool.append(SpoolRecord(rid, "s", 0, "::1", "POST", "/", "a/b", {}, b"y" * 2000))
+        with lock:
+            print(rid, flush=True)
+
+for _ in range(8):
+    threading.Thread(target=keep_appending).start()
+"""
+
+
+def test_kill_9_mid_append_loses_nothing_acknowledged_and_leaves_no_torn_record(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool" / "spool.sqlite"
+    with subprocess.Popen(
+        [sys.executable, "-c", _APPEND_FOREVER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    ) as writer:
+        assert writer.stdout is not None
+        acknowledged = [writer.stdout.readline().strip() for _ in range(300)]
+        writer.send_signal(signal.SIGKILL)
+        acknowledged += writer.stdout.read().split()
+        writer.wait(timeout=10)
+    spool = SqliteSpool(path, max_bytes=1 << 30)
+    stored = spool.claim(1 << 40, 1 << 30).records
+    assert set(acknowledged) <= {r.request_id for r in stored}
+    assert {r.body for r in stored} == {b"y" * 2000}
+    assert spool.pending_bytes() == sum(map(size_of, stored))
+
+
+def test_the_quota_counts_what_is_waiting(spool: SqliteSpool) -> None:
+    spool.max_bytes = 5 * size_of(record(0))
+    for n in range(5):
+        spool.append(record(n))
+    with pytest.raises(SpoolUnavailable, match="full") as refused:
+        spool.append(record(5))
+    assert refused.value.retry_after > 0
+    assert spool.check_writable() == "the spool is full"
+    spool.acknowledge(spool.claim(1 << 20, 3).position)  # a flush frees room at once
+    spool.append(record(5))
+    spool.append(record(6))
+    assert spool.check_writable() is None
+
+
+def test_a_spool_that_cannot_be_written_raises_spool_unavailable_and_says_which_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "spool").write_text("a file where the spool directory should be")
+    spool = SqliteSpool(tmp_path / "spool" / "spool.sqlite", max_bytes=1 << 30)
+    caplog.set_level(logging.ERROR, logger="ingest.spool.sqlite")
+    for action in (
+        lambda: spool.append(record(1)),
+        lambda: spool.claim(1 << 20, 10),
+        lambda: spool.acknowledge(10),
+        spool.pending_bytes,
+    ):
+        with pytest.raises(SpoolUnavailable):
+            action()
+    assert spool.check_writable() is not None
+    logged = [r for r in caplog.records if r.getMessage().startswith("spool ")]
+    assert logged and all(r.file == str(spool.path) and r.reason for r in logged)  # type: ignore[attr-defined]
+
+
+def test_a_corrupt_database_is_spool_unavailable_not_a_database_error(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    path.write_bytes(b"not a database, " * 512)
+    spool = SqliteSpool(path, max_bytes=1 << 30)
+    with pytest.raises(SpoolUnavailable):
+        spool.append(record(1))
+    with pytest.raises(SpoolUnavailable):
+        spool.claim(1 << 20, 10)
+
+
+def test_a_spool_removed_under_a_running_writer_is_made_again_and_positions_keep_growing(
+    spool: SqliteSpool,
+) -> None:
+    spool.append(record(1))
+    before = spool.claim(1 << 20, 10).position
+    shutil.rmtree(spool.path.parent)
+    spool.append(record(2))  # into a new database, not the deleted file
+    after = SqliteSpool(spool.path, max_bytes=1 << 30).claim(1 << 20, 10)
+    assert [r.received_at for r in after.records] == [2]
+    assert after.position > before  # a flusher's old position never covers new records
+
+
+def test_a_writer_stuck_elsewhere_fails_the_waiters_and_the_spool_recovers(
+    spool: SqliteSpool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "_COMMIT_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr("ingest.spool.connection.BUSY_TIMEOUT_SECONDS", 0.5)
+    spool.append(record(0))
+    # Another process's writer holding the turn and never finishing its commit.
+    lock_fd = os.open(f"{spool.path}.lock", os.O_RDWR)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    failures: list[str] = []
+
+    def append(n: int) -> None:
+        try:
+            spool.append(record(n))
+        except SpoolUnavailable as error:
+            failures.append(str(error))
+
+    threads = [threading.Thread(target=append, args=(n,)) for n in range(1, 9)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
-    spool.close()
-    records = read_all(tmp_path)
-    assert sorted(r.received_at for r in records) == sorted(
-        t * 1000 + i for t in range(16) for i in range(200)
-    )
-    assert all(r.body.startswith(b"%d:" % r.received_at) for r in records)
-    assert 0 < spy.syncs < 3200, "every append synced alone: group commit is not grouping"
+        thread.join(timeout=10)
+    assert len(failures) == 8
+    os.close(lock_fd)  # the stuck writer gives up its turn
+    spool.append(record(9))
+    assert [r.received_at for r in spool.claim(1 << 20, 100).records] == [0, 9]
 
 
-def test_a_small_batch_is_written_and_synced_in_one_call(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """RWF_DSYNC: the write itself is the sync (no separate ``fdatasync``), and what it wrote
-    is on disk whole."""
-    if not hasattr(os, "RWF_DSYNC"):
-        pytest.skip("pwritev flags are Linux-only")
-    spool = Spool(tmp_path, max_bytes=1 << 30)
-    spool.append(record(0))  # opens and preallocates the segment (its own fsync)
-    spy = SyncSpy(monkeypatch)
-    spool.append(record(1))
-    spool.close()
-    assert spy.calls == ["pwritev+dsync"]
-    assert sorted(r.received_at for r in read_all(tmp_path)) == [0, 1]
-
-
-def test_a_torn_tail_is_not_read_and_a_sealed_segment_is_detected(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 30)
-    for n in range(3):
-        spool.append(record(n))
-    (segment,) = list_segments(tmp_path)
-    assert not is_sealed(segment)  # the writer still holds it
-    spool.close()
-    assert is_sealed(segment)
-    end = data_end(segment, 0)
-    assert end == 3 * len(record(0).encode())
-    assert segment.stat().st_size > end  # preallocated zeros follow the records
-    clean = read_segment(segment, 0, 1 << 30)
-    assert ([r.received_at for r in clean.records], clean.at_end) == ([0, 1, 2], True)
-
-    torn = record(99).encode()[:-10]  # a writer killed mid-write, into the zeros
-    with open(segment, "r+b") as handle:
-        handle.seek(end)
-        handle.write(torn)
-    read = read_segment(segment, 0, 1 << 30)
-    assert [r.received_at for r in read.records] == [0, 1, 2]
-    assert (read.end_offset, read.corrupt_at) == (end, end)  # never acknowledged: skipped
-
-
-def test_a_record_cut_by_the_end_of_the_file_is_waited_for(tmp_path: Path) -> None:
-    """Without zeros after it, a partial record is one still being written."""
-    segment = tmp_path / "0001-1-abcdef01.seg"
-    whole = record(1).encode()
-    segment.write_bytes(whole + record(2).encode()[:30])
-    read = read_segment(segment, 0, 1 << 20)
-    assert [r.received_at for r in read.records] == [1]
-    assert (read.end_offset, read.at_end, read.corrupt_at) == (len(whole), False, None)
-
-
-def test_a_flipped_byte_is_caught_by_the_checksum(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 30)
-    for n in range(3):
-        spool.append(record(n))
-    spool.close()
-    (segment,) = list_segments(tmp_path)
-    data = bytearray(segment.read_bytes())
-    second = len(record(0).encode())
-    data[second + 40] ^= 0xFF
-    segment.write_bytes(bytes(data))
-    read = read_segment(segment, 0, 1 << 20)
-    assert [r.received_at for r in read.records] == [0]
-    assert read.corrupt_at == second
-
-
-def test_reading_resumes_from_an_offset(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 30)
-    for n in range(5):
-        spool.append(record(n))
-    spool.close()
-    (segment,) = list_segments(tmp_path)
-    first = read_segment(segment, 0, len(record(0).encode()) * 2)
-    assert [r.received_at for r in first.records] == [0, 1]
-    rest = read_segment(segment, first.end_offset, 1 << 20)
-    assert [r.received_at for r in rest.records] == [2, 3, 4]
-
-
-def test_quota_refuses_instead_of_filling_the_disk(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=2000)
-    accepted = 0
-    with pytest.raises(SpoolUnavailable, match="spool is full"):
-        for n in range(100):
-            spool.append(record(n))
-            accepted += 1
-    spool.close()
-    assert 0 < accepted < 100
-    records = read_all(tmp_path)
-    assert len(records) == accepted
-    assert sum(len(r.encode()) for r in records) <= 2000
-    assert spool_usage(tmp_path) > 0
-
-
-def test_a_failed_write_is_refused_and_never_written_after(tmp_path: Path) -> None:
-    """ENOSPC from the disk: the append fails, the next one starts a fresh segment.
-
-    /dev/full also refuses ``RWF_DSYNC`` (EOPNOTSUPP), so the message also shows the spool
-    falling back to a plain write and a separate sync on a file that takes no write flags."""
-    spool = Spool(tmp_path, max_bytes=1 << 30)
-    spool.append(record(0))
-    full = os.open("/dev/full", os.O_WRONLY)
-    os.dup2(full, spool._fd)  # the segment's descriptor now writes to a full device
-    os.close(full)
-    with pytest.raises(SpoolUnavailable, match="disk holding the spool is full"):
-        spool.append(record(1))
-    spool.append(record(2))
-    spool.close()
-    assert sorted(r.received_at for r in read_all(tmp_path)) == [0, 2]
-    assert len(list_segments(tmp_path)) == 2
-
-
-def test_a_forked_child_writes_its_own_segment(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 30)
+def test_a_forked_child_opens_its_own_connection(spool: SqliteSpool) -> None:
     spool.append(record(1))
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -189,150 +237,4 @@ def test_a_forked_child_writes_its_own_segment(tmp_path: Path) -> None:
             os._exit(0)
     os.waitpid(pid, 0)
     spool.append(record(3))
-    spool.close()
-    assert len(list_segments(tmp_path)) == 2
-    assert sorted(r.received_at for r in read_all(tmp_path)) == [1, 2, 3]
-
-
-def test_a_stuck_sync_fails_its_waiters_and_the_spool_recovers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """While one sync hangs, the next batch times out with 503; afterwards appends succeed."""
-    import ingest.spool as spool_module
-
-    monkeypatch.setattr(spool_module, "_SYNC_WAIT_SECONDS", 0.2)
-    spool = Spool(tmp_path, max_bytes=1 << 30)
-    spool.append(record(0))
-    spy = SyncSpy(monkeypatch)
-    spy.hold = threading.Event()
-    stuck = threading.Thread(target=spool.append, args=(record(1),))
-    stuck.start()
-    time.sleep(0.05)  # the first append now holds the write lock, syncing
-    with pytest.raises(SpoolUnavailable, match="did not sync in time"):
-        spool.append(record(2))
-    spy.hold.set()
-    stuck.join()
-    spy.hold = None
-    spool.append(record(3))  # a fresh batch: not the failed one
-    spool.close()
-    assert sorted(r.received_at for r in read_all(tmp_path)) == [0, 1, 3]
-
-
-def test_large_batches_grow_the_file_and_small_ones_still_find_zeros_after(
-    tmp_path: Path,
-) -> None:
-    """Big bodies (SendGrid's 1,000-event batches) are appended past the preallocated zeros;
-    every record, big or small, in any order, reads back whole and the data ends where the
-    records end."""
-    spool = Spool(tmp_path, max_bytes=1 << 32)
-    sizes = [GROW_BATCH_BYTES + 10, 100, 3 * PREALLOCATE_BYTES, 50, GROW_BATCH_BYTES * 2, 10]
-    for n, size in enumerate(sizes):
-        spool.append(record(n, size))
-    threads = [
-        threading.Thread(target=lambda t=t: spool.append(record(100 + t, 400_000)))
-        for t in range(8)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    spool.append(record(200, 10))
-    spool.close()
-    records = read_all(tmp_path)
-    assert sorted(r.received_at for r in records) == [*range(len(sizes)), *range(100, 108), 200]
-    expected = {n: size for n, size in enumerate(sizes)} | {100 + t: 400_000 for t in range(8)}
-    expected[200] = 10
-    for r in records:
-        assert r.body == b"%d:" % r.received_at + b"x" * expected[r.received_at]
-    (segment,) = list_segments(tmp_path)
-    total = sum(len(r.encode()) for r in records)
-    assert data_end(segment, 0) == total
-
-
-class Outcomes:
-    """What a staged record's callbacks were told."""
-
-    def __init__(self) -> None:
-        self.durable: list[int] = []
-        self.failed: list[tuple[int, str]] = []
-
-    def stage(self, spool: Spool, deferred: DeferredSync, n: int) -> None:
-        spool.stage(
-            record(n),
-            deferred,
-            on_durable=lambda: self.durable.append(n),
-            on_failed=lambda error: self.failed.append((n, error.message)),
-        )
-
-
-def test_staged_records_are_written_and_synced_once_on_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 30)
-    spy = SyncSpy(monkeypatch)
-    deferred, outcomes = DeferredSync(), Outcomes()
-    for n in range(10):
-        outcomes.stage(spool, deferred, n)
-    assert len(deferred) == 10
-    assert spy.calls == [] and read_all(tmp_path) == []  # nothing written before the commit
-    assert outcomes.durable == []
-    assert deferred.commit() is None
-    assert spy.syncs == 1
-    assert [r.received_at for r in read_all(tmp_path)] == list(range(10))
-    assert outcomes.durable == list(range(10)) and outcomes.failed == []
-    assert len(deferred) == 0
-    assert deferred.commit() is None and spy.syncs == 1  # nothing staged: no sync
-
-
-def test_a_failed_commit_tells_every_staged_record_and_stores_none(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 30)
-    deferred, outcomes = DeferredSync(), Outcomes()
-    outcomes.stage(spool, deferred, 1)
-    outcomes.stage(spool, deferred, 2)
-    real_pwritev = os.pwritev
-
-    def broken(*_args: object) -> int:
-        raise OSError(errno.ENOSPC, "no space left on device")
-
-    monkeypatch.setattr(os, "pwritev", broken)
-    failure = deferred.commit()
-    assert isinstance(failure, SpoolUnavailable)
-    assert failure.message == "the disk holding the spool is full"
-    assert outcomes.failed == [(1, failure.message), (2, failure.message)]
-    assert outcomes.durable == []
-    monkeypatch.setattr(os, "pwritev", real_pwritev)
-    outcomes.stage(spool, deferred, 3)
-    assert deferred.commit() is None
-    assert [r.received_at for r in read_all(tmp_path)] == [3]
-
-
-def test_staging_refuses_at_once_when_the_spool_is_full(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=300)
-    deferred, outcomes = DeferredSync(), Outcomes()
-    with pytest.raises(SpoolUnavailable, match="full"):
-        outcomes.stage(spool, deferred, 1)
-    assert len(deferred) == 0
-
-
-def test_a_deferred_sync_serves_one_spool(tmp_path: Path) -> None:
-    deferred, outcomes = DeferredSync(), Outcomes()
-    outcomes.stage(Spool(tmp_path / "a", max_bytes=1 << 30), deferred, 1)
-    with pytest.raises(ValueError, match="one spool"):
-        outcomes.stage(Spool(tmp_path / "b", max_bytes=1 << 30), deferred, 2)
-
-
-def test_a_failing_callback_does_not_cost_the_others_their_outcome(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 30)
-    deferred, outcomes = DeferredSync(), Outcomes()
-    outcomes.stage(spool, deferred, 1)
-
-    def broken() -> None:
-        raise RuntimeError("a metrics backend that fails")
-
-    spool.stage(record(2), deferred, on_durable=broken, on_failed=lambda _error: None)
-    outcomes.stage(spool, deferred, 3)
-    assert deferred.commit() is None
-    assert outcomes.durable == [1, 3]
-    assert len(read_all(tmp_path)) == 3
+    assert sorted(r.received_at for r in spool.claim(1 << 20, 10).records) == [1, 2, 3]

@@ -1,0 +1,253 @@
+"""The embedded spool engine: one SQLite database, ``<data_dir>/spool/spool.sqlite``.
+
+Promise 1 lives here: :meth:`SqliteSpool.append` returns only once the record is committed in
+WAL mode with ``synchronous=FULL``, which syncs the log at every commit. Many threads of one
+process share one commit ("group commit"): requests that arrive while a commit is under way
+form the next batch, whose first member inserts it in one transaction and wakes exactly the
+members of that batch. Processes (gunicorn workers, the flusher) take turns through SQLite's
+own write lock, waiting for it up to a busy timeout.
+
+Record ids come from an ``AUTOINCREMENT`` sequence, so they only grow and are never reused;
+a new database starts its sequence at the current time in microseconds, so a spool that was
+deleted and created again never hands out a position the flusher already acknowledged.
+The bytes waiting are kept in one row updated by the same transactions, so the quota and the
+gauges read one number instead of adding up the queue.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from ingest.errors import SpoolUnavailable
+from ingest.spool.connection import Connection, describe
+from ingest.spool.queue import Claim
+from ingest.spool.record import SpoolRecord
+
+log = logging.getLogger(__name__)
+
+_COMMIT_WAIT_SECONDS = 10.0  # a commit slower than this is a storage failure, answered 503
+_USAGE_REFRESH_SECONDS = 0.5  # how stale the quota's view of other processes' bytes may be
+_MIN_FREE_BYTES = 256 * 1024  # below this, /readyz reports the disk full before appends fail
+
+
+class _Batch:
+    """Records that share one commit.
+
+    ``done`` is a plain lock, held from the start and released once the batch is committed:
+    each waiter takes it and passes it straight on, so the wake-ups cost a lock hand-off each
+    rather than ``threading.Event``'s condition machinery (written in Python).
+    """
+
+    __slots__ = ("done", "failure", "rows", "size")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[bytes, bytes, int]] = []  # header, body, size
+        self.size = 0
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.failure: str | None = None
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the batch is committed (True) or ``timeout`` passed (False)."""
+        if not self.done.acquire(timeout=timeout):
+            return False
+        self.done.release()  # the next waiter's turn
+        return True
+
+
+class SqliteSpool:
+    """The embedded :class:`~ingest.spool.queue.Spool`, safe to share between threads."""
+
+    def __init__(self, path: Path, *, max_bytes: int, retry_after: int = 30) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.retry_after = retry_after
+        self._writer = Connection(path, synchronous="FULL")
+        self._reader = Connection(path, synchronous="FULL")
+        self._lock = threading.Lock()  # guards _pending
+        self._write_lock = threading.Lock()  # one commit of this process at a time
+        self._read_lock = threading.Lock()
+        self._pending = _Batch()
+        self._usage = 0
+        self._usage_checked = -_USAGE_REFRESH_SECONDS
+
+    # -- appending
+
+    def append(self, record: SpoolRecord) -> None:
+        """Make ``record`` durable, or raise :class:`SpoolUnavailable`; never both.
+
+        The first request to join a batch leads it: it waits for the commit before it to end
+        (meanwhile later requests join its batch), commits the whole batch and wakes exactly
+        that batch's members. Every other request sleeps until its own batch is done.
+        """
+        header = record.header()
+        size = len(header) + len(record.body)
+        self._check_quota(size)
+        with self._lock:
+            batch = self._pending
+            batch.rows.append((header, record.body, size))
+            batch.size += size
+            leads = len(batch.rows) == 1
+        if leads:
+            self._lead(batch)
+        elif not batch.wait(_COMMIT_WAIT_SECONDS):
+            raise SpoolUnavailable("the spool did not commit in time", retry_after=self.retry_after)
+        if batch.failure is not None:
+            raise SpoolUnavailable(batch.failure, retry_after=self.retry_after)
+
+    def _lead(self, batch: _Batch) -> None:
+        """Commit ``batch`` once this process's previous commit is over."""
+        batch.failure = "the spool commit did not finish"  # until it does
+        try:
+            if not self._write_lock.acquire(timeout=_COMMIT_WAIT_SECONDS):
+                with self._lock:  # close it, or later requests would join a failed batch
+                    if self._pending is batch:
+                        self._pending = _Batch()
+                batch.failure = "the spool did not commit in time"
+                return
+            try:
+                with self._lock:  # close the batch: whoever comes now starts the next one
+                    self._pending = _Batch()
+                self._insert(batch.rows, batch.size)
+                batch.failure = None
+            except (sqlite3.Error, OSError) as exc:
+                batch.failure = self._failed("append", exc, len(batch.rows))
+            finally:
+                self._write_lock.release()
+        finally:
+            batch.done.release()
+
+    def _insert(self, rows: list[tuple[bytes, bytes, int]], size: int) -> None:
+        """One transaction: the rows, and the running totals they change."""
+        with self._writer.turn() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT INTO records (header, body, size) VALUES (?, ?, ?)", rows)
+                db.execute(
+                    "UPDATE totals SET pending_bytes = pending_bytes + ?, commits = commits + 1",
+                    (size,),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                Connection.roll_back(db)
+                raise
+        self._usage += size
+
+    def _check_quota(self, incoming: int) -> None:
+        now = time.monotonic()
+        if now - self._usage_checked > _USAGE_REFRESH_SECONDS:
+            self._usage = self.pending_bytes()  # other processes' appends, the flusher's acks
+            self._usage_checked = now
+        if self._usage + incoming > self.max_bytes:
+            raise SpoolUnavailable(
+                "the spool is full; the flusher is behind or stopped", retry_after=self.retry_after
+            )
+
+    # -- the flusher's side
+
+    def claim(self, max_bytes: int, max_records: int) -> Claim:
+        """The oldest records waiting, about ``max_bytes`` and ``max_records`` at most."""
+        records: list[SpoolRecord] = []
+        position = size = 0
+        with self._read_lock:
+            try:
+                cursor = self._reader.get().execute(
+                    "SELECT id, header, body, size FROM records ORDER BY id LIMIT ?",
+                    (max(1, max_records),),
+                )
+                for row_id, header, body, row_size in cursor:
+                    if records and size + row_size > max_bytes:
+                        break
+                    records.append(SpoolRecord.decode(header, body))
+                    position, size = row_id, size + row_size
+                cursor.close()
+            except (sqlite3.Error, OSError) as exc:
+                raise self._unavailable("claim", exc) from exc
+        return Claim(records=records, position=position, size=size)
+
+    def acknowledge(self, position: int) -> None:
+        """Delete every record at or before ``position``; a position already acknowledged,
+        or 0, changes nothing."""
+        with self._write_lock:
+            try:
+                db = self._writer.get()
+                (freed,) = db.execute(
+                    "SELECT coalesce(sum(size), 0) FROM records WHERE id <= ?", (position,)
+                ).fetchone()
+                if freed:  # ids only grow: nothing at or before it can appear later
+                    self._delete_through(position)
+                    self._usage_checked = -_USAGE_REFRESH_SECONDS  # room now: read it again
+            except (sqlite3.Error, OSError) as exc:
+                raise self._unavailable("acknowledge", exc) from exc
+
+    def _delete_through(self, position: int) -> None:
+        with self._writer.turn() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = db.execute("DELETE FROM records WHERE id <= ? RETURNING size", (position,))
+                deleted = sum(row[0] for row in cursor)
+                db.execute("UPDATE totals SET pending_bytes = pending_bytes - ?", (deleted,))
+                db.execute("COMMIT")
+            except BaseException:
+                Connection.roll_back(db)
+                raise
+
+    def pending_bytes(self) -> int:
+        """Bytes appended and not yet acknowledged, read from the database now."""
+        with self._read_lock:
+            try:
+                row = self._reader.get().execute("SELECT pending_bytes FROM totals").fetchone()
+            except (sqlite3.Error, OSError) as exc:
+                raise self._unavailable("read", exc) from exc
+        return int(row[0]) if row else 0
+
+    # -- health
+
+    def check_writable(self) -> str | None:
+        """None when an append would be accepted now, else the reason it would not."""
+        if not self._write_lock.acquire(timeout=_COMMIT_WAIT_SECONDS):
+            return "the spool did not commit in time"
+        try:
+            db = self._writer.get()
+            db.execute("BEGIN IMMEDIATE")  # the write lock, as an append takes it
+            db.execute("ROLLBACK")
+            disk = os.statvfs(self.path.parent)
+        except (sqlite3.Error, OSError) as exc:
+            return describe(exc)
+        finally:
+            self._write_lock.release()
+        if disk.f_bavail * disk.f_frsize < _MIN_FREE_BYTES:
+            return describe(OSError(errno.ENOSPC, "no space left"))
+        try:
+            if self.pending_bytes() >= self.max_bytes:
+                return "the spool is full"
+        except SpoolUnavailable as error:
+            return str(error)
+        return None
+
+    def close(self) -> None:
+        """Close this process's connections (they reopen if the spool is used again)."""
+        with self._write_lock:
+            self._writer.close()
+        with self._read_lock:
+            self._reader.close()
+
+    # -- failures
+
+    def _failed(self, action: str, exc: BaseException, records: int = 0) -> str:
+        """Log a storage failure with the file and the reason; return the reason."""
+        reason = describe(exc)
+        log.error(
+            f"spool {action} failed",
+            extra={"file": str(self.path), "reason": reason, "records": records},
+        )
+        return reason
+
+    def _unavailable(self, action: str, exc: BaseException) -> SpoolUnavailable:
+        return SpoolUnavailable(self._failed(action, exc), retry_after=self.retry_after)
