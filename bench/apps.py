@@ -88,10 +88,6 @@ class _FramesOnly:
     def append(self, record: Any) -> None:
         record.encode_parts()
 
-    def stage(self, record: Any, _deferred: Any, *, on_durable: Any, on_failed: Any) -> None:
-        record.encode_parts()
-        on_durable()  # nothing to wait for: answered at once
-
     def check_writable(self) -> str | None:
         return self._spool.check_writable()  # type: ignore[no-any-return]
 

@@ -128,36 +128,6 @@ class _GunicornApplication(BaseApplication):  # type: ignore[misc]
         return create_app(load_config(), workers=self.cfg.workers)
 
 
-_GUNICORN_CODES = {
-    400: "bad_request",
-    403: "forbidden",
-    408: "request_timeout",
-    414: "uri_too_long",
-    417: "expectation_failed",
-    431: "headers_too_large",
-}
-
-
-def _json_write_error(sock: Any, status: int, reason: str, message: str) -> None:
-    """Gunicorn's answer to a request it cannot even parse, in our JSON error shape.
-
-    Gunicorn answers malformed HTTP itself, before Flask sees it, with an HTML page; this
-    keeps the contract (JSON body, never a 5xx for a client's mistake) at that level too.
-    """
-    from gunicorn import util
-
-    from ingest.http_errors import raw_error_answer
-
-    retry = None
-    if status == 501:  # an unknown Transfer-Encoding is the client's mistake
-        status, reason = 400, "Bad Request"
-    elif status >= 500:
-        status, reason, retry = 503, "Service Unavailable", 30
-    code = _GUNICORN_CODES.get(status, "bad_request" if status < 500 else "internal_error")
-    answer = raw_error_answer(status, reason, code, message or reason, retry_after=retry)
-    util.write_nonblock(sock, answer)
-
-
 def _child_exit(_server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
@@ -176,9 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     options: dict[str, Any] = {
         "bind": args.bind,
         "workers": args.workers,
-        # Threads let one worker's concurrent requests share a single fsync (group commit);
-        # gthread with a deadline on header reads too (ingest/worker.py).
-        "worker_class": "ingest.worker.DeadlineThreadWorker",
+        # Threads let one worker's concurrent requests share a single fsync (group commit).
+        "worker_class": "gthread",
         "threads": args.threads,
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "timeout": 60,
@@ -189,14 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         "child_exit": _child_exit,
     }
     if args.certfile:
-        from ingest.worker import deadline_ssl_context
-
-        options.update(
-            certfile=args.certfile, keyfile=args.keyfile, ssl_context=deadline_ssl_context
-        )
-    from gunicorn import util
-
-    util.write_error = _json_write_error  # gunicorn's workers look it up at call time
+        options.update(certfile=args.certfile, keyfile=args.keyfile)
     _GunicornApplication(options).run()
 
 

@@ -11,10 +11,6 @@ writes; the flusher reads segments up to their last complete record and knows a 
 finished (safe to delete once read) when it can take that lock itself. ``kill -9`` releases
 the lock, so a dead worker's segment is picked up like any other.
 
-A thread that answers many requests itself (the worker's polling thread, ``ingest.inline``)
-does not wait per request: it stages each record with :meth:`Spool.stage` into a
-:class:`~ingest.deferred_sync.DeferredSync` and syncs them all before answering any.
-
 A record on disk::
 
     b"MPS1" | header length (u32) | body length (u32) | CRC-32 of header+body (u32) | header | body
@@ -37,16 +33,12 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ingest import direct_io
-from ingest.deferred_sync import DeferredSync
-from ingest.direct_io import DirectWriter
 from ingest.errors import SpoolUnavailable
 
 log = logging.getLogger(__name__)
@@ -177,7 +169,6 @@ class Spool:
         self._write_lock = threading.Lock()  # one batch written and synced at a time
         self._pending = _Batch()
         self._fd: int | None = None
-        self._direct: DirectWriter | None = None  # large batches, where the disk allows it
         self._dsync = bool(_RWF_DSYNC)  # small batches written and synced in one call
         self._segment_size = 0  # bytes of records written to the current segment
         self._allocated = 0  # bytes of the current segment already on disk (zeros past the data)
@@ -207,40 +198,6 @@ class Spool:
             raise SpoolUnavailable("the spool did not sync in time", retry_after=self.retry_after)
         if batch.failure is not None:
             raise SpoolUnavailable(batch.failure, retry_after=self.retry_after)
-
-    def stage(
-        self,
-        record: SpoolRecord,
-        deferred: DeferredSync,
-        *,
-        on_durable: Callable[[], None],
-        on_failed: Callable[[SpoolUnavailable], None],
-    ) -> None:
-        """Stage ``record`` in ``deferred``: durable once ``deferred.commit()`` succeeds.
-
-        Raises :class:`SpoolUnavailable` at once when the spool is full, as :meth:`append` does.
-        """
-        if self._pid != os.getpid():
-            self._reset()
-        parts = record.encode_parts()
-        self._check_quota(sum(map(len, parts)))
-        deferred.add(self, parts, on_durable, on_failed)
-
-    def write_staged(self, parts: list[bytes], size: int) -> None:
-        """Write ``parts`` and sync them, in turn with the group-commit batches; raise
-        :class:`SpoolUnavailable` when they may not be durable."""
-        if self._pid != os.getpid():
-            self._reset()
-        if not self._write_lock.acquire(timeout=_SYNC_WAIT_SECONDS):
-            raise SpoolUnavailable("the spool did not sync in time", retry_after=self.retry_after)
-        try:
-            self._write_and_sync(parts, size)
-        except OSError as exc:
-            reason = _describe(exc)
-            log.error("spool write failed", extra={"reason": reason, "records": len(parts) // 3})
-            raise SpoolUnavailable(reason, retry_after=self.retry_after) from exc
-        finally:
-            self._write_lock.release()
 
     def _lead(self, batch: _Batch) -> None:
         """Write and sync ``batch`` once the previous batch's sync is over."""
@@ -272,23 +229,13 @@ class Spool:
         assert self._fd is not None
         try:
             end = self._segment_size + size
-            written_to = None
-            synced = False
-            if self._direct is not None and GROW_BATCH_BYTES <= size <= direct_io.MAX_BYTES:
-                written_to = self._direct.write(parts, size, self._segment_size, self._fd)
-                if not self._direct.usable:
-                    self._direct = None
-            if written_to is not None:
-                self._allocated = max(self._allocated, written_to)
-            else:
-                if end > self._allocated:
-                    if size >= GROW_BATCH_BYTES:
-                        self._allocated = end  # the file grows; this sync commits the new size
-                    else:
-                        self._preallocate(end)
-                synced = self._pwrite(parts)
-            if not synced:
-                os.fdatasync(self._fd)  # one inode: it covers the direct writes too
+            if end > self._allocated:
+                if size >= GROW_BATCH_BYTES:
+                    self._allocated = end  # the file grows; this sync commits the new size
+                else:
+                    self._preallocate(end)
+            if not self._pwrite(parts):
+                os.fdatasync(self._fd)
         except OSError:
             # The tail of this segment is now unknown: never write after it again.
             self._close_segment()
@@ -327,8 +274,7 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         temporary = self.directory / f".{name}.new"
-        # Readable too: a direct write reads back the block it shares with earlier records.
-        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             # Locked before it gets its visible name, so the flusher never sees it unlocked.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -339,14 +285,10 @@ class Spool:
             os.close(fd)
             raise
         self._fd = fd
-        self._direct = DirectWriter.open(path)
         self._segment_size = 0
         self._allocated = 0
 
     def _close_segment(self) -> None:
-        if self._direct is not None:
-            self._direct.close()
-            self._direct = None
         if self._fd is not None:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):

@@ -10,27 +10,21 @@ from flask import Flask
 
 from bench import apps
 from bench.receive import event_body, spooled_records
-from ingest.deferred_sync import DEFERRED_SYNC, DeferredSync
 from tests.helpers import new_secret, signed_headers
 from tests.syncs import SyncSpy
 
 
-def post_signed(app: Flask, secret: str, bodies: int = 5, *, inline: bool = False) -> None:
-    """Post ``bodies`` signed events and a forged one; ``inline``: as the worker's polling
-    thread does, staging the records and syncing them together afterwards."""
+def post_signed(app: Flask, secret: str, bodies: int = 5) -> None:
+    """Post ``bodies`` signed events and a forged one."""
     client = app.test_client()
-    deferred = DeferredSync()
-    environ = {DEFERRED_SYNC: deferred} if inline else {}
     for _ in range(bodies):
         body = event_body()
         answer = client.post(
             f"/webhooks/{apps.SOURCE}",
             data=body,
             headers=signed_headers(secret, body),
-            environ_overrides=environ,
         )
         assert answer.status_code == 200, answer.get_data(as_text=True)
-    assert deferred.commit() is None
     wrong = client.post(
         f"/webhooks/{apps.SOURCE}",
         data=b"{}",
@@ -47,7 +41,6 @@ def secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return value
 
 
-@pytest.mark.parametrize("inline", [False, True], ids=["pool", "inline"])
 @pytest.mark.parametrize(
     ("factory", "records", "synced"),
     [(apps.full, 5, True), (apps.unsynced, 5, False), (apps.verified, 0, False)],
@@ -56,14 +49,13 @@ def test_each_side_keeps_what_it_says(
     factory: Any,
     records: int,
     synced: bool,
-    inline: bool,
     secret: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app = factory()
     spy = SyncSpy(monkeypatch)  # after the app: its spool preallocates lazily
-    post_signed(app, secret, inline=inline)
+    post_signed(app, secret)
     app.extensions["mailpulse"].spool.close()
     assert spooled_records(tmp_path / "spool") == records
     # The first write preallocates the segment with its own fsync (not counted: os.fsync).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
 import time
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from ingest.deferred_sync import DeferredSync
 from ingest.errors import SpoolUnavailable
 from ingest.segments import data_end, is_sealed, list_segments, read_segment
 from ingest.spool import (
@@ -247,92 +245,3 @@ def test_large_batches_grow_the_file_and_small_ones_still_find_zeros_after(
     (segment,) = list_segments(tmp_path)
     total = sum(len(r.encode()) for r in records)
     assert data_end(segment, 0) == total
-
-
-class Outcomes:
-    """What a staged record's callbacks were told."""
-
-    def __init__(self) -> None:
-        self.durable: list[int] = []
-        self.failed: list[tuple[int, str]] = []
-
-    def stage(self, spool: Spool, deferred: DeferredSync, n: int) -> None:
-        spool.stage(
-            record(n),
-            deferred,
-            on_durable=lambda: self.durable.append(n),
-            on_failed=lambda error: self.failed.append((n, error.message)),
-        )
-
-
-def test_staged_records_are_written_and_synced_once_on_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 30)
-    spy = SyncSpy(monkeypatch)
-    deferred, outcomes = DeferredSync(), Outcomes()
-    for n in range(10):
-        outcomes.stage(spool, deferred, n)
-    assert len(deferred) == 10
-    assert spy.calls == [] and read_all(tmp_path) == []  # nothing written before the commit
-    assert outcomes.durable == []
-    assert deferred.commit() is None
-    assert spy.syncs == 1
-    assert [r.received_at for r in read_all(tmp_path)] == list(range(10))
-    assert outcomes.durable == list(range(10)) and outcomes.failed == []
-    assert len(deferred) == 0
-    assert deferred.commit() is None and spy.syncs == 1  # nothing staged: no sync
-
-
-def test_a_failed_commit_tells_every_staged_record_and_stores_none(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 30)
-    deferred, outcomes = DeferredSync(), Outcomes()
-    outcomes.stage(spool, deferred, 1)
-    outcomes.stage(spool, deferred, 2)
-    real_pwritev = os.pwritev
-
-    def broken(*_args: object) -> int:
-        raise OSError(errno.ENOSPC, "no space left on device")
-
-    monkeypatch.setattr(os, "pwritev", broken)
-    failure = deferred.commit()
-    assert isinstance(failure, SpoolUnavailable)
-    assert failure.message == "the disk holding the spool is full"
-    assert outcomes.failed == [(1, failure.message), (2, failure.message)]
-    assert outcomes.durable == []
-    monkeypatch.setattr(os, "pwritev", real_pwritev)
-    outcomes.stage(spool, deferred, 3)
-    assert deferred.commit() is None
-    assert [r.received_at for r in read_all(tmp_path)] == [3]
-
-
-def test_staging_refuses_at_once_when_the_spool_is_full(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=300)
-    deferred, outcomes = DeferredSync(), Outcomes()
-    with pytest.raises(SpoolUnavailable, match="full"):
-        outcomes.stage(spool, deferred, 1)
-    assert len(deferred) == 0
-
-
-def test_a_deferred_sync_serves_one_spool(tmp_path: Path) -> None:
-    deferred, outcomes = DeferredSync(), Outcomes()
-    outcomes.stage(Spool(tmp_path / "a", max_bytes=1 << 30), deferred, 1)
-    with pytest.raises(ValueError, match="one spool"):
-        outcomes.stage(Spool(tmp_path / "b", max_bytes=1 << 30), deferred, 2)
-
-
-def test_a_failing_callback_does_not_cost_the_others_their_outcome(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 30)
-    deferred, outcomes = DeferredSync(), Outcomes()
-    outcomes.stage(spool, deferred, 1)
-
-    def broken() -> None:
-        raise RuntimeError("a metrics backend that fails")
-
-    spool.stage(record(2), deferred, on_durable=broken, on_failed=lambda _error: None)
-    outcomes.stage(spool, deferred, 3)
-    assert deferred.commit() is None
-    assert outcomes.durable == [1, 3]
-    assert len(read_all(tmp_path)) == 3
