@@ -19,6 +19,7 @@ The hierarchy::
           +-- MappingError               an event that cannot be mapped to the schema (quarantined)
           +-- FlusherBusy                another flusher holds the lock
           +-- LakeError                  the lake or its state cannot be read or written
+          +-- CannotServe                ``mailpulse serve`` cannot start (port taken, read-only)
 
 Only the edges (``ingest.http_errors`` and the CLI) turn these into status codes or lines.
 """
@@ -139,3 +140,8 @@ class FlusherBusy(IngestError):
 
 class LakeError(IngestError):
     """The lake or the flusher state cannot be read or written."""
+
+
+class CannotServe(IngestError):
+    """The receiver cannot start: its port answers already, or its data directory is not
+    writable. The message names the port or the directory."""

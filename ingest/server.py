@@ -7,18 +7,28 @@ last flush and exits. On SIGHUP it reads the configuration again and, when it is
 gunicorn replace its workers gracefully, so new credentials apply without a dropped request;
 an invalid file is reported and the running workers keep the old configuration. Everything
 sits in one process group, so ``kill -9 -<pgid>`` takes all of it down at once, which is what
-the crash tests do.
+the crash tests do. Gunicorn gets a death signal for when this process dies, so killing
+only ``serve`` (``kill -9 <pid>``) never leaves gunicorn serving without a flusher.
+
+Prometheus's multiprocess files are memory-mapped; one on a full disk would kill a worker
+with SIGBUS when it touches a page the filesystem cannot back. They live in a private
+directory in memory (``/dev/shm`` where it exists), never on the data disk, and are removed
+when ``serve`` exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import errno
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +36,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from ingest.errors import CannotServe
 from ingest.flusher import Flusher
 from mailpulse.config import Config, load_config
 from mailpulse.errors import MailpulseError
@@ -33,6 +44,50 @@ from mailpulse.errors import MailpulseError
 log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT = 30
+
+
+def check_can_serve(config: Config, host: str, port: int) -> None:
+    """Raise :class:`CannotServe` when ``host:port`` is taken or a data directory cannot be
+    written: said in one line before anything claims to be receiving."""
+    for directory in (config.data_dir, config.spool_dir, config.state_dir):
+        problem = _unwritable(directory)
+        if problem is not None:
+            raise CannotServe(f"cannot write to {directory}: {problem}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = "in use" if exc.errno == errno.EADDRINUSE else os.strerror(exc.errno or 0)
+            raise CannotServe(f"cannot listen on {host}:{port}: the address is {reason}") from exc
+
+
+def _unwritable(directory: Path) -> str | None:
+    """Why ``directory`` cannot hold new files (created when missing), or None."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
+def _metrics_directory() -> Path:
+    """A fresh private directory for the workers' multiprocess metrics, in memory."""
+    shm = Path("/dev/shm")
+    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="mailpulse-metrics-", dir=parent))
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it (a graceful gunicorn stop) when ``serve`` dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def serve(
@@ -47,9 +102,24 @@ def serve(
     on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Run the receiver and the flusher until a signal stops them; the exit status."""
-    metrics_dir = config.state_dir / "metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)  # counters restart with the server
-    metrics_dir.mkdir(parents=True)
+    metrics_dir = _metrics_directory()
+    try:
+        return _run(config, metrics_dir, host, port, workers, threads, certfile, keyfile, on_ready)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run(
+    config: Config,
+    metrics_dir: Path,
+    host: str,
+    port: int,
+    workers: int | None,
+    threads: int | None,
+    certfile: str | None,
+    keyfile: str | None,
+    on_ready: Callable[[], None] | None,
+) -> int:
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     if config.is_demo:
         env["MAILPULSE_DATA_DIR"] = str(config.data_dir.resolve())
@@ -69,7 +139,7 @@ def serve(
     ]
     if certfile and keyfile:
         command += ["--certfile", certfile, "--keyfile", keyfile]
-    gunicorn = subprocess.Popen(command, env=env)
+    gunicorn = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
 
     stop = threading.Event()
 

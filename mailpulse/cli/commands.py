@@ -46,6 +46,7 @@ def serve(
     """
     from ingest.logs import configure
     from ingest.notices import start_notices
+    from ingest.server import check_can_serve
     from ingest.server import serve as run
 
     if bool(certfile) != bool(keyfile):
@@ -53,6 +54,7 @@ def serve(
     if certfile and keyfile:
         _check_tls(certfile, keyfile)
     config = load(config_path, announce=demo_notice)
+    check_can_serve(config, host, port)  # one line and exit 1, before claiming to receive
     configure()  # the flusher thread logs as JSON lines, like the workers
     click.echo(
         f"mailpulse: receiving on {'https' if certfile else 'http'}://{host}:{port}/webhooks/"
