@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -111,17 +112,22 @@ def parse_wrk(text: str) -> dict[str, Any]:
 
 def server_command(factory: str, port: int, args: argparse.Namespace) -> list[str]:
     """The stock server's command line serving the app ``factory`` builds (``module:function``)."""
+    certfile, keyfile = getattr(args, "certfile", None), getattr(args, "keyfile", None)
     if args.server == "granian":
+        tls = ["--ssl-certificate", certfile, "--ssl-keyfile", keyfile] if certfile else []
         return [
             *(sys.executable, "-m", "granian", "--interface", "wsgi", "--factory", "--http", "1"),
             *("--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)),
             *("--blocking-threads", str(args.threads), "--no-ws", "--log-level", "warning"),
+            *tls,
             *("--working-dir", str(REPO), factory),
         ]
+    tls = ["--certfile", certfile, "--keyfile", keyfile] if certfile else []
     return [
         *(sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"),
         *("--workers", str(args.workers), "--worker-class", "gthread"),
         *("--threads", str(args.threads), "--keep-alive", "5", "--timeout", "60"),
+        *tls,
         *("--log-level", "warning", "--pythonpath", str(REPO), f"{factory}()"),
     ]
 
@@ -136,13 +142,15 @@ def start_server(
         process = subprocess.Popen(
             command, cwd=workdir, env=env, stdout=log, stderr=log, start_new_session=True
         )
-    base = f"http://127.0.0.1:{port}"
+    tls = getattr(args, "certfile", None) is not None
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    unverified = ssl._create_unverified_context() if tls else None  # our own test certificate
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited early:\n{(workdir / 'server.log').read_text()}")
         try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=1) as answer:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=1, context=unverified) as answer:
                 if answer.status == 200:
                     return process, base
         except OSError:
