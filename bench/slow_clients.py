@@ -6,7 +6,7 @@ spools it), a chunked body and a request over TLS are each sent once a second. T
 how long each took to be answered, or that it timed out. Run it for gunicorn ``gthread`` and
 for Granian's WSGI interface with the same settings; see BENCHMARKS.md ("Which server").
 
-    .venv/bin/python bench/slow_clients.py [--server granian] [--seconds 20] [--trickle 50]
+    .venv/bin/python bench/slow_clients.py [--server granian] [--part body] [--tls] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -34,16 +34,20 @@ from bench.receive_batches import PUBLIC_KEY_ENV, signed_batch  # noqa: E402
 PROBE_TIMEOUT = 15.0
 
 
-def trickle(port: int, stop: threading.Event, context: ssl.SSLContext | None) -> None:
-    """Send one request a byte a second until ``stop``; reconnect when the server hangs up."""
-    request = (
+def trickle(port: int, stop: threading.Event, context: ssl.SSLContext | None, part: str) -> None:
+    """Send one request a byte a second until ``stop`` (the headers too, or only the body);
+    reconnect when the server hangs up."""
+    head = (
         f"POST /webhooks/{SOURCE} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
-    ).encode() + b"[" * 100000
+    ).encode()
+    slow = head + b"[" * 100000 if part == "headers" else b"[" * 100000
     while not stop.is_set():
         try:
             sock = _connect(port, context, timeout=5)
-            for byte in request:
+            if part == "body":
+                sock.sendall(head)
+            for byte in slow:
                 if stop.wait(1.0):
                     break
                 sock.sendall(bytes([byte]))
@@ -99,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trickle", type=int, default=50, help="slow connections")
     parser.add_argument("--seconds", type=float, default=20.0, help="probing time")
     parser.add_argument("--tls", action="store_true", help="serve (and probe) over TLS")
+    parser.add_argument(
+        "--part",
+        choices=("headers", "body"),
+        default="headers",
+        help="what the slow clients trickle: the whole request, or the body after whole headers",
+    )
     args = parser.parse_args(argv)
     request, public_key, _ = signed_batch()
     results: dict[str, list[float | None]] = {}
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         port = int(base.rsplit(":", 1)[1])
         stop = threading.Event()
         tricklers = [
-            threading.Thread(target=trickle, args=(port, stop, context), daemon=True)
+            threading.Thread(target=trickle, args=(port, stop, context, args.part), daemon=True)
             for _ in range(args.trickle)
         ]
         try:
@@ -130,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             stop_server(process)
     tls = " over TLS" if args.tls else ""
     print(f"{args.server}: {args.workers} workers x {args.threads} threads, {args.trickle} clients")
-    print(f"trickling a byte a second{tls}, no proxy; probe timeout {PROBE_TIMEOUT:g} s\n")
+    print(
+        f"trickling the {args.part} a byte a second{tls}, no proxy;"
+        f" probe timeout {PROBE_TIMEOUT:g} s\n"
+    )
     print(f"{'request':14}{'sent':>6}{'answered':>10}{'median s':>10}{'max s':>8}")
     for name, times in results.items():
         answered = [t for t in times if t is not None]
