@@ -102,43 +102,39 @@ def serve(
     on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Run the receiver and the flusher until a signal stops them; the exit status."""
+    command = [
+        *(sys.executable, "-m", "ingest.server"),
+        *("--bind", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"),
+        *("--workers", str(workers or config.receiver.workers)),
+        *("--threads", str(threads or config.receiver.threads)),
+    ]
+    if certfile and keyfile:
+        command += ["--certfile", certfile, "--keyfile", keyfile]
     metrics_dir = _metrics_directory()
     try:
-        return _run(config, metrics_dir, host, port, workers, threads, certfile, keyfile, on_ready)
+        return _run(config, command, _child_environment(config, metrics_dir), on_ready)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _run(
-    config: Config,
-    metrics_dir: Path,
-    host: str,
-    port: int,
-    workers: int | None,
-    threads: int | None,
-    certfile: str | None,
-    keyfile: str | None,
-    on_ready: Callable[[], None] | None,
-) -> int:
+def _child_environment(config: Config, metrics_dir: Path) -> dict[str, str]:
+    """The gunicorn child's environment: where the metrics go and how to find the config."""
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     if config.is_demo:
         env["MAILPULSE_DATA_DIR"] = str(config.data_dir.resolve())
         env.pop("MAILPULSE_CONFIG", None)
     else:
         env["MAILPULSE_CONFIG"] = str(Path(config.origin).resolve())
-    command = [
-        sys.executable,
-        "-m",
-        "ingest.server",
-        "--bind",
-        f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-        "--workers",
-        str(workers or config.receiver.workers),
-        "--threads",
-        str(threads or config.receiver.threads),
-    ]
-    if certfile and keyfile:
-        command += ["--certfile", certfile, "--keyfile", keyfile]
+    return env
+
+
+def _run(
+    config: Config,
+    command: list[str],
+    env: dict[str, str],
+    on_ready: Callable[[], None] | None,
+) -> int:
+    """Start gunicorn (dying with this process), run the flusher, relay SIGTERM and SIGHUP."""
     gunicorn = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
 
     stop = threading.Event()

@@ -197,7 +197,8 @@ def test_malformed_http_is_answered_in_json(proxy: Proxy) -> None:
     context = ssl.create_default_context(cafile=proxy.ca_file)
     raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
     with context.wrap_socket(raw, server_hostname="localhost") as sock:
-        sock.sendall(b"POST /webhooks/in_house HTTP/1.1\r\nHost: localhost\r\nContent-Length: ab\r\n\r\n")
+        head = b"POST /webhooks/in_house HTTP/1.1\r\nHost: localhost\r\n"
+        sock.sendall(head + b"Content-Length: ab\r\n\r\n")  # not a number
         status, headers, body = read_http_answer(sock)
     assert status == 400
     assert headers["Content-Type"] == "application/json"
