@@ -8,7 +8,6 @@ The hierarchy::
           |    +-- UnreadableBody        400
           |    +-- UnknownSource         404
           |    +-- MethodNotAllowed      405
-          |    +-- RequestTimeout        408
           |    +-- PayloadTooLarge       413
           |    +-- UnsupportedMediaType  415
           |    +-- AuthenticationFailed  401
@@ -97,13 +96,6 @@ class ForbiddenAddress(Rejected):
 
     status = 403
     code = "forbidden_address"
-
-
-class RequestTimeout(Rejected):
-    """The body stopped arriving for longer than ``read_timeout_seconds``."""
-
-    status = 408
-    code = "request_timeout"
 
 
 class RateLimited(Rejected):
