@@ -75,12 +75,23 @@ def _unwritable(directory: Path) -> str | None:
 
 
 def _metrics_directory() -> Path:
-    """A fresh private directory for the workers' multiprocess metrics, in memory."""
+    """A fresh private directory for the workers' multiprocess metrics, in memory.
+
+    Its name carries this process's id, so one left behind by a ``serve`` that was killed
+    (no chance to remove it) is recognised and removed by the next start.
+    """
     shm = Path("/dev/shm")
-    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="mailpulse-metrics-", dir=parent))
+    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    stale = parent.glob(f"{_METRICS_PREFIX}*-") if Path("/proc/self").exists() else ()
+    for old in stale:
+        pid = old.name.removeprefix(_METRICS_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    prefix = f"{_METRICS_PREFIX}{os.getpid()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, suffix="-", dir=parent))
 
 
+_METRICS_PREFIX = "mailpulse-metrics-"
 _PR_SET_PDEATHSIG = 1
 
 
