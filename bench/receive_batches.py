@@ -34,8 +34,8 @@ from bench.receive import (  # noqa: E402
     parse_wrk,
     run_wrk,
     spooled_records,
-    start_gunicorn,
-    stop_gunicorn,
+    start_server,
+    stop_server,
 )
 from ingest.providers.base import InboundRequest, Provider  # noqa: E402
 from ingest.spool import SpoolRecord, new_request_id  # noqa: E402
@@ -162,14 +162,14 @@ def run_side(
     env |= {DATA_DIR_ENV: str(data_dir), PUBLIC_KEY_ENV: public_key}
     script = workdir / "post.lua"
     write_lua(script, request)
-    target = "bench.apps:noop()" if side == "noop" else f"bench.receive_batches:{side}()"
-    process, base = start_gunicorn(target, workdir, args, env)
+    target = "bench.apps:noop" if side == "noop" else f"bench.receive_batches:{side}"
+    process, base = start_server(target, workdir, args, env)
     try:
         url = f"{base}/webhooks/{SOURCE}"
         warm = parse_wrk(run_wrk(url, script, args.warmup, args)) if args.warmup > 0 else None
         result = parse_wrk(run_wrk(url, script, args.duration, args))
     finally:
-        stop_gunicorn(process)
+        stop_server(process)
     result |= {"side": side, "events_per_s": result["rps"] * BATCH}
     if side == "full":
         acknowledged = result["requests"] - result["non2xx"]
@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     request, public_key, provider = signed_batch()
     load_before = os.getloadavg()[0]  # other work on the machine skews both sides
     print(
-        f"body {len(request.body):,} bytes ({BATCH} SendGrid events, ECDSA P-256); gunicorn:"
-        f" {args.workers} workers, {args.worker_class}, {args.threads} threads;"
+        f"body {len(request.body):,} bytes ({BATCH} SendGrid events, ECDSA P-256);"
+        f" {args.server}: {args.workers} workers, {args.threads} threads;"
         f" wrk -t{args.threads_wrk} -c{args.connections} -d{args.duration:g}s after"
         f" {args.warmup:g}s warm-up; {args.rounds} round(s); load average {load_before:.2f}"
         f" on {os.cpu_count()} CPUs\n"

@@ -8,7 +8,6 @@ The hierarchy::
           |    +-- UnreadableBody        400
           |    +-- UnknownSource         404
           |    +-- MethodNotAllowed      405
-          |    +-- RequestTimeout        408
           |    +-- PayloadTooLarge       413
           |    +-- UnsupportedMediaType  415
           |    +-- AuthenticationFailed  401
@@ -19,6 +18,7 @@ The hierarchy::
           +-- MappingError               an event that cannot be mapped to the schema (quarantined)
           +-- FlusherBusy                another flusher holds the lock
           +-- LakeError                  the lake or its state cannot be read or written
+          +-- CannotServe                ``mailpulse serve`` cannot start (port taken, read-only)
 
 Only the edges (``ingest.http_errors`` and the CLI) turn these into status codes or lines.
 """
@@ -98,13 +98,6 @@ class ForbiddenAddress(Rejected):
     code = "forbidden_address"
 
 
-class RequestTimeout(Rejected):
-    """The body stopped arriving for longer than ``read_timeout_seconds``."""
-
-    status = 408
-    code = "request_timeout"
-
-
 class RateLimited(Rejected):
     """The source is over its ``rate_limit``."""
 
@@ -139,3 +132,8 @@ class FlusherBusy(IngestError):
 
 class LakeError(IngestError):
     """The lake or the flusher state cannot be read or written."""
+
+
+class CannotServe(IngestError):
+    """The receiver cannot start: its port answers already, or its data directory is not
+    writable. The message names the port or the directory."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-import orjson
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -27,21 +26,6 @@ _WERKZEUG_CODES = {
     415: "unsupported_media_type",
     431: "headers_too_large",
 }
-
-
-def raw_error_answer(
-    status: int, reason: str, code: str, message: str, *, retry_after: int | None = None
-) -> bytes:
-    """A whole HTTP/1.1 answer in the JSON error shape, for what the server writes to a socket
-    itself, outside Flask (a request gunicorn cannot parse, headers that stopped arriving, a
-    failed inline sync); the connection closes after it."""
-    body = orjson.dumps({"error": code, "message": message})
-    retry = f"Retry-After: {retry_after}\r\n" if retry_after is not None else ""
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{retry}\r\n"
-    )
-    return head.encode("latin-1") + body
 
 
 def error_response(status: int, code: str, message: str) -> Response:

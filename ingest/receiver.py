@@ -24,7 +24,6 @@ from ingest.errors import (
     PayloadTooLarge,
     RateLimited,
     Rejected,
-    RequestTimeout,
     SpoolUnavailable,
     UnknownSource,
     UnreadableBody,
@@ -108,13 +107,35 @@ _BODY_HEADERS_AS_HTTP = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
 
 
 def _receive(receiver: ReceiverState, runtime: SourceRuntime, started: float) -> Response:
+    """Check, read, authenticate, store, answer: the steps of one webhook, in order of cost."""
     req: Request = request._get_current_object()  # type: ignore[attr-defined]  # hot path
-    method = req.method
-    if method != "POST":
-        if method in runtime.provider.probe_methods:  # the ESP checking the URL exists
+    if req.method != "POST":
+        if req.method in runtime.provider.probe_methods:  # the ESP checking the URL exists
             return Response(b'{"status":"ok"}', mimetype="application/json")
-        raise MethodNotAllowed(f"webhooks are POSTed; {method} is not accepted")
+        raise MethodNotAllowed(f"webhooks are POSTed; {req.method} is not accepted")
     client_ip = req.remote_addr or ""
+    _check_client(receiver, runtime, client_ip)
+    limit = runtime.config.max_body_bytes or receiver.config.receiver.max_body_bytes
+    media_type = _check_envelope(req, runtime, limit)
+    body = _read_body(req, limit)
+    inbound = _inbound(req, runtime, body, client_ip, media_type)
+    now = receiver.clock()
+    verdict = _authenticate(runtime, inbound, now)
+    record = _record(runtime, inbound, verdict, now)
+    receiver.spool.append(record)
+    if verdict == "verified":
+        runtime.provider.accepted(inbound)  # e.g. a token is spent only once it is durable
+    count, seconds = _success_metrics(runtime.config.name)
+    count.inc()
+    seconds.observe(time.perf_counter() - started)
+    return Response(
+        b'{"status":"stored","request_id":"' + record.request_id.encode() + b'"}',
+        mimetype="application/json",
+    )
+
+
+def _check_client(receiver: ReceiverState, runtime: SourceRuntime, client_ip: str) -> None:
+    """Refuse a client address the source does not allow, or one over the source's rate."""
     if runtime.config.allow_ips and not _allowed(client_ip, runtime):
         raise ForbiddenAddress(f"client address {client_ip} is not allowed for this source")
     if runtime.rate_limit is not None and not receiver.limiter.hit(
@@ -124,101 +145,97 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime, started: float) ->
             f"source {runtime.config.name!r} is over its rate limit",
             retry_after=runtime.retry_after,
         )
-    limit = runtime.config.max_body_bytes or receiver.config.receiver.max_body_bytes
-    length = req.content_length  # parsed from the headers at each access: read once
+
+
+def _check_envelope(req: Request, runtime: SourceRuntime, limit: int) -> str:
+    """Refuse an announced body over ``limit`` or a media type the provider does not send;
+    the media type, lower-cased."""
+    length = req.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"body is larger than {limit} bytes")
     media_type = (req.mimetype or "").lower()
     if media_type not in runtime.provider.content_types:
         expected = ", ".join(sorted(runtime.provider.content_types))
         raise UnsupportedMediaType(f"content type {media_type or '(none)'!r} is not {expected}")
+    return media_type
+
+
+def _read_body(req: Request, limit: int) -> bytes:
+    """The whole body, at most ``limit`` bytes; a short or broken one is refused."""
+    length = req.content_length  # parsed from the headers at each access: read once
     # A chunked body has no length up front: read at most one byte past the limit, so an
     # oversized body is refused without ever being held whole in memory.
     req.max_content_length = limit + 1
-    sock = req.environ.get("gunicorn.socket")
-    if sock is not None:
-        # Each read of the body waits at most this long; gunicorn makes the socket
-        # non-blocking again (no timeout) when the connection goes back to keep-alive.
-        sock.settimeout(receiver.config.receiver.read_timeout_seconds)
     try:
-        if length is not None and req.environ.get("wsgi.input_terminated"):
-            # The announced length in one read, from a server stream that never reads past
-            # the body (gunicorn's, which says so with wsgi.input_terminated): werkzeug's reader
-            # gathers 64 KiB pieces into a growing buffer, copies that cost more than
-            # verifying a 380 KB batch.
-            body = req.environ["wsgi.input"].read(length)
-        else:
-            body = req.get_data(cache=False)
+        body = req.get_data(cache=False)
+    except HTTPException:
+        raise
     except Exception as exc:
-        # Werkzeug reports a read that failed as a disconnect (400); a timed-out read is 408.
-        if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
-            raise RequestTimeout(
-                "the body stopped arriving for "
-                f"{receiver.config.receiver.read_timeout_seconds:g} s; send it whole"
-            ) from exc
-        if isinstance(exc, HTTPException):
-            raise
-        # The server's own parse error for a broken body, whatever its type.
+        # The server's own error for a body it could not read, whatever its type.
         raise UnreadableBody(f"the request body could not be read ({type(exc).__name__})") from exc
     if len(body) > limit:
         raise PayloadTooLarge(f"body is larger than {limit} bytes")
     if length is not None and len(body) != length:
         # The client went away mid-body: what arrived is not the request it announced.
         raise UnreadableBody(f"the body ended after {len(body)} of {length} announced bytes")
+    return body
+
+
+def _inbound(
+    req: Request, runtime: SourceRuntime, body: bytes, client_ip: str, media_type: str
+) -> InboundRequest:
+    """The request as a provider sees it: path and query as received, lower-cased headers."""
     environ = req.environ
-    headers = _headers(environ)
     # Path and query as received; cheaper than req.url, which re-quotes the whole URL.
     target = environ.get("PATH_INFO", "")
     if environ.get("QUERY_STRING"):
         target += "?" + environ["QUERY_STRING"]
-    inbound = InboundRequest(
+    return InboundRequest(
         source=runtime.config.name,
-        method=method,
+        method=req.method,
         url=target,
-        headers=headers,
+        headers=_headers(environ),
         body=body,
         remote_addr=client_ip,
         content_type=media_type,
     )
-    now = receiver.clock()
-    verdict = "verified"
+
+
+def _authenticate(runtime: SourceRuntime, inbound: InboundRequest, now: float) -> str:
+    """``verified``, or (in shadow mode only) the reason authentication failed."""
     try:
         runtime.provider.authenticate(inbound, now)
     except AuthenticationFailed as failure:
         if not runtime.config.shadow:
             raise
         _authentication_failed(runtime.config.name, failure, shadow=True)
-        verdict = failure.code
+        return failure.code
+    return "verified"
+
+
+def _record(
+    runtime: SourceRuntime, inbound: InboundRequest, verdict: str, now: float
+) -> SpoolRecord:
+    """What the spool keeps: the request without its credential headers, and the verdict
+    for a shadow-mode source."""
     credential_headers = runtime.provider.secret_headers
     stored_headers = {
-        k: v for k, v in headers.items() if k not in credential_headers and k != VERDICT_HEADER
+        k: v
+        for k, v in inbound.headers.items()
+        if k not in credential_headers and k != VERDICT_HEADER
     }
     if runtime.config.shadow:
         stored_headers[VERDICT_HEADER] = verdict
-    record = SpoolRecord(
+    return SpoolRecord(
         request_id=new_request_id(),
         source=runtime.config.name,
         received_at=int(now * 1_000_000),
-        remote_addr=client_ip,
-        method=method,
-        url=target,
-        content_type=media_type,
+        remote_addr=inbound.remote_addr,
+        method=inbound.method,
+        url=inbound.url,
+        content_type=inbound.content_type,
         headers=stored_headers,
-        body=body,
-    )
-
-    def stored() -> None:
-        if verdict == "verified":
-            runtime.provider.accepted(inbound)  # e.g. a token is spent only once it verified
-        count, seconds = _success_metrics(runtime.config.name)
-        count.inc()
-        seconds.observe(time.perf_counter() - started)
-
-    receiver.spool.append(record)
-    stored()
-    return Response(
-        b'{"status":"stored","request_id":"' + record.request_id.encode() + b'"}',
-        mimetype="application/json",
+        body=inbound.body,
     )
 
 

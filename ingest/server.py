@@ -7,18 +7,28 @@ last flush and exits. On SIGHUP it reads the configuration again and, when it is
 gunicorn replace its workers gracefully, so new credentials apply without a dropped request;
 an invalid file is reported and the running workers keep the old configuration. Everything
 sits in one process group, so ``kill -9 -<pgid>`` takes all of it down at once, which is what
-the crash tests do.
+the crash tests do. Gunicorn gets a death signal for when this process dies, so killing
+only ``serve`` (``kill -9 <pid>``) never leaves gunicorn serving without a flusher.
+
+Prometheus's multiprocess files are memory-mapped; one on a full disk would kill a worker
+with SIGBUS when it touches a page the filesystem cannot back. They live in a private
+directory in memory (``/dev/shm`` where it exists), never on the data disk, and are removed
+when ``serve`` exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import errno
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +36,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from ingest.errors import CannotServe
 from ingest.flusher import Flusher
 from ingest.providers import PROVIDERS
 from mailpulse.config import Config, load_config
@@ -34,6 +45,61 @@ from mailpulse.errors import MailpulseError
 log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT = 30
+
+
+def check_can_serve(config: Config, host: str, port: int) -> None:
+    """Raise :class:`CannotServe` when ``host:port`` is taken or a data directory cannot be
+    written: said in one line before anything claims to be receiving."""
+    for directory in (config.data_dir, config.spool_dir, config.state_dir):
+        problem = _unwritable(directory)
+        if problem is not None:
+            raise CannotServe(f"cannot write to {directory}: {problem}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = "in use" if exc.errno == errno.EADDRINUSE else os.strerror(exc.errno or 0)
+            raise CannotServe(f"cannot listen on {host}:{port}: the address is {reason}") from exc
+
+
+def _unwritable(directory: Path) -> str | None:
+    """Why ``directory`` cannot hold new files (created when missing), or None."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
+def _metrics_directory() -> Path:
+    """A fresh private directory for the workers' multiprocess metrics, in memory.
+
+    Its name carries this process's id, so one left behind by a ``serve`` that was killed
+    (no chance to remove it) is recognised and removed by the next start.
+    """
+    shm = Path("/dev/shm")
+    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    stale = parent.glob(f"{_METRICS_PREFIX}*-") if Path("/proc/self").exists() else ()
+    for old in stale:
+        pid = old.name.removeprefix(_METRICS_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    prefix = f"{_METRICS_PREFIX}{os.getpid()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, suffix="-", dir=parent))
+
+
+_METRICS_PREFIX = "mailpulse-metrics-"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it (a graceful gunicorn stop) when ``serve`` dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def serve(
@@ -48,29 +114,40 @@ def serve(
     on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Run the receiver and the flusher until a signal stops them; the exit status."""
-    metrics_dir = config.state_dir / "metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)  # counters restart with the server
-    metrics_dir.mkdir(parents=True)
+    command = [
+        *(sys.executable, "-m", "ingest.server"),
+        *("--bind", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"),
+        *("--workers", str(workers or config.receiver.workers)),
+        *("--threads", str(threads or config.receiver.threads)),
+    ]
+    if certfile and keyfile:
+        command += ["--certfile", certfile, "--keyfile", keyfile]
+    metrics_dir = _metrics_directory()
+    try:
+        return _run(config, command, _child_environment(config, metrics_dir), on_ready)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _child_environment(config: Config, metrics_dir: Path) -> dict[str, str]:
+    """The gunicorn child's environment: where the metrics go and how to find the config."""
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     if config.is_demo:
         env["MAILPULSE_DATA_DIR"] = str(config.data_dir.resolve())
         env.pop("MAILPULSE_CONFIG", None)
     else:
         env["MAILPULSE_CONFIG"] = str(Path(config.origin).resolve())
-    command = [
-        sys.executable,
-        "-m",
-        "ingest.server",
-        "--bind",
-        f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-        "--workers",
-        str(workers or config.receiver.workers),
-        "--threads",
-        str(threads or config.receiver.threads),
-    ]
-    if certfile and keyfile:
-        command += ["--certfile", certfile, "--keyfile", keyfile]
-    gunicorn = subprocess.Popen(command, env=env)
+    return env
+
+
+def _run(
+    config: Config,
+    command: list[str],
+    env: dict[str, str],
+    on_ready: Callable[[], None] | None,
+) -> int:
+    """Start gunicorn (dying with this process), run the flusher, relay SIGTERM and SIGHUP."""
+    gunicorn = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
 
     stop = threading.Event()
 
@@ -129,36 +206,6 @@ class _GunicornApplication(BaseApplication):  # type: ignore[misc]
         return create_app(load_config(providers=PROVIDERS), workers=self.cfg.workers)
 
 
-_GUNICORN_CODES = {
-    400: "bad_request",
-    403: "forbidden",
-    408: "request_timeout",
-    414: "uri_too_long",
-    417: "expectation_failed",
-    431: "headers_too_large",
-}
-
-
-def _json_write_error(sock: Any, status: int, reason: str, message: str) -> None:
-    """Gunicorn's answer to a request it cannot even parse, in our JSON error shape.
-
-    Gunicorn answers malformed HTTP itself, before Flask sees it, with an HTML page; this
-    keeps the contract (JSON body, never a 5xx for a client's mistake) at that level too.
-    """
-    from gunicorn import util
-
-    from ingest.http_errors import raw_error_answer
-
-    retry = None
-    if status == 501:  # an unknown Transfer-Encoding is the client's mistake
-        status, reason = 400, "Bad Request"
-    elif status >= 500:
-        status, reason, retry = 503, "Service Unavailable", 30
-    code = _GUNICORN_CODES.get(status, "bad_request" if status < 500 else "internal_error")
-    answer = raw_error_answer(status, reason, code, message or reason, retry_after=retry)
-    util.write_nonblock(sock, answer)
-
-
 def _child_exit(_server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
@@ -177,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     options: dict[str, Any] = {
         "bind": args.bind,
         "workers": args.workers,
-        # Threads let one worker's concurrent requests share a single fsync (group commit);
+        # Threads let one worker's concurrent requests share a single fsync (group commit).
         "worker_class": "gthread",
         "threads": args.threads,
         "graceful_timeout": GRACEFUL_TIMEOUT,
@@ -190,9 +237,6 @@ def main(argv: list[str] | None = None) -> None:
     }
     if args.certfile:
         options.update(certfile=args.certfile, keyfile=args.keyfile)
-    from gunicorn import util
-
-    util.write_error = _json_write_error  # gunicorn's workers look it up at call time
     _GunicornApplication(options).run()
 
 

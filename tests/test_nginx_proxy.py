@@ -12,6 +12,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,16 @@ import pytest
 import requests
 
 from mailpulse.demo import free_port
-from tests.helpers import REPO, Server, event, lake_rows, mailpulse, running_server, signed_headers
+from tests.helpers import (
+    REPO,
+    Server,
+    event,
+    lake_rows,
+    mailpulse,
+    read_http_answer,
+    running_server,
+    signed_headers,
+)
 from tests.tls import self_signed
 
 pytestmark = pytest.mark.slow
@@ -183,17 +193,85 @@ def test_stalled_clients_wait_in_nginx_not_in_the_receiver(proxy: Proxy) -> None
             sock.close()
 
 
+def test_malformed_http_is_answered_in_json(proxy: Proxy) -> None:
+    context = ssl.create_default_context(cafile=proxy.ca_file)
+    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="localhost") as sock:
+        head = b"POST /webhooks/in_house HTTP/1.1\r\nHost: localhost\r\n"
+        sock.sendall(head + b"Content-Length: ab\r\n\r\n")  # not a number
+        status, headers, body = read_http_answer(sock)
+    assert status == 400
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body)["error"] == "bad_request"
+
+
+TRICKLING = 50  # against a receiver with two threads
+
+
+def _trickle(proxy: Proxy, stop: threading.Event) -> None:
+    """A client sending a request a byte a second until ``stop``."""
+    context = ssl.create_default_context(cafile=proxy.ca_file)
+    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="localhost") as sock:
+        request = b"POST /webhooks/in_house HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 100
+        for byte in request:
+            if stop.wait(1.0):
+                return
+            sock.sendall(bytes([byte]))
+
+
+def test_clients_trickling_a_byte_a_second_wait_in_nginx(proxy: Proxy) -> None:
+    """Fifty clients trickling their headers: a 380 KB batch, a chunked body and a plain
+    event, all over TLS, are answered at once meanwhile."""
+    stop = threading.Event()
+    tricklers = [
+        threading.Thread(target=_trickle, args=(proxy, stop), daemon=True) for _ in range(TRICKLING)
+    ]
+    for thread in tricklers:
+        thread.start()
+    try:
+        time.sleep(2.0)  # every trickling client has sent its first bytes
+        batch = json.dumps([event(f"batch-{n}", note="x" * 300) for n in range(1000)]).encode()
+        assert len(batch) > 380_000
+        started = time.monotonic()
+        assert proxy.post("in_house", batch).status_code == 200
+        body = json.dumps(event("chunked-past-the-slow")).encode()
+        chunked = requests.post(
+            f"{proxy.url}/webhooks/in_house",
+            data=iter([body[:10], body[10:]]),  # a generator: sent chunked
+            headers=signed_headers(proxy.server.secret, body),
+            verify=proxy.ca_file,
+            timeout=30,
+        )
+        assert chunked.status_code == 200, chunked.text
+        single = proxy.post("in_house", json.dumps(event("single-past-the-slow")).encode())
+        assert single.status_code == 200
+        assert time.monotonic() - started < 5.0
+    finally:
+        stop.set()
+        for thread in tricklers:
+            thread.join(timeout=5)
+
+
 def test_only_authenticated_requests_were_stored(proxy: Proxy) -> None:
     flushed = mailpulse("flush", config=proxy.server.config_path)
     assert flushed.returncode == 0, flushed.stderr
     rows = lake_rows(proxy.server.data_dir, "raw")
-    assert sorted(json.loads(row["body"])["id"] for row in rows) == [
+    ids = [json.loads(row["body"]) for row in rows]
+    assert sorted(item["id"] for item in ids if isinstance(item, dict)) == [
+        "chunked-past-the-slow",
         "forged-1",
         "past-the-stalled",
+        "single-past-the-slow",
         "via-nginx",
     ]
+    assert [len(item) for item in ids if isinstance(item, list)] == [1000]
     # What mailpulse saw: nginx's address as the client, the forged entry kept only as text.
-    forged = next(row for row in rows if json.loads(row["body"])["id"] == "forged-1")
+    forged = next(
+        row
+        for row, item in zip(rows, ids, strict=True)
+        if isinstance(item, dict) and item["id"] == "forged-1"
+    )
     headers = json.loads(forged["headers"])
     assert forged["remote_addr"] == "127.0.0.1"
     assert headers["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"

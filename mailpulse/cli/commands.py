@@ -46,6 +46,7 @@ def serve(
     """
     from ingest.logs import configure
     from ingest.notices import start_notices
+    from ingest.server import check_can_serve
     from ingest.server import serve as run
 
     if bool(certfile) != bool(keyfile):
@@ -59,6 +60,7 @@ def serve(
             "table, so every webhook will be refused (404 unknown_source); add one per ESP",
             err=True,
         )
+    check_can_serve(config, host, port)  # one line and exit 1, before claiming to receive
     configure()  # the flusher thread logs as JSON lines, like the workers
     click.echo(
         f"mailpulse: receiving on {'https' if certfile else 'http'}://{host}:{port}/webhooks/"
