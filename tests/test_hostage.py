@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from ingest.providers.ses.simulate import signed_notification
 
 from ingest.providers.ses.sns import FETCH_TIMEOUT_SECONDS
+from mailpulse.simulate.esp.ses import signed_notification
 from tests.helpers import Server, event, running_server
 from tests.providers.sns_keys import TEST_TOPIC, identity
 
