@@ -33,6 +33,7 @@ from ingest.batch import BatchBuilder
 from ingest.errors import FlusherBusy
 from ingest.events import MICROS
 from ingest.metrics import STATUS_FILE
+from ingest.normalize import ChunkPool
 from ingest.providers import PROVIDERS, Provider
 from ingest.state import Commit, FlusherState
 from mailpulse.config import Config
@@ -104,7 +105,10 @@ class Flusher:
         clock: Callable[[], float] = time.time,
         batch_bytes: int | None = None,
         batch_records: int = BATCH_RECORDS,
+        workers: int | None = None,
     ) -> None:
+        """``workers``: processes that normalize a large batch (default: one per CPU; 0 or 1
+        normalizes in this process)."""
         self.config = config
         self.clock = clock
         self.batch_bytes = batch_bytes or config.lake.flush_batch_bytes
@@ -113,21 +117,37 @@ class Flusher:
             name: PROVIDERS[source.provider](source) for name, source in config.sources.items()
         }
         self.campaign_fields = {name: s.campaign for name, s in config.sources.items()}
+        if workers is None:
+            workers = os.cpu_count() or 1
+        self.pool = ChunkPool(config.sources, workers) if workers > 1 else None
 
     # -- entry points
 
     def flush(self, wait_seconds: float = 60.0) -> FlushResult:
         """Drain everything spooled so far into the lake (waits for a running flusher)."""
-        with locked_state(self.config.state_dir, wait_seconds) as state:
+        with self._closing_pool(), locked_state(self.config.state_dir, wait_seconds) as state:
             return self._drain(state)
 
     def try_flush(self) -> FlushResult | None:
         """One pass if no other flusher is busy; None when one is."""
         try:
-            with locked_state(self.config.state_dir) as state:
+            with self._closing_pool(), locked_state(self.config.state_dir) as state:
                 return self._drain(state)
         except FlusherBusy:
             return None
+
+    def new_builder(self) -> BatchBuilder:
+        """An empty batch that normalizes with this flusher's providers (and workers)."""
+        return BatchBuilder(self.providers, self.campaign_fields, pool=self.pool)
+
+    @contextmanager
+    def _closing_pool(self) -> Iterator[None]:
+        # Workers live for one pass: an idle receiver keeps no extra processes.
+        try:
+            yield
+        finally:
+            if self.pool is not None:
+                self.pool.close()
 
     def run_forever(self, stop: threading.Event, interval: float) -> None:
         """Flush every ``interval`` seconds until ``stop`` is set, then once more."""
@@ -169,7 +189,7 @@ class Flusher:
     def _batch(self, state: FlusherState) -> tuple[FlushResult, int]:
         """One batch; returns what it did and how many spool bytes it consumed."""
         offsets = state.offsets()
-        builder = BatchBuilder(self.providers, self.campaign_fields)
+        builder = self.new_builder()
         new_offsets: dict[str, int] = {}
         finished: list[Path] = []
         budget = self.batch_bytes
@@ -214,11 +234,10 @@ class Flusher:
         only after the commit. Call with the flusher lock held.
         """
         now = self.clock()
-        known = state.already_seen(
-            [*builder.events, *(builder.quarantined if dedup_quarantine else ())]
-        )
+        ids = builder.event_ids()  # normalizes what is still pending, then drops repeats
+        known = state.already_seen([*ids, *(builder.quarantined if dedup_quarantine else ())])
         builder.drop(known)
-        builder.drop(self._stored_before_window(builder, now))
+        builder.drop(self._stored_before_window(builder.events, now))
         events = builder.events_frame()
         frames = {
             "events": events,
@@ -240,7 +259,7 @@ class Flusher:
             Commit(
                 batch=batch,
                 offsets=new_offsets,
-                seen_ids=[*builder.events, *builder.quarantined],
+                seen_ids=[*events["event_id"].to_list(), *builder.quarantined],
                 seen_at=int(now),
                 counters=counters,
             )
@@ -254,7 +273,7 @@ class Flusher:
             batches=1,
         )
 
-    def _stored_before_window(self, builder: BatchBuilder, now: float) -> set[str]:
+    def _stored_before_window(self, events: pl.DataFrame, now: float) -> set[str]:
         """Ids of events older than the dedup window that their lake partition already holds.
 
         An event id that arrives again was first stored at or after its own ``occurred_at``;
@@ -262,13 +281,12 @@ class Flusher:
         table has already forgotten.
         """
         window_start = int((now - self.config.lake.dedup_window_days * 86_400) * MICROS)
-        by_date: dict[str, list[str]] = {}
-        for event_id, (event, *_rest) in builder.events.items():
-            if event.occurred_at < window_start:
-                day = time.strftime("%Y-%m-%d", time.gmtime(event.occurred_at // MICROS))
-                by_date.setdefault(day, []).append(event_id)
+        old = events.select("event_id", "occurred_at").filter(
+            pl.col("occurred_at").dt.epoch("us") < window_start
+        )
         found: set[str] = set()
-        for day, ids in by_date.items():
+        for day, part in lake.split_by_date(old, "events").items():
+            ids = part["event_id"].to_list()
             files = lake.list_files(self.config.lake_dir, "events", day)
             if files:
                 stored = (
