@@ -38,7 +38,7 @@ from ingest import segments, spool  # noqa: E402
 SOURCE = "bench"
 TARGET_EVENTS_PER_SECOND = 60_000
 AIM_EVENTS_PER_SECOND = 100_000
-READ_BYTES = 64 * 1024 * 1024  # the flusher's default batch size
+READ_BYTES = 64 * 1024 * 1024  # as large as a spool segment
 DOMAINS = ("gmail.com", "outlook.com", "yahoo.com", "icloud.com", "acme-corp.com", "gmx.de")
 DOMAIN_WEIGHTS = (35, 18, 12, 15, 12, 8)
 TYPES = ("delivered", "opened", "clicked", "bounced")
@@ -179,7 +179,7 @@ def read_baseline(data_dir: Path) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "requests": requests, "events": events}
 
 
-def flush_phase(data_dir: Path) -> dict[str, Any]:
+def flush_phase(data_dir: Path, workers: int) -> dict[str, Any]:
     """Drain the spool with the real flusher; time it and take the process's peak RSS."""
     from ingest.flusher import Flusher
     from mailpulse.config import parse_config
@@ -188,7 +188,7 @@ def flush_phase(data_dir: Path) -> dict[str, Any]:
         "data_dir": str(data_dir),
         "sources": {SOURCE: {"provider": "generic", "secret": secrets.token_hex(32)}},
     }
-    flusher = Flusher(parse_config(document, origin="bench", env={}))
+    flusher = Flusher(parse_config(document, origin="bench", env={}), workers=workers)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     result = flusher.flush()
@@ -200,7 +200,7 @@ def flush_phase(data_dir: Path) -> dict[str, Any]:
         "seconds": seconds,
         "rss_before_kib": rss_before,
         "peak_rss_kib": peak,
-        "workers": flusher.pool.workers if flusher.pool else 0,
+        "workers": workers,
         "workers_peak_rss_kib": workers_peak,
     } | vars(result)
 
@@ -222,9 +222,9 @@ def lake_counts(data_dir: Path) -> dict[str, int]:
     return counts
 
 
-def subphase(phase: str, data_dir: Path) -> dict[str, Any]:
+def subphase(phase: str, data_dir: Path, *options: str) -> dict[str, Any]:
     """Run one phase of this script in a fresh interpreter and return its JSON answer."""
-    command = [sys.executable, __file__, "--phase", phase, "--data-dir", str(data_dir)]
+    command = [sys.executable, __file__, "--phase", phase, "--data-dir", str(data_dir), *options]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"phase {phase} failed:\n{done.stdout}\n{done.stderr}")
@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run one step only on --data-dir (read and flush print JSON)",
     )
     parser.add_argument("--data-dir", type=Path, help="data directory (default: a temporary one)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="processes normalizing beside the flusher"
+    )
     args = parser.parse_args(argv)
     if args.phase != "all" and args.data_dir is None:
         parser.error(f"--phase {args.phase} needs --data-dir")
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(read_baseline(args.data_dir)))
         return 0
     if args.phase == "flush":
-        print(json.dumps(flush_phase(args.data_dir)))
+        print(json.dumps(flush_phase(args.data_dir, args.workers)))
         return 0
 
     load_before = os.getloadavg()[0]  # other work on the machine skews the timings
@@ -274,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase == "build":
             return 0
         read = subphase("read", data_dir)
-        flush = subphase("flush", data_dir)
+        flush = subphase("flush", data_dir, "--workers", str(args.workers))
         lake = lake_counts(data_dir)
     finally:
         if args.data_dir is None:

@@ -56,13 +56,14 @@ class BatchBuilder:
         self._pending_bytes += len(payload)
         if len(self._pending) >= CHUNK_RECORDS or self._pending_bytes >= CHUNK_BYTES:
             # A full chunk means more may follow: worth a worker, when there is a pool.
-            self._close_chunk(parallel=self.pool is not None)
+            self._close_chunk(parallel=True)
 
     def _close_chunk(self, *, parallel: bool) -> None:
+        """Normalize the pending payloads: in a free worker, else here while workers work."""
         items, self._pending, self._pending_bytes = self._pending, [], 0
         if not items:
             return
-        if parallel and self.pool is not None:
+        if parallel and self.pool is not None and self.pool.has_room():
             self._chunks.append(self.pool.submit(items))
         else:
             self._chunks.append(normalize_chunk(self.providers, self.campaign_fields, items))

@@ -105,10 +105,10 @@ class Flusher:
         clock: Callable[[], float] = time.time,
         batch_bytes: int | None = None,
         batch_records: int = BATCH_RECORDS,
-        workers: int | None = None,
+        workers: int = 0,
     ) -> None:
-        """``workers``: processes that normalize a large batch (default: one per CPU; 0 or 1
-        normalizes in this process)."""
+        """``workers``: processes that normalize a large batch beside this one (0: this
+        process alone, which measured faster on a busy 2-core machine; see BENCHMARKS.md)."""
         self.config = config
         self.clock = clock
         self.batch_bytes = batch_bytes or config.lake.flush_batch_bytes
@@ -117,9 +117,7 @@ class Flusher:
             name: PROVIDERS[source.provider](source) for name, source in config.sources.items()
         }
         self.campaign_fields = {name: s.campaign for name, s in config.sources.items()}
-        if workers is None:
-            workers = os.cpu_count() or 1
-        self.pool = ChunkPool(config.sources, workers) if workers > 1 else None
+        self.pool = ChunkPool(config.sources, workers) if workers > 0 else None
 
     # -- entry points
 

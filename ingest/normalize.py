@@ -251,6 +251,13 @@ class ChunkPool:
         self.sources = dict(sources)
         self.workers = workers
         self._executor: ProcessPoolExecutor | None = None
+        self._running: list[Future[Chunk]] = []
+
+    def has_room(self) -> bool:
+        """Whether the workers are short of work: fewer than two chunks each, one running and
+        one waiting (so a worker never idles while its next chunk is sent)."""
+        self._running = [future for future in self._running if not future.done()]
+        return len(self._running) < 2 * self.workers
 
     def submit(self, items: Sequence[Item]) -> Future[Chunk]:
         """Normalize ``items`` in a worker; the future holds the chunk."""
@@ -261,10 +268,13 @@ class ChunkPool:
                 initializer=_start_worker,
                 initargs=(self.sources,),
             )
-        return self._executor.submit(_normalize_in_worker, items)
+        future = self._executor.submit(_normalize_in_worker, items)
+        self._running.append(future)
+        return future
 
     def close(self) -> None:
         """Stop the workers (a later ``submit`` starts new ones)."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+            self._running = []
