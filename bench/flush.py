@@ -179,7 +179,7 @@ def read_baseline(data_dir: Path) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "requests": requests, "events": events}
 
 
-def flush_phase(data_dir: Path, workers: int) -> dict[str, Any]:
+def flush_phase(data_dir: Path, workers: int | None) -> dict[str, Any]:
     """Drain the spool with the real flusher; time it and take the process's peak RSS."""
     from ingest.flusher import Flusher
     from mailpulse.config import parse_config
@@ -200,7 +200,7 @@ def flush_phase(data_dir: Path, workers: int) -> dict[str, Any]:
         "seconds": seconds,
         "rss_before_kib": rss_before,
         "peak_rss_kib": peak,
-        "workers": workers,
+        "workers": flusher.pool.workers if flusher.pool else 0,
         "workers_peak_rss_kib": workers_peak,
     } | vars(result)
 
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data-dir", type=Path, help="data directory (default: a temporary one)")
     parser.add_argument(
-        "--workers", type=int, default=0, help="processes normalizing beside the flusher"
+        "--workers", type=int, help="processes normalizing beside the flusher (default: CPUs - 1)"
     )
     args = parser.parse_args(argv)
     if args.phase != "all" and args.data_dir is None:
@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase == "build":
             return 0
         read = subphase("read", data_dir)
-        flush = subphase("flush", data_dir, "--workers", str(args.workers))
+        workers = () if args.workers is None else ("--workers", str(args.workers))
+        flush = subphase("flush", data_dir, *workers)
         lake = lake_counts(data_dir)
     finally:
         if args.data_dir is None:

@@ -105,10 +105,10 @@ class Flusher:
         clock: Callable[[], float] = time.time,
         batch_bytes: int | None = None,
         batch_records: int = BATCH_RECORDS,
-        workers: int = 0,
+        workers: int | None = None,
     ) -> None:
-        """``workers``: processes that normalize a large batch beside this one (0: this
-        process alone, which measured faster on a busy 2-core machine; see BENCHMARKS.md)."""
+        """``workers``: processes that normalize a large batch beside this one (default: one
+        per CPU but the first; 0: this process alone)."""
         self.config = config
         self.clock = clock
         self.batch_bytes = batch_bytes or config.lake.flush_batch_bytes
@@ -117,6 +117,8 @@ class Flusher:
             name: PROVIDERS[source.provider](source) for name, source in config.sources.items()
         }
         self.campaign_fields = {name: s.campaign for name, s in config.sources.items()}
+        if workers is None:
+            workers = (os.cpu_count() or 1) - 1
         self.pool = ChunkPool(config.sources, workers) if workers > 0 else None
 
     # -- entry points

@@ -116,8 +116,7 @@ class FlusherState:
             )
             # One statement over a JSON array binds the ids in C, not one Python call each.
             db.execute(
-                "INSERT OR IGNORE INTO seen (event_id, seen_at) "
-                "SELECT value, ? FROM json_each(?)",
+                "INSERT OR IGNORE INTO seen (event_id, seen_at) SELECT value, ? FROM json_each(?)",
                 (commit.seen_at, orjson.dumps(list(commit.seen_ids)).decode()),
             )
             for key, delta in commit.counters.items():
