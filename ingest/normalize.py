@@ -12,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -232,6 +235,16 @@ def _start_worker(sources: Mapping[str, SourceConfig]) -> None:
     for name, source in sources.items():
         _worker_providers[name] = PROVIDERS[source.provider](source)
         _worker_campaign_fields[name] = source.campaign
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    """End this worker when the flusher dies (``kill -9`` included): a spawned worker holds
+    both ends of its task queue, so it would otherwise wait for work forever."""
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(1)
 
 
 def _normalize_in_worker(items: Sequence[Item]) -> Chunk:

@@ -1,9 +1,14 @@
-"""Normalizing in worker processes writes the same lake as normalizing in the flusher."""
+"""Normalizing in worker processes: the same lake as the flusher alone, and no orphans."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +20,8 @@ from ingest import batch
 from ingest.flusher import Flusher, FlushResult
 from ingest.normalize import ChunkPool
 from mailpulse.config import Config
-from tests.helpers import event, lake_rows, signed_headers
+from tests.helpers import event, lake_rows, new_secret, signed_headers, write_config
+from tests.test_crash_safety import write_backlog
 
 
 def spool_mixed_requests(client: FlaskClient, secret: str) -> None:
@@ -77,3 +83,40 @@ def test_workers_write_what_the_flusher_alone_writes(
     assert {row["agent"] for row in lake_rows(together.data_dir) if row["event_id"] == "w-0"} == {
         "apple_mpp"
     }
+
+
+def child_processes(pid: int) -> set[int]:
+    """Processes whose parent is ``pid``, from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended while we looked
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: the flusher starts no worker")
+def test_workers_end_when_the_flusher_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the flusher leaves no worker waiting for work that will never come."""
+    config = write_config(tmp_path, new_secret())
+    write_backlog(tmp_path / "data" / "spool", 40000, 5)
+    flush = subprocess.Popen(
+        [sys.executable, "-m", "mailpulse", "flush", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (workers := child_processes(flush.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert workers, "the flusher started no worker"
+    finally:
+        flush.send_signal(signal.SIGKILL)
+        flush.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
