@@ -40,7 +40,7 @@ from ingest import spool  # noqa: E402
 from ingest.spool.sqlite import SqliteSpool  # noqa: E402
 
 SOURCE = "bench"
-TARGET_EVENTS_PER_SECOND = 50_000
+TARGET_EVENTS_PER_SECOND = 60_000
 AIM_EVENTS_PER_SECOND = 100_000
 DOMAINS = ("gmail.com", "outlook.com", "yahoo.com", "icloud.com", "acme-corp.com", "gmx.de")
 DOMAIN_WEIGHTS = (35, 18, 12, 15, 12, 8)
@@ -174,7 +174,7 @@ def read_baseline(data_dir: Path) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "requests": requests, "events": events}
 
 
-def flush_phase(data_dir: Path) -> dict[str, Any]:
+def flush_phase(data_dir: Path, workers: int | None) -> dict[str, Any]:
     """Drain the spool with the real flusher; time it and take the process's peak RSS."""
     from ingest.flusher import Flusher
     from ingest.providers import PROVIDERS
@@ -184,13 +184,23 @@ def flush_phase(data_dir: Path) -> dict[str, Any]:
         "data_dir": str(data_dir),
         "sources": {SOURCE: {"provider": "generic", "secret": secrets.token_hex(32)}},
     }
-    flusher = Flusher(parse_config(document, origin="bench", env={}, providers=PROVIDERS))
+    flusher = Flusher(
+        parse_config(document, origin="bench", env={}, providers=PROVIDERS), workers=workers
+    )
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     result = flusher.flush()
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"seconds": seconds, "rss_before_kib": rss_before, "peak_rss_kib": peak} | vars(result)
+    # The normalizing workers have exited by now; this is the largest one's peak.
+    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {
+        "seconds": seconds,
+        "rss_before_kib": rss_before,
+        "peak_rss_kib": peak,
+        "workers": flusher.pool.workers if flusher.pool else 0,
+        "workers_peak_rss_kib": workers_peak,
+    } | vars(result)
 
 
 def lake_counts(data_dir: Path) -> dict[str, int]:
@@ -210,9 +220,9 @@ def lake_counts(data_dir: Path) -> dict[str, int]:
     return counts
 
 
-def subphase(phase: str, data_dir: Path) -> dict[str, Any]:
+def subphase(phase: str, data_dir: Path, *options: str) -> dict[str, Any]:
     """Run one phase of this script in a fresh interpreter and return its JSON answer."""
-    command = [sys.executable, __file__, "--phase", phase, "--data-dir", str(data_dir)]
+    command = [sys.executable, __file__, "--phase", phase, "--data-dir", str(data_dir), *options]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"phase {phase} failed:\n{done.stdout}\n{done.stderr}")
@@ -237,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run one step only on --data-dir (read and flush print JSON)",
     )
     parser.add_argument("--data-dir", type=Path, help="data directory (default: a temporary one)")
+    parser.add_argument(
+        "--workers", type=int, help="processes normalizing beside the flusher (default: CPUs - 1)"
+    )
     args = parser.parse_args(argv)
     if args.phase != "all" and args.data_dir is None:
         parser.error(f"--phase {args.phase} needs --data-dir")
@@ -244,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(read_baseline(args.data_dir)))
         return 0
     if args.phase == "flush":
-        print(json.dumps(flush_phase(args.data_dir)))
+        print(json.dumps(flush_phase(args.data_dir, args.workers)))
         return 0
 
     load_before = os.getloadavg()[0]  # other work on the machine skews the timings
@@ -262,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase == "build":
             return 0
         read = subphase("read", data_dir)
-        flush = subphase("flush", data_dir)
+        workers = () if args.workers is None else ("--workers", str(args.workers))
+        flush = subphase("flush", data_dir, *workers)
         lake = lake_counts(data_dir)
     finally:
         if args.data_dir is None:
@@ -279,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:12}{phase['seconds']:9.2f}{eps:11.0f}{rps:12.0f}{rss:>14}")
     print(
         f"\nflush time / read time: {ratio:.1f}x; flusher RSS after imports"
-        f" {flush['rss_before_kib'] / 1024:.0f} MiB; {flush['batches']} batches"
+        f" {flush['rss_before_kib'] / 1024:.0f} MiB; {flush['batches']} batches;"
+        f" {flush['workers']} normalizing workers, the largest's peak RSS"
+        f" {flush['workers_peak_rss_kib'] / 1024:.0f} MiB"
         f"\nstored {flush['events']} events, dropped {flush['duplicates']} duplicates;"
         f" lake: {lake['events']} event rows ({lake['events_distinct']} distinct ids),"
         f" {lake['raw']} raw rows, {lake['quarantine']} quarantine rows"

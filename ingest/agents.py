@@ -35,6 +35,7 @@ _GOOGLE_PROXY_NETWORKS = (
 )
 
 
+@lru_cache(maxsize=65_536)  # the flusher asks once per open and click; most repeat
 def classify(event_type: str, user_agent: str | None, ip: str | None = None) -> tuple[str, str]:
     """``(agent, reason)`` for an open or click the ESP did not flag."""
     version = f"rules v{RULES_VERSION}"

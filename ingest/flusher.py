@@ -33,6 +33,7 @@ from ingest.batch import BatchBuilder
 from ingest.errors import FlusherBusy
 from ingest.event_times import implausible
 from ingest.events import MICROS
+from ingest.normalize import ChunkPool
 from ingest.providers import PROVIDERS, Provider
 from ingest.spool import Spool, open_spool
 from ingest.state import Commit, FlusherState
@@ -107,7 +108,10 @@ class Flusher:
         batch_bytes: int | None = None,
         batch_records: int = BATCH_RECORDS,
         spool: Spool | None = None,
+        workers: int | None = None,
     ) -> None:
+        """``workers``: processes that normalize a large batch beside this one (default: one
+        per CPU but the first; 0: this process alone)."""
         self.config = config
         self.spool = spool if spool is not None else open_spool(config)
         self.clock = clock
@@ -117,21 +121,37 @@ class Flusher:
             name: PROVIDERS[source.provider](source) for name, source in config.sources.items()
         }
         self.campaign_fields = {name: s.campaign for name, s in config.sources.items()}
+        if workers is None:
+            workers = (os.cpu_count() or 1) - 1
+        self.pool = ChunkPool(config.sources, workers) if workers > 0 else None
 
     # -- entry points
 
     def flush(self, wait_seconds: float = 60.0) -> FlushResult:
         """Drain everything spooled so far into the lake (waits for a running flusher)."""
-        with locked_state(self.config.state_dir, wait_seconds) as state:
+        with self._closing_pool(), locked_state(self.config.state_dir, wait_seconds) as state:
             return self._drain(state)
 
     def try_flush(self) -> FlushResult | None:
         """One pass if no other flusher is busy; None when one is."""
         try:
-            with locked_state(self.config.state_dir) as state:
+            with self._closing_pool(), locked_state(self.config.state_dir) as state:
                 return self._drain(state)
         except FlusherBusy:
             return None
+
+    def new_builder(self) -> BatchBuilder:
+        """An empty batch that normalizes with this flusher's providers (and workers)."""
+        return BatchBuilder(self.providers, self.campaign_fields, pool=self.pool)
+
+    @contextmanager
+    def _closing_pool(self) -> Iterator[None]:
+        # Workers live for one pass: an idle receiver keeps no extra processes.
+        try:
+            yield
+        finally:
+            if self.pool is not None:
+                self.pool.close()
 
     def run_forever(self, stop: threading.Event, interval: float) -> None:
         """Flush every ``interval`` seconds until ``stop`` is set, then once more."""
@@ -176,7 +196,7 @@ class Flusher:
         claim = self.spool.claim(self.batch_bytes, self.batch_records)
         if not claim.records:
             return FlushResult(), 0
-        builder = BatchBuilder(self.providers, self.campaign_fields)
+        builder = self.new_builder()
         for record in claim.records:
             builder.add_request(record)
         result = self.write_batch(state, builder, claim.position)
@@ -199,11 +219,10 @@ class Flusher:
         only after the commit. Call with the flusher lock held.
         """
         now = self.clock()
-        known = state.already_seen(
-            [*builder.events, *(builder.quarantined if dedup_quarantine else ())]
-        )
+        ids = builder.event_ids()  # normalizes what is still pending, then drops repeats
+        known = state.already_seen([*ids, *(builder.quarantined if dedup_quarantine else ())])
         builder.drop(known)
-        builder.drop(self._stored_before_window(builder, now))
+        builder.drop(self._stored_before_window(builder.events, now))
         events = builder.events_frame()
         frames = {
             "events": events,
@@ -225,7 +244,7 @@ class Flusher:
             Commit(
                 batch=batch,
                 spool_position=spool_position,
-                seen_ids=[*builder.events, *builder.quarantined],
+                seen_ids=[*events["event_id"].to_list(), *builder.quarantined],
                 seen_at=int(now),
                 counters=counters,
             )
@@ -239,7 +258,7 @@ class Flusher:
             batches=1,
         )
 
-    def _stored_before_window(self, builder: BatchBuilder, now: float) -> set[str]:
+    def _stored_before_window(self, events: pl.DataFrame, now: float) -> set[str]:
         """Ids of events older than the dedup window that their lake partition already holds.
 
         An event id that arrives again was first stored at or after its own ``occurred_at``;
@@ -247,13 +266,12 @@ class Flusher:
         table has already forgotten.
         """
         window_start = int((now - self.config.lake.dedup_window_days * 86_400) * MICROS)
-        by_date: dict[str, list[str]] = {}
-        for event_id, (event, *_rest) in builder.events.items():
-            if event.occurred_at < window_start:
-                day = time.strftime("%Y-%m-%d", time.gmtime(event.occurred_at // MICROS))
-                by_date.setdefault(day, []).append(event_id)
+        old = events.select("event_id", "occurred_at").filter(
+            pl.col("occurred_at").dt.epoch("us") < window_start
+        )
         found: set[str] = set()
-        for day, ids in by_date.items():
+        for day, part in lake.split_by_date(old, "events").items():
+            ids = part["event_id"].to_list()
             files = lake.list_files(self.config.lake_dir, "events", day)
             if files:
                 stored = (

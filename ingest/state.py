@@ -114,9 +114,10 @@ class FlusherState:
                     "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
                     (commit.spool_position,),
                 )
-            db.executemany(
-                "INSERT OR IGNORE INTO seen (event_id, seen_at) VALUES (?, ?)",
-                ((event_id, commit.seen_at) for event_id in commit.seen_ids),
+            # One statement over a JSON array binds the ids in C, not one Python call each.
+            db.execute(
+                "INSERT OR IGNORE INTO seen (event_id, seen_at) SELECT value, ? FROM json_each(?)",
+                (commit.seen_at, orjson.dumps(list(commit.seen_ids)).decode()),
             )
             for key, delta in commit.counters.items():
                 db.execute(

@@ -65,7 +65,7 @@ class LakeConfig:
     """The ``[lake]`` table."""
 
     dedup_window_days: int = 45  # event ids remembered for at least this long
-    flush_batch_bytes: int = 64 * 1024 * 1024  # spool bytes per flush batch: bounds memory
+    flush_batch_bytes: int = 32 * 1024 * 1024  # spool bytes per flush batch: bounds memory
 
 
 @dataclass(frozen=True)

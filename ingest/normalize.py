@@ -1,0 +1,293 @@
+"""Spooled payloads -> lake rows as Arrow columns, one chunk of requests at a time.
+
+A chunk's events become columns as soon as its payloads are normalized, so a batch never
+holds more than one chunk of :class:`~ingest.events.Event` objects: memory follows the
+batch's bytes, and Python's garbage collector has few live objects to walk. The work is
+pure (payloads in, rows and quarantine entries out), so a :class:`ChunkPool` can run it in
+worker processes while the flusher reads on; the flusher alone dedups, writes and commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+import orjson
+import polars as pl
+
+from ingest.agents import classify
+from ingest.errors import MappingError, PayloadError
+from ingest.events import Event, recipient_domain
+from ingest.providers import PROVIDERS, NormalizeContext, Provider
+from ingest.spool import SpoolRecord
+from mailpulse.config import SourceConfig
+from mailpulse.lake import EVENTS_SCHEMA, TIMESTAMP
+
+log = logging.getLogger(__name__)
+
+#: One payload to normalize: the request it came in, its stage ("parse": a whole body,
+#: "map": one event object) and its bytes.
+Item = tuple[SpoolRecord, str, bytes]
+
+# Columns built as another type, then converted in one vectorized pass: times from integer
+# microseconds; tags from JSON text, as polars builds a list column from Python lists one
+# row at a time but decodes a column of JSON arrays at once.
+_BUILD_TYPES: dict[str, pl.DataType] = {
+    "occurred_at": pl.Int64(),
+    "received_at": pl.Int64(),
+    "tags": pl.String(),
+}
+_CONVERSIONS = (
+    pl.col("occurred_at", "received_at").cast(TIMESTAMP),
+    pl.col("tags").str.json_decode(EVENTS_SCHEMA["tags"]),
+)
+# Event fields that are columns of the lake under the same name.
+_EVENT_FIELDS = (
+    "occurred_at",
+    "event_id",
+    "event_type",
+    "bounce_class",
+    "recipient",
+    "message_id",
+    "campaign",
+    "metadata",
+    "url",
+    "user_agent",
+    "ip",
+    "smtp_status",
+    "reason",
+    "agent",
+    "agent_reason",
+    "raw",
+)
+
+
+@dataclass
+class Quarantined:
+    """One payload that could not be turned into events."""
+
+    quarantine_id: str
+    request_id: str
+    source: str
+    provider: str
+    received_at: int
+    stage: str
+    reason: str
+    headers: str
+    payload: bytes
+
+
+@dataclass
+class Chunk:
+    """What one chunk of payloads became, in arrival order (duplicates not yet dropped)."""
+
+    events: pl.DataFrame  # in the lake's schema
+    quarantined: list[Quarantined]
+
+
+class _Rows:
+    """Events of one chunk, and the facts of the request each one came in, as columns."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.sources: list[str] = []
+        self.providers: list[str] = []
+        self.received_at: list[int] = []
+        self.request_ids: list[str] = []
+        self.versions: list[int] = []
+
+    def add(self, event: Event, record: SpoolRecord, provider: Provider) -> None:
+        """Take one event; opens and clicks the ESP did not flag get the agent rules' verdict."""
+        if event.event_type in ("opened", "clicked") and event.agent is None:
+            event.agent, event.agent_reason = classify(event.event_type, event.user_agent, event.ip)
+        self.events.append(event)
+        self.sources.append(record.source)
+        self.providers.append(provider.name)
+        self.received_at.append(record.received_at)
+        self.request_ids.append(record.request_id)
+        self.versions.append(provider.parser_version)
+
+    def frame(self) -> pl.DataFrame:
+        """The rows in the lake's schema: one conversion per column, none per row."""
+        events = self.events
+        columns = {name: list(map(attrgetter(name), events)) for name in _EVENT_FIELDS}
+        columns |= {
+            "source": self.sources,
+            "provider": self.providers,
+            "received_at": self.received_at,
+            "request_id": self.request_ids,
+            "parser_version": self.versions,
+            "recipient_domain": [recipient_domain(event.recipient) for event in events],
+            "tags": [orjson.dumps(event.tags).decode() for event in events],
+        }
+        return pl.DataFrame(
+            [
+                pl.Series(name, columns[name], dtype=_BUILD_TYPES.get(name, dtype))
+                for name, dtype in EVENTS_SCHEMA.items()
+            ]
+        ).with_columns(*_CONVERSIONS)
+
+
+def normalize_chunk(
+    providers: Mapping[str, Provider],
+    campaign_fields: Mapping[str, str | None],
+    items: Sequence[Item],
+) -> Chunk:
+    """Normalize payloads in order; what cannot be normalized becomes a quarantine entry."""
+    rows = _Rows()
+    quarantined: list[Quarantined] = []
+    for record, stage, payload in items:
+        provider = providers.get(record.source)
+        if provider is None:
+            reason = f"source {record.source!r} is not configured"
+            quarantined.append(_quarantine(record, "?", "route", reason, payload))
+            continue
+        objects = _split(provider, record, stage, payload, quarantined)
+        context = NormalizeContext(
+            source=record.source,
+            headers=record.headers,
+            received_at=record.received_at,
+            campaign_field=campaign_fields.get(record.source),
+        )
+        for item in objects:
+            try:
+                events = provider.normalize(item, context)
+            except MappingError as exc:
+                reason = str(exc)
+            except Exception as exc:  # a provider bug must not stall the flusher: quarantine
+                log.exception("provider normalize failed", extra={"source": record.source})
+                reason = f"internal error: {exc!r}"[:500]
+            else:
+                for event in events:
+                    rows.add(event, record, provider)
+                continue
+            quarantined.append(_quarantine(record, provider.name, "map", reason, _item_bytes(item)))
+    return Chunk(rows.frame(), quarantined)
+
+
+def _split(
+    provider: Provider,
+    record: SpoolRecord,
+    stage: str,
+    payload: bytes,
+    quarantined: list[Quarantined],
+) -> list[Any]:
+    """The event objects of a payload; none (and a quarantine entry) when it has none."""
+    if stage == "map":
+        try:
+            return [orjson.loads(payload)]
+        except orjson.JSONDecodeError as exc:
+            reason = f"not JSON: {exc}"
+            quarantined.append(_quarantine(record, provider.name, "map", reason, payload))
+            return []
+    try:
+        return provider.split(payload, record.headers)
+    except PayloadError as exc:
+        reason = str(exc)
+    except Exception as exc:  # same: a provider bug quarantines the body
+        log.exception("provider split failed", extra={"source": record.source})
+        reason = f"internal error: {exc!r}"[:500]
+    quarantined.append(_quarantine(record, provider.name, "parse", reason, payload))
+    return []
+
+
+def _quarantine(
+    record: SpoolRecord, provider: str, stage: str, reason: str, payload: bytes
+) -> Quarantined:
+    digest = hashlib.sha256(f"{record.source}\x1f{stage}\x1f".encode() + payload).hexdigest()
+    return Quarantined(
+        quarantine_id="q:" + digest,
+        request_id=record.request_id,
+        source=record.source,
+        provider=provider,
+        received_at=record.received_at,
+        stage=stage,
+        reason=reason[:1000],
+        headers=orjson.dumps(record.headers).decode(),
+        payload=payload,
+    )
+
+
+def _item_bytes(item: Any) -> bytes:
+    try:
+        return orjson.dumps(item)
+    except TypeError:
+        return repr(item).encode()
+
+
+# -- worker processes
+
+_worker_providers: dict[str, Provider] = {}
+_worker_campaign_fields: dict[str, str | None] = {}
+
+
+def _start_worker(sources: Mapping[str, SourceConfig]) -> None:
+    """Build the providers once per worker process (a provider holds no open resources)."""
+    for name, source in sources.items():
+        _worker_providers[name] = PROVIDERS[source.provider](source)
+        _worker_campaign_fields[name] = source.campaign
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    """End this worker when the flusher dies (``kill -9`` included): a spawned worker holds
+    both ends of its task queue, so it would otherwise wait for work forever."""
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(1)
+
+
+def _normalize_in_worker(items: Sequence[Item]) -> Chunk:
+    return normalize_chunk(_worker_providers, _worker_campaign_fields, items)
+
+
+class ChunkPool:
+    """Worker processes that normalize chunks, started at the first chunk sent to them.
+
+    They are spawned, not forked: the flusher may run beside other threads (the receiver's),
+    and a forked child would inherit their locks in whatever state they were. A worker that
+    dies breaks the pool; the chunk's ``result()`` raises, the batch is not committed, and
+    the next flush reads the same records again with a new pool.
+    """
+
+    def __init__(self, sources: Mapping[str, SourceConfig], workers: int) -> None:
+        self.sources = dict(sources)
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+        self._running: list[Future[Chunk]] = []
+
+    def has_room(self) -> bool:
+        """Whether the workers are short of work: fewer than two chunks each, one running and
+        one waiting (so a worker never idles while its next chunk is sent)."""
+        self._running = [future for future in self._running if not future.done()]
+        return len(self._running) < 2 * self.workers
+
+    def submit(self, items: Sequence[Item]) -> Future[Chunk]:
+        """Normalize ``items`` in a worker; the future holds the chunk."""
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self.sources,),
+            )
+        future = self._executor.submit(_normalize_in_worker, items)
+        self._running.append(future)
+        return future
+
+    def close(self) -> None:
+        """Stop the workers (a later ``submit`` starts new ones)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+            self._running = []

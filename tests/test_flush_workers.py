@@ -1,0 +1,122 @@
+"""Normalizing in worker processes: the same lake as the flusher alone, and no orphans."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from ingest import batch
+from ingest.flusher import Flusher, FlushResult
+from ingest.normalize import ChunkPool
+from mailpulse.config import Config
+from tests.helpers import event, lake_rows, new_secret, signed_headers, write_config
+from tests.test_crash_safety import write_backlog
+
+
+def spool_mixed_requests(client: FlaskClient, secret: str) -> None:
+    """Requests that span several chunks: repeats across chunks, a bad event, a bad body."""
+    bodies: list[Any] = [
+        [event(f"w-{n}", "opened", user_agent="Mozilla/5.0", tags=["a", f"t{n}"])] for n in range(8)
+    ]
+    bodies += [[event("w-1"), event("w-9", "clicked", url="https://x.test/")]]  # w-1 again
+    bodies += [[{"id": "bad", "type": "exploded"}], b"not json", [event("w-3")]]
+    for body in bodies:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        answer = client.post("/webhooks/in_house", data=data, headers=signed_headers(secret, data))
+        assert answer.status_code == 200, answer.json
+
+
+def lake(config: Config) -> dict[str, list[dict[str, Any]]]:
+    """Every table, rows in a stable order, without the columns that name files or times."""
+    tables = {name: lake_rows(config.data_dir, name) for name in ("events", "raw", "quarantine")}
+    for row in tables["quarantine"]:
+        row.pop("quarantined_at")
+    return {
+        name: sorted(rows, key=lambda row: json.dumps(row, default=str, sort_keys=True))
+        for name, rows in tables.items()
+    }
+
+
+def test_workers_write_what_the_flusher_alone_writes(
+    client: FlaskClient,
+    app: Flask,
+    make_config: Any,
+    secret: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batch, "CHUNK_RECORDS", 3)  # 12 requests: four chunks
+    sent: list[int] = []
+    submit = ChunkPool.submit
+
+    def counted(pool: ChunkPool, items: Any) -> Any:
+        sent.append(len(items))
+        return submit(pool, items)
+
+    monkeypatch.setattr(ChunkPool, "submit", counted)
+    spool_mixed_requests(client, secret)
+    app.extensions["mailpulse"].spool.close()
+    alone: Config = make_config()
+    together: Config = make_config(data_dir=str(tmp_path / "copy"))
+    shutil.copytree(alone.data_dir, together.data_dir)
+
+    results: list[FlushResult] = [
+        Flusher(alone, workers=0).flush(),
+        Flusher(together, workers=1).flush(),
+    ]
+
+    assert sent, "no chunk went to a worker"
+    assert results[0] == results[1]
+    assert (results[0].events, results[0].duplicates, results[0].quarantined) == (9, 2, 2)
+    assert lake(alone) == lake(together)
+    assert {row["agent"] for row in lake_rows(together.data_dir) if row["event_id"] == "w-0"} == {
+        "apple_mpp"
+    }
+
+
+def child_processes(pid: int) -> set[int]:
+    """Processes whose parent is ``pid``, from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended while we looked
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: the flusher starts no worker")
+def test_workers_end_when_the_flusher_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the flusher leaves no worker waiting for work that will never come."""
+    config = write_config(tmp_path, new_secret())
+    write_backlog(tmp_path / "data" / "spool", 40000, 5)
+    flush = subprocess.Popen(
+        [sys.executable, "-m", "mailpulse", "flush", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (workers := child_processes(flush.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert workers, "the flusher started no worker"
+    finally:
+        flush.send_signal(signal.SIGKILL)
+        flush.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
