@@ -107,8 +107,8 @@ def test_behind_one_proxy_the_last_forwarded_address_is_the_client(
 def test_an_esp_without_published_addresses_is_refused_in_one_line(
     name: str, message: str, tmp_path: Path
 ) -> None:
-    from mailpulse.config import load_config
     from mailpulse.errors import ConfigError
+    from tests.helpers import load_config
 
     path = tmp_path / "mailpulse.toml"
     path.write_text(

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mailpulse.config import load_config
-from tests.helpers import lake_rows, mailpulse, running_server
+from tests.helpers import lake_rows, load_config, mailpulse, running_server
 from tests.lakes import T0, row, write_lake
 
 ROOT = Path(__file__).resolve().parent.parent

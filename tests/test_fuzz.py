@@ -120,7 +120,11 @@ def test_random_requests_against_the_real_server(
         timeout=10,
     )
     assert 400 <= response.status_code < 500, response.text
-    assert set(response.json()) == {"error", "message"}
+    if response.headers.get("content-type", "").startswith("text/html"):
+        # gunicorn's own short page for a header it cannot parse (nginx answers it in JSON)
+        assert response.status_code == 400 and "Traceback" not in response.text
+    else:
+        assert set(response.json()) == {"error", "message"}
     assert requests.get(f"{server.base_url}/healthz", timeout=5).status_code == 200
     assert spooled_records(server.data_dir) == []
 
