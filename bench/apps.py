@@ -39,7 +39,7 @@ def full() -> Flask:
         "data_dir": os.environ[DATA_DIR_ENV],
         "sources": {SOURCE: {"provider": "generic", "secret": os.environ[SECRET_ENV]}},
     }
-    configure()  # as ``python -m ingest.server`` does
+    configure()  # as ``python -m ingest.intake.server`` does
     return create_app(parse_config(document, origin="bench", env={}, providers=PROVIDERS))
 
 

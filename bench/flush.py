@@ -176,7 +176,7 @@ def read_baseline(data_dir: Path) -> dict[str, Any]:
 
 def flush_phase(data_dir: Path, workers: int | None) -> dict[str, Any]:
     """Drain the spool with the real flusher; time it and take the process's peak RSS."""
-    from ingest.flusher import Flusher
+    from ingest.flush.flusher import Flusher
     from ingest.providers import PROVIDERS
     from mailpulse.config import parse_config
 

@@ -114,7 +114,7 @@ def lake_events(data_dir: Path) -> tuple[int, int]:
 
 def measure(name: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Spool one provider's traffic, then time the flush of it."""
-    from ingest.flusher import Flusher
+    from ingest.flush.flusher import Flusher
 
     config, sender = setup(name, workdir / "data")
     counts = spool_traffic(config, sender, args.events, args.duplicates)

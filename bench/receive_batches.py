@@ -61,7 +61,7 @@ def full() -> Any:
         "receiver": {"spool_max_bytes": 64 * 1024**3},
         "sources": {SOURCE: {"provider": "sendgrid", "public_key": os.environ[PUBLIC_KEY_ENV]}},
     }
-    configure()  # as ``python -m ingest.server`` does
+    configure()  # as ``python -m ingest.intake.server`` does
     return create_app(parse_config(document, origin="bench", env={}, providers=PROVIDERS))
 
 

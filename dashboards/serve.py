@@ -27,7 +27,7 @@ PRELOAD = (
     "analytics.lake",
     "analytics.suppression",
     "analytics.suppression_table",
-    "ingest.flusher",
+    "ingest.flush.flusher",
     "ingest.metrics",
     "mailpulse.config",
 )

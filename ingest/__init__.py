@@ -1,5 +1,5 @@
 """The receiving side: the Flask receiver, the durable spool and the flusher into the lake."""
 
-from ingest.app import create_app
+from ingest.intake.app import create_app
 
 __all__ = ["create_app"]

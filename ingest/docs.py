@@ -13,8 +13,8 @@ import re
 import sys
 from pathlib import Path
 
-from ingest.events import EVENT_TYPES
 from ingest.providers import PROVIDERS, Provider
+from ingest.providers.events import EVENT_TYPES
 
 _ROLE = re.compile(r":(?:mod|func|class|meth|attr|data):`([^`]+)`")
 _LITERAL_BLOCK = re.compile(r"::\n\n((?:    .*\n?|\n)+)")

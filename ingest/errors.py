@@ -20,7 +20,7 @@ The hierarchy::
           +-- LakeError                  the lake or its state cannot be read or written
           +-- CannotServe                ``mailpulse serve`` cannot start (port taken, read-only)
 
-Only the edges (``ingest.http_errors`` and the CLI) turn these into status codes or lines.
+Only the edges (``ingest.intake.http_errors`` and the CLI) turn these into status codes or lines.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Layout (DESIGN.md)::
 The ``date`` column lives only in the folder name (Hive partitioning), so every reader
 (DuckDB, polars, Spark, Trino) gets it the same way. Files are written under a ``.tmp`` name,
 fsync'd and renamed, so a reader never sees a partial file; the batch number in a name ties
-the file to the flusher's journal (see :mod:`ingest.state`).
+the file to the flusher's journal (see :mod:`ingest.flush.state`).
 """
 
 from __future__ import annotations

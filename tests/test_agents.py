@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from analytics import open_lake
-from ingest.agents import RULES_VERSION, classify
-from ingest.flusher import Flusher
-from ingest.maintenance import reclassify
+from ingest.flush.agents import RULES_VERSION, classify
+from ingest.flush.flusher import Flusher
+from ingest.flush.maintenance import reclassify
 from mailpulse.config import Config
 from tests.lakes import T0, row, write_lake
 

@@ -12,7 +12,7 @@ import pytest
 
 from analytics import REGISTRY
 from ingest import create_app
-from ingest.flusher import Flusher, flusher_lock
+from ingest.flush.flusher import Flusher, flusher_lock
 from mailpulse.config import Config
 from tests.helpers import event, mailpulse, signed_headers, write_config
 

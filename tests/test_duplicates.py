@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from ingest import create_app
-from ingest.flusher import Flusher
-from ingest.maintenance import compact
+from ingest.flush.flusher import Flusher
+from ingest.flush.maintenance import compact
 from mailpulse.config import Config
 from tests.helpers import event, lake_rows, mailpulse, running_server, signed_headers
 
@@ -75,7 +75,7 @@ def test_beyond_the_dedup_window_the_lake_itself_is_checked(make_config: Any) ->
     much_later = start + 90 * DAY
     # The first flush at the new time prunes ids older than the window.
     Flusher(config, clock=lambda: much_later).flush()
-    from ingest.state import FlusherState
+    from ingest.flush.state import FlusherState
 
     state = FlusherState(config.state_dir)
     assert state.already_seen(["ancient-1"]) == set()

@@ -16,9 +16,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ingest import batch
-from ingest.flusher import Flusher, FlushResult
-from ingest.normalize import ChunkPool
+from ingest.flush import batch
+from ingest.flush.flusher import Flusher, FlushResult
+from ingest.flush.normalize import ChunkPool
 from mailpulse.config import Config
 from tests.helpers import event, lake_rows, new_secret, signed_headers, write_config
 from tests.test_crash_safety import write_backlog

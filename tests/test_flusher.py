@@ -10,9 +10,9 @@ from typing import Any
 import polars as pl
 from flask.testing import FlaskClient
 
-from ingest.flusher import Flusher
-from ingest.maintenance import compact, quarantine_frame, replay_quarantine
-from ingest.state import FlusherState
+from ingest.flush.flusher import Flusher
+from ingest.flush.maintenance import compact, quarantine_frame, replay_quarantine
+from ingest.flush.state import FlusherState
 from mailpulse import lake
 from mailpulse.config import Config
 from tests.helpers import event, lake_rows, signed_headers
@@ -198,7 +198,7 @@ def test_events_dated_decades_away_are_stored_with_a_warning_and_counted(
             event("late-1", timestamp=far_ahead),
         ],
     )
-    with caplog.at_level("WARNING", logger="ingest.flusher"):
+    with caplog.at_level("WARNING", logger="ingest.flush.flusher"):
         assert Flusher(config).flush().events == 3
     warnings = [r.getMessage() for r in caplog.records if "implausibly" in r.getMessage()]
     assert len(warnings) == 1 and "2 event(s) from source in_house" in warnings[0]

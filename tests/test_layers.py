@@ -39,9 +39,17 @@ def test_the_tree_keeps_every_contract() -> None:
     ("module", "wrong_way", "contract"),
     [
         # The three the house used to have:
-        ("analytics/agent_rules.py", "from ingest.agents import classify", "analytics-not-ingest"),
-        ("ingest/maintenance.py", "from analytics.rollup import build", "ingest-not-analytics"),
-        ("dashboards/data.py", "from ingest.flusher import Flusher", "dashboards-not-ingest"),
+        (
+            "analytics/agent_rules.py",
+            "from ingest.flush.agents import classify",
+            "analytics-not-ingest",
+        ),
+        (
+            "ingest/flush/maintenance.py",
+            "from analytics.rollup import build",
+            "ingest-not-analytics",
+        ),
+        ("dashboards/data.py", "from ingest.flush.flusher import Flusher", "dashboards-not-ingest"),
         # and the rest of the rules:
         (
             "dashboards/data.py",

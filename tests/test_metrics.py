@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from analytics import METRICS, REGISTRY, BadQuery, Lake, open_lake, rollup
 from analytics.mailbox import mailbox_provider, mailbox_provider_sql
-from ingest.events import EVENT_TYPES
+from ingest.providers.events import EVENT_TYPES
 from tests.lakes import T0, row, write_lake
 
 M, H, D = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
@@ -339,7 +339,7 @@ def test_a_duplicate_delivery_of_an_event_counts_once(tmp_path: Path) -> None:
     import json
 
     from ingest import create_app
-    from ingest.flusher import Flusher
+    from ingest.flush.flusher import Flusher
     from tests.helpers import event, parse_config, signed_headers
 
     config = parse_config(

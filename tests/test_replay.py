@@ -6,7 +6,7 @@ import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ingest.replay import MemoryReplayGuard, SqliteReplayGuard
+from ingest.intake.replay import MemoryReplayGuard, SqliteReplayGuard
 
 
 def test_a_token_is_accepted_once_until_it_expires(tmp_path: Path) -> None:

@@ -98,9 +98,9 @@ def test_an_unusable_replay_database_is_spool_unavailable(
     key = new_key(provider)
     config = config_for(tmp_path, provider, key)
     (config.spool_dir / "replay.sqlite").mkdir(parents=True)
-    with caplog.at_level(logging.ERROR, logger="ingest.replay"):
+    with caplog.at_level(logging.ERROR, logger="ingest.intake.replay"):
         status, answer = post(config, *PROVIDERS[provider][1](key))
     assert (status, answer["error"]) == (503, "spool_unavailable")
-    line = next(r.getMessage() for r in caplog.records if r.name == "ingest.replay")
+    line = next(r.getMessage() for r in caplog.records if r.name == "ingest.intake.replay")
     assert str(config.spool_dir / "replay.sqlite") in line
     assert "unable to open database file" in line

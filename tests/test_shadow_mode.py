@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ingest.notices import world_readable
+from ingest.intake.notices import world_readable
 from tests.helpers import (
     Server,
     event,

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from ingest.errors import SpoolUnavailable
-from ingest.flusher import Flusher
+from ingest.flush.flusher import Flusher
 from ingest.spool import SpoolRecord
 from ingest.spool.sqlite import SqliteSpool
 from mailpulse.config import Config

@@ -7,9 +7,9 @@ A provider knows three things about its ESP:
    It runs in the receiver, before anything is stored, so it must be cheap.
 2. ``split``: the body as received becomes the list of event objects it carries
    (raises :class:`~ingest.errors.PayloadError`; the flusher quarantines the whole body).
-3. ``normalize``: one event object becomes zero or more :class:`~ingest.events.Event` rows,
-   each with the id that dedups it (raises :class:`~ingest.errors.MappingError`; the flusher
-   quarantines that object alone).
+3. ``normalize``: one event object becomes zero or more
+   :class:`~ingest.providers.events.Event` rows, each with the id that dedups it (raises
+   :class:`~ingest.errors.MappingError`; the flusher quarantines that object alone).
 
 Steps 2 and 3 run in the flusher, never while the ESP waits for an answer.
 
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from ingest.errors import AuthenticationFailed, SpoolUnavailable
-from ingest.events import EVENT_TYPES, Event
-from ingest.replay import MemoryReplayGuard
+from ingest.intake.replay import MemoryReplayGuard
+from ingest.providers.events import EVENT_TYPES, Event
 from mailpulse.config import SourceConfig
 
 

@@ -16,7 +16,12 @@ from typing import Any
 import orjson
 
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
-from ingest.events import (
+from ingest.providers.base import (
+    InboundRequest,
+    NormalizeContext,
+    Provider,
+)
+from ingest.providers.events import (
     AGENTS,
     BOUNCE_CLASSES,
     EVENT_TYPES,
@@ -27,11 +32,6 @@ from ingest.events import (
     optional_str,
     parse_timestamp,
     string_list,
-)
-from ingest.providers.base import (
-    InboundRequest,
-    NormalizeContext,
-    Provider,
 )
 from ingest.providers.freshness import require_fresh, unix_seconds
 

@@ -46,7 +46,12 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
-from ingest.events import (
+from ingest.providers.base import (
+    InboundRequest,
+    NormalizeContext,
+    Provider,
+)
+from ingest.providers.events import (
     MESSAGE_EVENT_TYPES,
     Event,
     composite_id,
@@ -57,11 +62,6 @@ from ingest.events import (
     parse_timestamp,
     raw_json,
     string_list,
-)
-from ingest.providers.base import (
-    InboundRequest,
-    NormalizeContext,
-    Provider,
 )
 from mailpulse.config import SourceConfig
 

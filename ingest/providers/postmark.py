@@ -27,9 +27,9 @@ One JSON object per POST; ``RecordType`` says what it is. Decisions where the do
   ``Bounce`` when it carries ``BouncedAt`` and ``Type``.
 * ``occurred_at``: ``DeliveredAt``, ``BouncedAt``, ``ReceivedAt`` or ``ChangedAt``.
 * ``event_id``: the ``X-PM-Webhook-Trace-Id`` header (retry-stable; stored, not a credential),
-  else a :func:`~ingest.events.composite_id` of record type, ``MessageID``, recipient, the time
-  field's text, the bounce ``ID`` and (clicks) ``OriginalLink``. ``MessageID`` alone is not
-  enough: a message has many opens and clicks.
+  else a :func:`~ingest.providers.events.composite_id` of record type, ``MessageID``, recipient,
+  the time field's text, the bounce ``ID`` and (clicks) ``OriginalLink``. ``MessageID`` alone
+  is not enough: a message has many opens and clicks.
 * Campaign: ``Tag`` by default (Postmark's one grouping field); a source's ``campaign`` names
   another top-level field or a ``Metadata`` key. ``Tag`` is also the one tag; ``Metadata``
   becomes ``metadata``.
@@ -43,7 +43,11 @@ from typing import Any
 import orjson
 
 from ingest.errors import MappingError, PayloadError
-from ingest.events import (
+from ingest.providers import shared_secret
+from ingest.providers.base import (
+    NormalizeContext,
+)
+from ingest.providers.events import (
     MESSAGE_EVENT_TYPES,
     Event,
     composite_id,
@@ -54,10 +58,6 @@ from ingest.events import (
     normalize_recipient,
     optional_str,
     parse_timestamp,
-)
-from ingest.providers import shared_secret
-from ingest.providers.base import (
-    NormalizeContext,
 )
 
 TOKEN_HEADER = "x-postmark-webhook-token"

@@ -44,10 +44,10 @@ def serve(
     Example:
         mailpulse serve --host 0.0.0.0 --port 8025 --workers 4
     """
+    from ingest.intake.notices import start_notices
+    from ingest.intake.server import check_can_serve
+    from ingest.intake.server import serve as run
     from ingest.logs import configure
-    from ingest.notices import start_notices
-    from ingest.server import check_can_serve
-    from ingest.server import serve as run
 
     if bool(certfile) != bool(keyfile):
         raise click.UsageError("--certfile and --keyfile go together")
@@ -112,7 +112,7 @@ def flush(config_path: str | None, wait: float) -> None:
         mailpulse flush --config /etc/mailpulse.toml
     """
     from ingest.errors import FlusherBusy
-    from ingest.flusher import Flusher
+    from ingest.flush.flusher import Flusher
 
     config = load(config_path)
     try:
@@ -138,8 +138,8 @@ def compact(config_path: str | None, day: datetime | None) -> None:
         mailpulse compact --date 2026-11-27
     """
     from analytics.rollup import build
-    from ingest.flusher import Flusher
-    from ingest.maintenance import compact as run
+    from ingest.flush.flusher import Flusher
+    from ingest.flush.maintenance import compact as run
 
     config = load(config_path)
     date = day.strftime("%Y-%m-%d") if day else None
@@ -238,8 +238,8 @@ def quarantine_list(config_path: str | None, fmt: str) -> None:
     Example:
         mailpulse quarantine list --format json
     """
-    from ingest.flusher import Flusher
-    from ingest.maintenance import quarantine_frame
+    from ingest.flush.flusher import Flusher
+    from ingest.flush.maintenance import quarantine_frame
 
     config = load(config_path, announce=fmt == "table")
     frame = quarantine_frame(Flusher(config))
@@ -262,8 +262,8 @@ def quarantine_replay(config_path: str | None) -> None:
     Example:
         mailpulse quarantine replay
     """
-    from ingest.flusher import Flusher
-    from ingest.maintenance import replay_quarantine
+    from ingest.flush.flusher import Flusher
+    from ingest.flush.maintenance import replay_quarantine
 
     config = load(config_path)
     result, remaining = replay_quarantine(Flusher(config))
@@ -372,8 +372,8 @@ def reclassify(config_path: str | None) -> None:
         mailpulse reclassify --config /etc/mailpulse.toml
     """
     from analytics.rollup import build
-    from ingest.flusher import Flusher
-    from ingest.maintenance import reclassify as run
+    from ingest.flush.flusher import Flusher
+    from ingest.flush.maintenance import reclassify as run
 
     config = load(config_path)
     result = run(Flusher(config), after_rewrite=build)  # the rollup covered old files

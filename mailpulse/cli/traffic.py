@@ -8,6 +8,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,10 @@ from mailpulse.cli.common import config_option, load
 from mailpulse.cli.dashboard import check_port, run_until_stopped
 from mailpulse.cli.output import print_frame
 from mailpulse.errors import MailpulseError
+
+if TYPE_CHECKING:
+    from mailpulse.config import Config
+    from mailpulse.simulate.run import Result as SimulationResult
 
 
 def _source_list(
@@ -188,8 +193,6 @@ def demo(
         mailpulse demo --messages 500 --no-dashboard
         mailpulse demo --dashboard-port 8502
     """
-    from analytics import HEADLINE, open_lake
-    from ingest.flusher import Flusher
     from mailpulse import demo as runner
     from mailpulse.simulate import Options
     from mailpulse.simulate import simulate as run
@@ -220,6 +223,19 @@ def demo(
     for report in result.reports:
         click.echo(f"mailpulse: {report.line()}", err=True)
     click.echo(f"mailpulse: server stopped with status {status}", err=True)
+    _report(config, result)
+    if result.failed:
+        names = ", ".join(report.source for report in result.failed)
+        raise MailpulseError(f"requests to {names} were not accepted (see above)")
+    if not no_dashboard:
+        _dashboard(config_path, env, dashboard_port)
+
+
+def _report(config: Config, result: SimulationResult) -> None:
+    """Flush what the receiver left, then print the lake's count and the campaign table."""
+    from analytics import HEADLINE, open_lake
+    from ingest.flush.flusher import Flusher
+
     flushed = Flusher(config).flush()
     with open_lake(config) as lake:
         total = lake.sql("SELECT count(*) AS n FROM events")["n"][0]
@@ -231,11 +247,6 @@ def demo(
         err=True,
     )
     print_frame(table, "table", title="campaign performance")
-    if result.failed:
-        names = ", ".join(report.source for report in result.failed)
-        raise MailpulseError(f"requests to {names} were not accepted (see above)")
-    if not no_dashboard:
-        _dashboard(config_path, env, dashboard_port)
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import pytest
 
 from ingest.errors import AuthenticationFailed
-from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, Provider
+from ingest.providers.events import Event
 from mailpulse.config import Secret, SourceConfig
 
 P = TypeVar("P", bound=Provider)

@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
-from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
 from ingest.providers.brevo import BrevoProvider
+from ingest.providers.events import Event
 from ingest.providers.shared_secret import basic_header
 from mailpulse.errors import ConfigError
 from mailpulse.simulate.esp import ESPS, SimulatedEvent

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import IngestError, MappingError, PayloadError
-from ingest.events import Event
+from ingest.intake.replay import MemoryReplayGuard
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
+from ingest.providers.events import Event
 from ingest.providers.mailgun import TOLERANCE_SECONDS, MailgunProvider, sign
-from ingest.replay import MemoryReplayGuard
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
 from mailpulse.simulate.esp import ESPS, SimulatedEvent

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
-from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
+from ingest.providers.events import Event
 from ingest.providers.mailjet import MailjetProvider, loads
 from ingest.providers.shared_secret import basic_header
 from mailpulse.errors import ConfigError

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import IngestError, MappingError, PayloadError
-from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
+from ingest.providers.events import Event
 from ingest.providers.mandrill import MandrillProvider, sign
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import AuthenticationFailed, IngestError, MappingError, PayloadError
-from ingest.events import Event, composite_id
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
+from ingest.providers.events import Event, composite_id
 from ingest.providers.postmark import PostmarkProvider
 from ingest.providers.shared_secret import basic_header
 from mailpulse.config import Secret, SourceConfig

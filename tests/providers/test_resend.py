@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import AuthenticationFailed, IngestError, MappingError, PayloadError
-from ingest.events import Event, composite_id, recipient_domain
+from ingest.intake.replay import MemoryReplayGuard
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
+from ingest.providers.events import Event, composite_id, recipient_domain
 from ingest.providers.resend import ResendProvider, sign
-from ingest.replay import MemoryReplayGuard
 from mailpulse.config import Secret, SourceConfig
 from mailpulse.errors import ConfigError
 from mailpulse.simulate.esp import ESPS, SimulatedEvent

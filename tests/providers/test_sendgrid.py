@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import AuthenticationFailed, IngestError, MappingError, PayloadError
-from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
+from ingest.providers.events import Event
 from ingest.providers.sendgrid import (
     DEFAULT_TOLERANCE_SECONDS,
     FUTURE_SKEW_SECONDS,

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import IngestError, MappingError, PayloadError
-from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
+from ingest.providers.events import Event
 from ingest.providers.ses import SesProvider, sns
 from ingest.providers.shared_secret import basic_header
 from mailpulse.config import Secret, SourceConfig
@@ -1054,7 +1054,7 @@ def test_end_to_end_signed_and_raw_through_the_receiver_and_flusher(tmp_path: Pa
     """A signed SNS delivery and its retry, a raw one, a forgery and a confirmation, in-process:
     stored events reach the lake once; the forgery is a 401 and nothing of it is kept."""
     from ingest import create_app
-    from ingest.flusher import Flusher
+    from ingest.flush.flusher import Flusher
     from tests.helpers import lake_rows
 
     ident = identity()

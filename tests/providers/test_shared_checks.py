@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.errors import AuthenticationFailed, MappingError
-from ingest.events import enhanced_status, normalize_recipient
+from ingest.providers.events import enhanced_status, normalize_recipient
 from ingest.providers.freshness import require_fresh, unix_seconds
 
 

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
-from ingest.events import Event
 from ingest.providers import PROVIDERS, InboundRequest, NormalizeContext
+from ingest.providers.events import Event
 from ingest.providers.shared_secret import basic_header
 from ingest.providers.sparkpost import BATCH_HEADER, SparkPostProvider
 from ingest.providers.sparkpost.mapping import AUTO_REPLY_CLASS, BOUNCE_CLASSES

@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ingest.events import MESSAGE_EVENT_TYPES, Event, mapping_errors, object_or_array
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     NormalizeContext,
 )
 from ingest.providers.brevo.mapping import normalize_event
+from ingest.providers.events import MESSAGE_EVENT_TYPES, Event, mapping_errors, object_or_array
 
 TOKEN_HEADER = "authorization"
 

@@ -18,8 +18,8 @@ Decisions where the docs are silent:
   answer to Mail Privacy Protection, a proxy loading the pixel on delivery, so the metrics
   report it beside human opens, never among them.
 * ``event_id``: Brevo's ``id`` is the webhook's, the same for every event, so the id is a
-  :func:`~ingest.events.composite_id` of the family, ``message-id``, recipient, the event's
-  whole second and (clicks) ``link``.
+  :func:`~ingest.providers.events.composite_id` of the family, ``message-id``, recipient, the
+  event's whole second and (clicks) ``link``.
 * ``occurred_at``: ``ts_event`` (unix seconds, "when the webhook event occurred"), refined to
   the millisecond by ``ts_epoch`` when that falls in the same second (``ts_epoch`` is
   documented as the send time and is sometimes seconds); without ``ts_event``: ``ts``, then
@@ -44,7 +44,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from ingest.errors import MappingError
-from ingest.events import (
+from ingest.providers.events import (
     MICROS,
     Event,
     class_of,

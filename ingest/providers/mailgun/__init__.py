@@ -33,12 +33,12 @@ from typing import Any
 import orjson
 
 from ingest.errors import AuthenticationFailed, PayloadError
-from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json
 from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
     Provider,
 )
+from ingest.providers.events import MESSAGE_EVENT_TYPES, Event, load_json
 from ingest.providers.freshness import require_fresh, unix_seconds
 from ingest.providers.mailgun import mapping
 from mailpulse.config import Secret, SourceConfig

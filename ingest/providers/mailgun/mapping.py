@@ -45,7 +45,7 @@ from email.utils import getaddresses
 from typing import Any
 
 from ingest.errors import MappingError
-from ingest.events import (
+from ingest.providers.events import (
     MICROS,
     Event,
     composite_id,

@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from ingest.errors import PayloadError
-from ingest.events import Event, load_json, mapping_errors
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     NormalizeContext,
 )
+from ingest.providers.events import Event, load_json, mapping_errors
 from ingest.providers.mailjet import mapping
 from ingest.providers.mailjet.mapping import normalize_event
 

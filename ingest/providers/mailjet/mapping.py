@@ -23,8 +23,8 @@ Decisions where the docs are silent:
 * ``message_id`` is ``MessageID`` written out in full (it exceeds 2^53; a float would change
   it, so a non-integral or too-large float is refused), else ``mj_message_id``, else
   ``Message_GUID``. ``raw`` keeps every integer exact too.
-* ``event_id``: Mailjet sends none; a :func:`~ingest.events.composite_id` of the event name,
-  ``MessageID`` (else ``Message_GUID``), recipient, ``time`` and (clicks) ``url``.
+* ``event_id``: Mailjet sends none; a :func:`~ingest.providers.events.composite_id` of the event
+  name, ``MessageID`` (else ``Message_GUID``), recipient, ``time`` and (clicks) ``url``.
 * ``campaign``: ``customcampaign`` (the Send API's ``CustomCampaign``); empty is none. A source
   may set ``campaign = "mj_campaign_id"``, where Mailjet's 0 means none. Mailjet events carry
   no tags. ``metadata``: ``{"CustomID": ..., "Payload": ...}`` (the non-empty ones; a JSON
@@ -41,7 +41,7 @@ from typing import Any
 import orjson
 
 from ingest.errors import MappingError
-from ingest.events import (
+from ingest.providers.events import (
     MICROS,
     Event,
     composite_id,

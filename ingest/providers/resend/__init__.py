@@ -28,13 +28,13 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook
 
 from ingest.errors import AuthenticationFailed, PayloadError
-from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json, mapping_errors
 from ingest.providers.base import (
     InboundRequest,
     NormalizeContext,
     Provider,
     ReplayGuard,
 )
+from ingest.providers.events import MESSAGE_EVENT_TYPES, Event, load_json, mapping_errors
 from ingest.providers.freshness import require_fresh, unix_seconds
 from ingest.providers.resend.mapping import normalize_event
 from mailpulse.config import SourceConfig

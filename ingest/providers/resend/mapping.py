@@ -21,7 +21,7 @@ are silent:
   the event (Resend cannot say which of them opened).
 * ``event_id``: the ``webhook-id`` / ``svix-id`` header, the same on every retry; with several
   recipients, ``<id>:<recipient>``. A body replayed from quarantine without its headers gets a
-  :func:`~ingest.events.composite_id` of type, ``email_id``, recipient and ``created_at``.
+  :func:`~ingest.providers.events.composite_id` of type, ``email_id``, recipient and ``created_at``.
 * ``message_id``: ``data.email_id`` (the id the send API returned).
 * Tags: ``data.tags`` as an object (SDK tests) or a list of ``{"name", "value"}`` (the docs),
   kept as ``name:value``; ``metadata`` is the same tags as a JSON object. Campaign: the value of
@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 
 from ingest.errors import MappingError
-from ingest.events import (
+from ingest.providers.events import (
     Event,
     composite_id,
     enhanced_status,

@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from ingest.errors import AuthenticationFailed
-from ingest.events import MESSAGE_EVENT_TYPES, Event, mapping_errors, object_or_array
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     InboundRequest,
@@ -30,6 +29,7 @@ from ingest.providers.base import (
     Provider,
     ReplayGuard,
 )
+from ingest.providers.events import MESSAGE_EVENT_TYPES, Event, mapping_errors, object_or_array
 from ingest.providers.freshness import require_fresh, unix_seconds
 from ingest.providers.sendgrid import signature
 from ingest.providers.sendgrid.mapping import normalize_event

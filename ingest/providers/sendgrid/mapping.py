@@ -3,7 +3,7 @@
 Decisions where SendGrid's documentation is silent:
 
 * ``event_id`` is ``sg_event_id`` verbatim (SendGrid's own dedup id, uncapped). Legacy events
-  without one get a :func:`~ingest.events.composite_id` of event, message id, recipient,
+  without one get a :func:`~ingest.providers.events.composite_id` of event, message id, recipient,
   timestamp and URL.
 * ``message_id`` is ``sg_message_id`` with surrounding blanks removed (one docs sample has a
   leading space); async bounces carry none, so ``smtp-id`` is used instead.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ingest.events import (
+from ingest.providers.events import (
     Event,
     class_of,
     composite_id,

@@ -44,7 +44,6 @@ import orjson
 import requests
 
 from ingest.errors import AuthenticationFailed, MappingError, PayloadError
-from ingest.events import MESSAGE_EVENT_TYPES, Event, load_json
 from ingest.providers import shared_secret
 from ingest.providers.base import (
     InboundRequest,
@@ -52,6 +51,7 @@ from ingest.providers.base import (
     Provider,
     ReplayGuard,
 )
+from ingest.providers.events import MESSAGE_EVENT_TYPES, Event, load_json
 from ingest.providers.ses import mapping, sns
 from mailpulse.config import SourceConfig
 

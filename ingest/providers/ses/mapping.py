@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from ingest.errors import MappingError
-from ingest.events import (
+from ingest.providers.events import (
     Event,
     composite_id,
     enhanced_status,

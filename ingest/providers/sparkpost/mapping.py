@@ -3,7 +3,7 @@
 Decisions where the docs are silent:
 
 * ``event_id`` is SparkPost's ``event_id`` as text (large integer or UUID); without one, a
-  :func:`~ingest.events.composite_id` of type, message id, recipient, timestamp and URL.
+  :func:`~ingest.providers.events.composite_id` of type, message id, recipient, timestamp and URL.
 * ``bounce_class`` comes from SparkPost's Bounce Classification Codes: category Hard -> hard;
   Soft and Block -> soft (a block, like SendGrid's ``blocked``, is not the address's fault);
   Undetermined, Admin and unknown codes -> undetermined. ``out_of_band`` is an asynchronous bounce.
@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from ingest.errors import MappingError
-from ingest.events import (
+from ingest.providers.events import (
     Event,
     class_of,
     composite_id,

@@ -1,6 +1,6 @@
 """``mailpulse serve``: gunicorn workers plus the background flusher, drained on SIGTERM.
 
-The serve process is a small supervisor. It starts gunicorn (``python -m ingest.server``) as
+The serve process is a small supervisor. It starts gunicorn (``python -m ingest.intake.server``) as
 a child and runs the flusher in a thread of its own. On SIGTERM or SIGINT it asks gunicorn to
 stop gracefully (in-flight requests finish and are answered), waits for it, then runs one
 last flush and exits. On SIGHUP it reads the configuration again and, when it is valid, has
@@ -37,7 +37,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from ingest.errors import CannotServe
-from ingest.flusher import Flusher
+from ingest.flush.flusher import Flusher
 from ingest.providers import PROVIDERS
 from mailpulse.config import Config, load_config
 from mailpulse.errors import MailpulseError
@@ -115,7 +115,7 @@ def serve(
 ) -> int:
     """Run the receiver and the flusher until a signal stops them; the exit status."""
     command = [
-        *(sys.executable, "-m", "ingest.server"),
+        *(sys.executable, "-m", "ingest.intake.server"),
         *("--bind", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"),
         *("--workers", str(workers or config.receiver.workers)),
         *("--threads", str(threads or config.receiver.threads)),
@@ -199,7 +199,7 @@ class _GunicornApplication(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from ingest.app import create_app
+        from ingest.intake.app import create_app
         from ingest.logs import configure
 
         configure()
@@ -213,8 +213,8 @@ def _child_exit(_server: Any, worker: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the gunicorn child (``python -m ingest.server``)."""
-    parser = argparse.ArgumentParser(prog="python -m ingest.server")
+    """Entry point of the gunicorn child (``python -m ingest.intake.server``)."""
+    parser = argparse.ArgumentParser(prog="python -m ingest.intake.server")
     parser.add_argument("--bind", required=True)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)

@@ -15,12 +15,12 @@ from pathlib import Path
 import orjson
 import polars as pl
 
-from ingest.agents import classify, is_rule_decision
-from ingest.batch import BatchBuilder
 from ingest.errors import LakeError
-from ingest.flusher import Flusher, FlushResult, locked_state
+from ingest.flush.agents import classify, is_rule_decision
+from ingest.flush.batch import BatchBuilder
+from ingest.flush.flusher import Flusher, FlushResult, locked_state
+from ingest.flush.state import Commit, FlusherState
 from ingest.spool import SpoolRecord
-from ingest.state import Commit, FlusherState
 from mailpulse import lake
 
 _COMPACTED_TABLES = ("events", "raw", "quarantine")

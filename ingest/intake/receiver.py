@@ -29,9 +29,9 @@ from ingest.errors import (
     UnreadableBody,
     UnsupportedMediaType,
 )
+from ingest.intake.runtime import ReceiverState, SourceRuntime
 from ingest.metrics import REQUEST_SECONDS, REQUESTS, SIGNATURE_FAILURES
 from ingest.providers.base import InboundRequest
-from ingest.runtime import ReceiverState, SourceRuntime
 from ingest.spool import SpoolRecord, new_request_id
 
 log = logging.getLogger(__name__)

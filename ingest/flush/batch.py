@@ -1,10 +1,10 @@
 """One flush batch: requests in, normalized in chunks, deduplicated, typed frames out.
 
 :class:`BatchBuilder` is bookkeeping over one batch. The flusher feeds it records (or
-quarantined payloads on replay); it normalizes them a chunk at a time (:mod:`ingest.normalize`,
-in worker processes when it has a :class:`~ingest.normalize.ChunkPool` and more than one
-chunk), then drops repeated and already stored event ids in bulk and hands back frames in the
-lake's schemas.
+quarantined payloads on replay); it normalizes them a chunk at a time
+(:mod:`ingest.flush.normalize`, in worker processes when it has a
+:class:`~ingest.flush.normalize.ChunkPool` and more than one chunk), then drops repeated and
+already stored event ids in bulk and hands back frames in the lake's schemas.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from ingest.normalize import Chunk, ChunkPool, Item, Quarantined, normalize_chunk
+from ingest.flush.normalize import Chunk, ChunkPool, Item, Quarantined, normalize_chunk
 from ingest.providers import Provider
 from ingest.spool import SpoolRecord
 from mailpulse.lake import EVENTS_SCHEMA, QUARANTINE_SCHEMA, RAW_SCHEMA, TIMESTAMP

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
 
+from ingest.intake.ratelimit import SourceRateLimiter
+from ingest.intake.replay import SqliteReplayGuard
 from ingest.providers import PROVIDERS, Provider
-from ingest.ratelimit import SourceRateLimiter
-from ingest.replay import SqliteReplayGuard
 from ingest.spool import Spool, open_spool
 from mailpulse.config import Config, SourceConfig
 

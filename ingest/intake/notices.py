@@ -9,7 +9,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from ingest.receiver import VERDICT_HEADER
+from ingest.intake.receiver import VERDICT_HEADER
 from mailpulse.config import Config, redacted_url
 
 

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from flask import Flask, Response
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ingest import http_errors, metrics, receiver
+from ingest import metrics
+from ingest.intake import http_errors, receiver
+from ingest.intake.runtime import build_state
 from ingest.providers import PROVIDERS
-from ingest.runtime import build_state
 from mailpulse.config import Config, load_config
 
 

@@ -4,11 +4,11 @@ One flusher runs at a time per data directory (an ``flock`` on ``state/flusher.l
 batch goes through the same steps:
 
 1. claim the oldest records the spool holds (:mod:`ingest.spool`);
-2. normalize them (:mod:`ingest.batch`); failures go to quarantine, never back to the ESP;
+2. normalize them (:mod:`ingest.flush.batch`); failures go to quarantine, never back to the ESP;
 3. drop every event id already stored: the ``seen`` table covers the dedup window, and events
    older than the window are also checked against their lake partition;
 4. journal the file names, write the Parquet files atomically, then commit the claim's spool
-   position and the ids in one SQLite transaction (:mod:`ingest.state`); a crash before the
+   position and the ids in one SQLite transaction (:mod:`ingest.flush.state`); a crash before the
    commit undoes the files (the claim is simply claimed again), a crash after it is already
    complete;
 5. acknowledge the claim, so the spool forgets it. A pass first acknowledges the committed
@@ -29,14 +29,14 @@ from pathlib import Path
 
 import polars as pl
 
-from ingest.batch import BatchBuilder
 from ingest.errors import FlusherBusy
-from ingest.event_times import implausible
-from ingest.events import MICROS
-from ingest.normalize import ChunkPool
+from ingest.flush.batch import BatchBuilder
+from ingest.flush.event_times import implausible
+from ingest.flush.normalize import ChunkPool
+from ingest.flush.state import Commit, FlusherState
 from ingest.providers import PROVIDERS, Provider
+from ingest.providers.events import MICROS
 from ingest.spool import Spool, open_spool
-from ingest.state import Commit, FlusherState
 from mailpulse import lake
 from mailpulse.config import Config
 

@@ -1,7 +1,7 @@
 """Spooled payloads -> lake rows as Arrow columns, one chunk of requests at a time.
 
 A chunk's events become columns as soon as its payloads are normalized, so a batch never
-holds more than one chunk of :class:`~ingest.events.Event` objects: memory follows the
+holds more than one chunk of :class:`~ingest.providers.events.Event` objects: memory follows the
 batch's bytes, and Python's garbage collector has few live objects to walk. The work is
 pure (payloads in, rows and quarantine entries out), so a :class:`ChunkPool` can run it in
 worker processes while the flusher reads on; the flusher alone dedups, writes and commits.
@@ -24,10 +24,10 @@ from typing import Any
 import orjson
 import polars as pl
 
-from ingest.agents import classify
 from ingest.errors import MappingError, PayloadError
-from ingest.events import Event, recipient_domain
+from ingest.flush.agents import classify
 from ingest.providers import PROVIDERS, NormalizeContext, Provider
+from ingest.providers.events import Event, recipient_domain
 from ingest.spool import SpoolRecord
 from mailpulse.config import SourceConfig
 from mailpulse.lake import EVENTS_SCHEMA, TIMESTAMP

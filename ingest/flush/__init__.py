@@ -1,0 +1,1 @@
+"""The flush: spooled requests normalized, deduplicated and written to the lake, once each."""
