@@ -42,7 +42,8 @@ from ingest.spool import SpoolRecord, new_request_id  # noqa: E402
 from ingest.spool.sqlite import SqliteSpool  # noqa: E402
 from mailpulse.simulate.esp import ESPS, OutboundRequest  # noqa: E402
 
-TARGET_RATIO = 50.0  # full path req/s as a percentage of the no-op's
+TARGET_SHARE_OF_CEILING = 60.0  # full/noop as a percentage of the ceiling this run measures
+AIM_SHARE_OF_CEILING = 80.0
 BATCH = 1000
 PUBLIC_KEY_ENV = "MAILPULSE_BENCH_SENDGRID_PUBLIC_KEY"
 
@@ -236,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['p99_ms']:9.2f}{int(s['non2xx']):9d}"
         )
     ratio = 100.0 * summary["full"]["rps"] / summary["noop"]["rps"]
-    verdict = "PASS" if ratio >= TARGET_RATIO else "MISS"
-    print(f"\nfull/noop req/s: {ratio:.1f} % (target >= {TARGET_RATIO:.0f} %): {verdict}")
+    print(f"\nfull/noop req/s: {ratio:.1f} %")
 
     with tempfile.TemporaryDirectory(prefix="mailpulse-bench-floor-") as tmp:
         floor = floor_cost(request, provider, Path(tmp), args.floor_repeat)
@@ -251,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         f" {floor['append_s'] * 1e3:.3f} ms of CPU;\nthe no-op uses {noop_ms:.3f} ms of the"
         f" {cpus} CPUs per request, so no full path can exceed {ceiling:.1f} % of it here;"
         f"\nthis one reaches {100.0 * ratio / ceiling:.1f} % of that ceiling"
+    )
+    share = 100.0 * ratio / ceiling
+    verdict = "PASS" if share >= TARGET_SHARE_OF_CEILING else "MISS"
+    print(
+        f"share of the ceiling: {share:.1f} % (target >= {TARGET_SHARE_OF_CEILING:.0f} %,"
+        f" aim {AIM_SHARE_OF_CEILING:.0f} %): {verdict}"
     )
 
     failures = []
@@ -274,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             "runs": runs,
             "median": summary,
             "ratio_percent": ratio,
-            "target_ratio_percent": TARGET_RATIO,
+            "share_of_ceiling_percent": share,
+            "target_share_of_ceiling_percent": TARGET_SHARE_OF_CEILING,
             "floor_cost_s": floor,
             "ceiling_ratio_percent": ceiling,
             "failures": failures,

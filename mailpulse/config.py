@@ -49,9 +49,9 @@ class ReceiverConfig:
     flush_interval_seconds: float = 5.0
     trusted_proxy_hops: int = 0
     retry_after_seconds: int = 30
-    # A body that stops arriving for this long is answered 408: a slow client cannot hold a
-    # worker thread forever.
-    read_timeout_seconds: float = 10.0
+    # No longer used: stock gunicorn has no read deadline, and slow clients are bounded by the
+    # nginx in front (deploy/nginx.conf). Still accepted so older files load; serve warns.
+    read_timeout_seconds: float = 0.0
     spool_max_bytes: int = 4 * 1024**3  # answer 503 rather than fill the disk
     # memory:// (each worker enforces its share) or a store every worker shares (redis://...);
     # kept out of repr: the URL may hold a password.
@@ -268,7 +268,6 @@ def _check_receiver(receiver: ReceiverConfig, problems: list[str]) -> None:
         "max_body_bytes",
         "flush_interval_seconds",
         "retry_after_seconds",
-        "read_timeout_seconds",
         "spool_max_bytes",
         "workers",
         "threads",

@@ -69,8 +69,8 @@ def test_valid_config_reads_every_section(tmp_path: Path) -> None:
         ({"receiver": {"max_body_bytes": "big"}}, "receiver.max_body_bytes must be int"),
         ({"receiver": {"workers": 0}}, "receiver.workers must be greater than zero"),
         (
-            {"receiver": {"read_timeout_seconds": 0}},
-            "receiver.read_timeout_seconds must be greater than zero",
+            {"receiver": {"read_timeout_seconds": "10s"}},
+            "receiver.read_timeout_seconds must be float",
         ),
         (generic(secret=""), "sources.s.secret is empty"),
         (generic(secret="x", secret_env="X"), "give only one of secret, secret_env"),
@@ -220,3 +220,12 @@ def test_without_the_provider_registry_sources_are_not_read(tmp_path: Path) -> N
         load_config(toml, env={})
     with pytest.raises(ConfigError, match="sources must be a table"):
         configuration.parse_config({"sources": 3}, env={})
+
+
+def test_a_read_timeout_from_an_older_file_loads_with_a_warning_at_start() -> None:
+    """The key did something before gunicorn ran stock; now serve says so instead of failing."""
+    from ingest.intake.notices import start_notices
+
+    config = parse_config({"receiver": {"read_timeout_seconds": 10}}, env={})
+    assert any("read_timeout_seconds has no effect" in line for line in start_notices(config, 2))
+    assert not any("read_timeout" in line for line in start_notices(parse_config({}, env={}), 2))

@@ -27,6 +27,12 @@ def start_notices(config: Config, workers: int) -> list[str]:
         f"(mode {mode:04o}); run: chmod o-rwx {path}"
         for path, mode in world_readable(config.secret_files)
     ]
+    if config.receiver.read_timeout_seconds:
+        lines.append(
+            "WARNING: receiver.read_timeout_seconds has no effect: gunicorn has no read deadline; "
+            "put deploy/nginx.conf in front (its client_header_timeout and client_body_timeout "
+            "bound slow clients) and remove the key"
+        )
     if any(source.rate_limit for source in config.sources.values()):
         storage = config.receiver.rate_limit_storage
         if storage == "memory://":

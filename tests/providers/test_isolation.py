@@ -9,7 +9,7 @@ from ingest.providers import PROVIDERS
 
 PROVIDERS_DIR = Path(__file__).resolve().parents[2] / "ingest" / "providers"
 # Modules every provider may use: the interface and the helpers meant for sharing.
-SHARED = {"base", "shared_secret", "freshness"}
+SHARED = {"base", "events", "shared_secret", "freshness"}
 
 
 def provider_of(path: Path) -> str:
