@@ -105,16 +105,21 @@ class _Rows:
         self.request_ids: list[str] = []
         self.versions: list[int] = []
 
-    def add(self, event: Event, record: SpoolRecord, provider: Provider) -> None:
-        """Take one event; opens and clicks the ESP did not flag get the agent rules' verdict."""
-        if event.event_type in ("opened", "clicked") and event.agent is None:
-            event.agent, event.agent_reason = classify(event.event_type, event.user_agent, event.ip)
-        self.events.append(event)
-        self.sources.append(record.source)
-        self.providers.append(provider.name)
-        self.received_at.append(record.received_at)
-        self.request_ids.append(record.request_id)
-        self.versions.append(provider.parser_version)
+    def add(self, events: list[Event], record: SpoolRecord, provider: Provider) -> None:
+        """Take the events of one request; opens and clicks the ESP did not flag get the agent
+        rules' verdict."""
+        for event in events:
+            if event.agent is None and event.event_type in ("opened", "clicked"):
+                event.agent, event.agent_reason = classify(
+                    event.event_type, event.user_agent, event.ip
+                )
+        count = len(events)
+        self.events += events
+        self.sources += [record.source] * count
+        self.providers += [provider.name] * count
+        self.received_at += [record.received_at] * count
+        self.request_ids += [record.request_id] * count
+        self.versions += [provider.parser_version] * count
 
     def frame(self) -> pl.DataFrame:
         """The rows in the lake's schema: one conversion per column, none per row."""
@@ -158,19 +163,19 @@ def normalize_chunk(
             received_at=record.received_at,
             campaign_field=campaign_fields.get(record.source),
         )
+        events: list[Event] = []
         for item in objects:
             try:
-                events = provider.normalize(item, context)
+                events += provider.normalize(item, context)
             except MappingError as exc:
                 reason = str(exc)
             except Exception as exc:  # a provider bug must not stall the flusher: quarantine
                 log.exception("provider normalize failed", extra={"source": record.source})
                 reason = f"internal error: {exc!r}"[:500]
             else:
-                for event in events:
-                    rows.add(event, record, provider)
                 continue
             quarantined.append(_quarantine(record, provider.name, "map", reason, _item_bytes(item)))
+        rows.add(events, record, provider)
     return Chunk(rows.frame(), quarantined)
 
 
