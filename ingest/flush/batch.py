@@ -96,6 +96,11 @@ class BatchBuilder:
             self._events = self._collect()
         return self._events
 
+    def finish(self) -> None:
+        """Normalize what is still pending and wait for every chunk sent to the workers."""
+        if self._events is None:
+            self._events = self._collect()
+
     def _collect(self) -> pl.DataFrame:
         """Gather the chunks in order; a repeated id keeps its first row, as ESPs resend."""
         went_to_pool = any(isinstance(chunk, Future) for chunk in self._chunks)

@@ -179,7 +179,7 @@ class Flusher:
         while claim is not None and claim.records:
             for record in claim.records[sent:]:
                 builder.add_request(record)
-            builder.event_ids()  # every chunk normalized: the workers are free again
+            builder.finish()  # every chunk normalized: the workers are free again
             remaining -= claim.size
             # Claimed before this batch commits, so the workers normalize it meanwhile. A
             # crash loses nothing: only a committed spool position is ever acknowledged.
