@@ -37,6 +37,18 @@ def spool_mixed_requests(client: FlaskClient, secret: str) -> None:
         assert answer.status_code == 200, answer.json
 
 
+def spooled_twice(
+    client: FlaskClient, app: Flask, make_config: Any, secret: str, tmp_path: Path
+) -> tuple[Config, Config]:
+    """The mixed requests spooled, and a second data directory holding the same spool."""
+    spool_mixed_requests(client, secret)
+    app.extensions["mailpulse"].spool.close()
+    alone: Config = make_config()
+    together: Config = make_config(data_dir=str(tmp_path / "copy"))
+    shutil.copytree(alone.data_dir, together.data_dir)
+    return alone, together
+
+
 def lake(config: Config) -> dict[str, list[dict[str, Any]]]:
     """Every table, rows in a stable order, without the columns that name files or times."""
     tables = {name: lake_rows(config.data_dir, name) for name in ("events", "raw", "quarantine")}
@@ -65,11 +77,7 @@ def test_workers_write_what_the_flusher_alone_writes(
         return submit(pool, items)
 
     monkeypatch.setattr(ChunkPool, "submit", counted)
-    spool_mixed_requests(client, secret)
-    app.extensions["mailpulse"].spool.close()
-    alone: Config = make_config()
-    together: Config = make_config(data_dir=str(tmp_path / "copy"))
-    shutil.copytree(alone.data_dir, together.data_dir)
+    alone, together = spooled_twice(client, app, make_config, secret, tmp_path)
 
     results: list[FlushResult] = [
         Flusher(alone, workers=0).flush(),
@@ -102,11 +110,7 @@ def test_workers_normalize_the_next_batch_while_one_is_written(
         return ahead[-1]
 
     monkeypatch.setattr(batch.BatchBuilder, "send_ahead", counted)
-    spool_mixed_requests(client, secret)
-    app.extensions["mailpulse"].spool.close()
-    alone: Config = make_config()
-    together: Config = make_config(data_dir=str(tmp_path / "copy"))
-    shutil.copytree(alone.data_dir, together.data_dir)
+    alone, together = spooled_twice(client, app, make_config, secret, tmp_path)
 
     # Four requests a batch: w-1 and w-3 come again in later batches than their first copies.
     results: list[FlushResult] = [
