@@ -181,14 +181,16 @@ class Flusher:
                 builder.add_request(record)
             builder.finish()  # every chunk normalized: the workers are free again
             remaining -= claim.size
-            # Claimed before this batch commits, so the workers normalize it meanwhile. A
-            # crash loses nothing: only a committed spool position is ever acknowledged.
-            following = self._claim(claim.position) if remaining > 0 else None
-            ahead, sent = self.new_builder(), 0
-            if following is not None and self.pool is not None:
+            ahead, sent, following = self.new_builder(), 0, None
+            if remaining > 0 and self.pool is not None:
+                # Claimed before this batch commits, so the workers normalize it meanwhile. A
+                # crash loses nothing: only a committed spool position is ever acknowledged.
+                following = self._claim(claim.position)
                 sent = ahead.send_ahead(following.records, _AHEAD_CHUNKS * self.pool.workers)
             total.add(self.write_batch(state, builder, claim.position))
             self.spool.acknowledge(claim.position)
+            if following is None and remaining > 0:
+                following = self._claim(claim.position)
             claim, builder = following, ahead
         self._maybe_prune(state)
         self._write_status(state)
