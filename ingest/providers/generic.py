@@ -116,14 +116,16 @@ class GenericProvider(Provider):
         if agent is not None and agent not in AGENTS:
             raise MappingError(f"agent {agent[:40]!r} is not one of {sorted(AGENTS)}")
         campaign_field = self.campaign_field(context) or "campaign"
+        occurred_at = parse_timestamp(item.get("timestamp"))
+        recipient = normalize_recipient(item.get("email"))
         # Only the text fields an event carries are read: most events have few of them.
         texts = {name: optional_str(item[name]) for name in _TEXT_FIELDS.intersection(item)}
         return [
             Event(
                 event_id=event_id,
                 event_type=event_type,
-                occurred_at=parse_timestamp(item.get("timestamp")),
-                recipient=normalize_recipient(item.get("email")),
+                occurred_at=occurred_at,
+                recipient=recipient,
                 raw=orjson.dumps(item).decode(),
                 campaign=optional_str(item.get(campaign_field)),
                 tags=string_list(item.get("tags")),
