@@ -37,6 +37,18 @@ def spool_mixed_requests(client: FlaskClient, secret: str) -> None:
         assert answer.status_code == 200, answer.json
 
 
+def spooled_twice(
+    client: FlaskClient, app: Flask, make_config: Any, secret: str, tmp_path: Path
+) -> tuple[Config, Config]:
+    """The mixed requests spooled, and a second data directory holding the same spool."""
+    spool_mixed_requests(client, secret)
+    app.extensions["mailpulse"].spool.close()
+    alone: Config = make_config()
+    together: Config = make_config(data_dir=str(tmp_path / "copy"))
+    shutil.copytree(alone.data_dir, together.data_dir)
+    return alone, together
+
+
 def lake(config: Config) -> dict[str, list[dict[str, Any]]]:
     """Every table, rows in a stable order, without the columns that name files or times."""
     tables = {name: lake_rows(config.data_dir, name) for name in ("events", "raw", "quarantine")}
@@ -65,11 +77,7 @@ def test_workers_write_what_the_flusher_alone_writes(
         return submit(pool, items)
 
     monkeypatch.setattr(ChunkPool, "submit", counted)
-    spool_mixed_requests(client, secret)
-    app.extensions["mailpulse"].spool.close()
-    alone: Config = make_config()
-    together: Config = make_config(data_dir=str(tmp_path / "copy"))
-    shutil.copytree(alone.data_dir, together.data_dir)
+    alone, together = spooled_twice(client, app, make_config, secret, tmp_path)
 
     results: list[FlushResult] = [
         Flusher(alone, workers=0).flush(),
@@ -83,6 +91,37 @@ def test_workers_write_what_the_flusher_alone_writes(
     assert {row["agent"] for row in lake_rows(together.data_dir) if row["event_id"] == "w-0"} == {
         "apple_mpp"
     }
+
+
+def test_workers_normalize_the_next_batch_while_one_is_written(
+    client: FlaskClient,
+    app: Flask,
+    make_config: Any,
+    secret: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batch, "CHUNK_RECORDS", 2)
+    ahead: list[int] = []
+    send_ahead = batch.BatchBuilder.send_ahead
+
+    def counted(builder: batch.BatchBuilder, records: Any, chunks: int) -> int:
+        ahead.append(send_ahead(builder, records, chunks))
+        return ahead[-1]
+
+    monkeypatch.setattr(batch.BatchBuilder, "send_ahead", counted)
+    alone, together = spooled_twice(client, app, make_config, secret, tmp_path)
+
+    # Four requests a batch: w-1 and w-3 come again in later batches than their first copies.
+    results: list[FlushResult] = [
+        Flusher(alone, workers=0, batch_records=4).flush(),
+        Flusher(together, workers=1, batch_records=4).flush(),
+    ]
+
+    assert ahead and all(sent > 0 for sent in ahead), "no batch was sent ahead"
+    assert results[0] == results[1]
+    assert (results[0].events, results[0].duplicates, results[0].batches) == (9, 2, 3)
+    assert lake(alone) == lake(together)
 
 
 def child_processes(pid: int) -> set[int]:

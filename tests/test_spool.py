@@ -72,6 +72,16 @@ def test_claims_take_the_oldest_first_within_their_budget(spool: SqliteSpool) ->
     assert [r.received_at for r in spool.claim(10, 100).records] == [0]
 
 
+def test_a_claim_can_start_past_a_position_not_yet_acknowledged(spool: SqliteSpool) -> None:
+    for n in range(6):
+        spool.append(record(n))
+    first = spool.claim(1 << 20, 4)
+    following = spool.claim(1 << 20, 100, after=first.position)
+    assert [r.received_at for r in following.records] == [4, 5]
+    assert spool.pending_bytes() == first.size + following.size  # nothing acknowledged
+    assert spool.claim(1 << 20, 100).records[0].received_at == 0
+
+
 def test_acknowledging_forgets_what_was_claimed_and_nothing_else(spool: SqliteSpool) -> None:
     for n in range(6):
         spool.append(record(n))

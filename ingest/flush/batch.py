@@ -52,11 +52,30 @@ class BatchBuilder:
 
     def add_payload(self, record: SpoolRecord, *, stage: str, payload: bytes) -> None:
         """Normalize a whole body (``stage="parse"``) or one event object (``"map"``)."""
-        self._pending.append((record, stage, payload))
-        self._pending_bytes += len(payload)
-        if len(self._pending) >= CHUNK_RECORDS or self._pending_bytes >= CHUNK_BYTES:
+        if self._hold(record, stage, payload):
             # A full chunk means more may follow: worth a worker, when there is a pool.
             self._close_chunk(parallel=True)
+
+    def send_ahead(self, records: list[SpoolRecord], chunks: int) -> int:
+        """Hand the first ``chunks`` full chunks of ``records`` to the workers, busy or not, and
+        return how many records went (none without a pool): they normalize while this process
+        writes the previous batch. The caller adds the rest with :meth:`add_request`."""
+        if self.pool is None:
+            return 0
+        for count, record in enumerate(records):
+            if len(self._chunks) >= chunks:
+                return count
+            self.raw.append(record)
+            if self._hold(record, "parse", record.body):
+                items, self._pending, self._pending_bytes = self._pending, [], 0
+                self._chunks.append(self.pool.submit(items))
+        return len(records)
+
+    def _hold(self, record: SpoolRecord, stage: str, payload: bytes) -> bool:
+        """Keep a payload for the open chunk; whether the chunk is now full."""
+        self._pending.append((record, stage, payload))
+        self._pending_bytes += len(payload)
+        return len(self._pending) >= CHUNK_RECORDS or self._pending_bytes >= CHUNK_BYTES
 
     def _close_chunk(self, *, parallel: bool) -> None:
         """Normalize the pending payloads: in a free worker, else here while workers work."""
@@ -76,6 +95,11 @@ class BatchBuilder:
         if self._events is None:
             self._events = self._collect()
         return self._events
+
+    def finish(self) -> None:
+        """Normalize what is still pending and wait for every chunk sent to the workers."""
+        if self._events is None:
+            self._events = self._collect()
 
     def _collect(self) -> pl.DataFrame:
         """Gather the chunks in order; a repeated id keeps its first row, as ESPs resend."""

@@ -36,13 +36,15 @@ from ingest.flush.normalize import ChunkPool
 from ingest.flush.state import Commit, FlusherState
 from ingest.providers import PROVIDERS, Provider
 from ingest.providers.events import MICROS
-from ingest.spool import Spool, open_spool
+from ingest.spool import Claim, Spool, open_spool
 from mailpulse import lake
 from mailpulse.config import Config
 
 log = logging.getLogger(__name__)
 
 BATCH_RECORDS = 100_000
+# Chunks of the next batch each worker is handed while this process writes the current one.
+_AHEAD_CHUNKS = 8
 _PRUNE_EVERY_SECONDS = 6 * 3600
 
 
@@ -167,16 +169,29 @@ class Flusher:
     def _drain(self, state: FlusherState) -> FlushResult:
         total = FlushResult()
         # What the last pass committed is in the lake, whether or not it got to say so.
-        self.spool.acknowledge(state.spool_position())
+        position = state.spool_position()
+        self.spool.acknowledge(position)
         # Drain what is spooled now, not what keeps arriving: under steady traffic a
         # pass must still end, release the lock and report its status.
         remaining = self.spool.pending_bytes()
-        while remaining > 0:
-            result, consumed = self._batch(state)
-            total.add(result)
-            remaining -= consumed
-            if result.requests == 0:
-                break
+        claim = self._claim(position) if remaining > 0 else None
+        builder, sent = self.new_builder(), 0
+        while claim is not None and claim.records:
+            for record in claim.records[sent:]:
+                builder.add_request(record)
+            builder.finish()  # every chunk normalized: the workers are free again
+            remaining -= claim.size
+            ahead, sent, following = self.new_builder(), 0, None
+            if remaining > 0 and self.pool is not None:
+                # Claimed before this batch commits, so the workers normalize it meanwhile. A
+                # crash loses nothing: only a committed spool position is ever acknowledged.
+                following = self._claim(claim.position)
+                sent = ahead.send_ahead(following.records, _AHEAD_CHUNKS * self.pool.workers)
+            total.add(self.write_batch(state, builder, claim.position))
+            self.spool.acknowledge(claim.position)
+            if following is None and remaining > 0:
+                following = self._claim(claim.position)
+            claim, builder = following, ahead
         self._maybe_prune(state)
         self._write_status(state)
         if total.requests:
@@ -191,17 +206,8 @@ class Flusher:
             )
         return total
 
-    def _batch(self, state: FlusherState) -> tuple[FlushResult, int]:
-        """One batch; returns what it did and how many spool bytes it consumed."""
-        claim = self.spool.claim(self.batch_bytes, self.batch_records)
-        if not claim.records:
-            return FlushResult(), 0
-        builder = self.new_builder()
-        for record in claim.records:
-            builder.add_request(record)
-        result = self.write_batch(state, builder, claim.position)
-        self.spool.acknowledge(claim.position)
-        return result, claim.size
+    def _claim(self, after: int) -> Claim:
+        return self.spool.claim(self.batch_bytes, self.batch_records, after=after)
 
     def write_batch(
         self,

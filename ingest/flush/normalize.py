@@ -9,14 +9,16 @@ worker processes while the flusher reads on; the flusher alone dedups, writes an
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -105,16 +107,21 @@ class _Rows:
         self.request_ids: list[str] = []
         self.versions: list[int] = []
 
-    def add(self, event: Event, record: SpoolRecord, provider: Provider) -> None:
-        """Take one event; opens and clicks the ESP did not flag get the agent rules' verdict."""
-        if event.event_type in ("opened", "clicked") and event.agent is None:
-            event.agent, event.agent_reason = classify(event.event_type, event.user_agent, event.ip)
-        self.events.append(event)
-        self.sources.append(record.source)
-        self.providers.append(provider.name)
-        self.received_at.append(record.received_at)
-        self.request_ids.append(record.request_id)
-        self.versions.append(provider.parser_version)
+    def add(self, events: list[Event], record: SpoolRecord, provider: Provider) -> None:
+        """Take the events of one request; opens and clicks the ESP did not flag get the agent
+        rules' verdict."""
+        for event in events:
+            if event.agent is None and event.event_type in ("opened", "clicked"):
+                event.agent, event.agent_reason = classify(
+                    event.event_type, event.user_agent, event.ip
+                )
+        count = len(events)
+        self.events += events
+        self.sources += [record.source] * count
+        self.providers += [provider.name] * count
+        self.received_at += [record.received_at] * count
+        self.request_ids += [record.request_id] * count
+        self.versions += [provider.parser_version] * count
 
     def frame(self) -> pl.DataFrame:
         """The rows in the lake's schema: one conversion per column, none per row."""
@@ -143,6 +150,33 @@ def normalize_chunk(
     items: Sequence[Item],
 ) -> Chunk:
     """Normalize payloads in order; what cannot be normalized becomes a quarantine entry."""
+    with _collector_paused():
+        return _normalize_items(providers, campaign_fields, items)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for one chunk.
+
+    A chunk makes tens of thousands of short-lived objects without cycles, and each automatic
+    collection they set off walks the older objects too (the batch's records): about a tenth
+    of the flush time. Paused, the collector runs once after the chunk instead.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _normalize_items(
+    providers: Mapping[str, Provider],
+    campaign_fields: Mapping[str, str | None],
+    items: Sequence[Item],
+) -> Chunk:
     rows = _Rows()
     quarantined: list[Quarantined] = []
     for record, stage, payload in items:
@@ -158,19 +192,19 @@ def normalize_chunk(
             received_at=record.received_at,
             campaign_field=campaign_fields.get(record.source),
         )
+        events: list[Event] = []
         for item in objects:
             try:
-                events = provider.normalize(item, context)
+                events += provider.normalize(item, context)
             except MappingError as exc:
                 reason = str(exc)
             except Exception as exc:  # a provider bug must not stall the flusher: quarantine
                 log.exception("provider normalize failed", extra={"source": record.source})
                 reason = f"internal error: {exc!r}"[:500]
             else:
-                for event in events:
-                    rows.add(event, record, provider)
                 continue
             quarantined.append(_quarantine(record, provider.name, "map", reason, _item_bytes(item)))
+        rows.add(events, record, provider)
     return Chunk(rows.frame(), quarantined)
 
 

@@ -8,6 +8,7 @@ Unix epoch (UTC) until the moment they are written, which keeps the flusher's ho
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -81,31 +82,42 @@ def parse_timestamp(value: Any, *, field_name: str = "timestamp") -> int:
     Raises:
         MappingError: when the value is missing or not a time.
     """
-    if isinstance(value, bool) or value is None:
-        raise MappingError(f"{field_name} is missing or not a time")
+    kind = type(value)
+    if kind is float or kind is int:  # the common case first (``type is`` leaves out bool)
+        return _micros_from_seconds(value, field_name)
     if isinstance(value, str):
         text = value.strip()
-        try:
-            value = float(text)
-        except ValueError:
+        if ":" not in text:  # a float is never written with a colon; ISO times are
             try:
-                parsed = datetime.fromisoformat(text)
+                return _micros_from_seconds(float(text), field_name)
             except ValueError:
-                raise MappingError(
-                    f"{field_name} {text[:40]!r} is not ISO 8601 or unix seconds"
-                ) from None
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            return int(parsed.timestamp() * MICROS)
-    if isinstance(value, int | float):
-        if value != value or value in (float("inf"), float("-inf")) or value < 0:
-            raise MappingError(f"{field_name} is not a finite positive number")
-        if value > _MILLIS_THRESHOLD:
-            value = value / 1000
-        if value > _MILLIS_THRESHOLD:
-            raise MappingError(f"{field_name} is too far in the future")
-        return int(round(value * MICROS))
+                pass
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise MappingError(
+                f"{field_name} {text[:40]!r} is not ISO 8601 or unix seconds"
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return int(parsed.timestamp() * MICROS)
+    if isinstance(value, int | float) and not isinstance(value, bool):  # subclasses
+        return _micros_from_seconds(value, field_name)
+    if value is None or isinstance(value, bool):
+        raise MappingError(f"{field_name} is missing or not a time")
     raise MappingError(f"{field_name} has type {type(value).__name__}, not a time")
+
+
+def _micros_from_seconds(value: float, field_name: str) -> int:
+    """Unix seconds (or milliseconds sent by mistake) as epoch microseconds."""
+    # ``value < 0`` is False for NaN; isfinite is asked of floats only (a huge int overflows it).
+    if value < 0 or (isinstance(value, float) and not math.isfinite(value)):
+        raise MappingError(f"{field_name} is not a finite positive number")
+    if value > _MILLIS_THRESHOLD:
+        value = value / 1000
+    if value > _MILLIS_THRESHOLD:
+        raise MappingError(f"{field_name} is too far in the future")
+    return int(round(value * MICROS))
 
 
 def normalize_recipient(value: Any) -> str:

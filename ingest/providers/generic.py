@@ -38,6 +38,8 @@ from ingest.providers.freshness import require_fresh, unix_seconds
 TOLERANCE_SECONDS = 300
 TIMESTAMP_HEADER = "x-webhook-timestamp"
 SIGNATURE_HEADER = "x-webhook-signature"
+#: Optional event fields kept as text under the same name in :class:`Event`.
+_TEXT_FIELDS = frozenset({"message_id", "url", "user_agent", "ip", "smtp_status", "reason"})
 
 
 def sign(secret: str, timestamp: int | str, body: bytes) -> str:
@@ -114,24 +116,23 @@ class GenericProvider(Provider):
         if agent is not None and agent not in AGENTS:
             raise MappingError(f"agent {agent[:40]!r} is not one of {sorted(AGENTS)}")
         campaign_field = self.campaign_field(context) or "campaign"
+        occurred_at = parse_timestamp(item.get("timestamp"))
+        recipient = normalize_recipient(item.get("email"))
+        # Only the text fields an event carries are read: most events have few of them.
+        texts = {name: optional_str(item[name]) for name in _TEXT_FIELDS.intersection(item)}
         return [
             Event(
                 event_id=event_id,
                 event_type=event_type,
-                occurred_at=parse_timestamp(item.get("timestamp")),
-                recipient=normalize_recipient(item.get("email")),
+                occurred_at=occurred_at,
+                recipient=recipient,
                 raw=orjson.dumps(item).decode(),
-                message_id=optional_str(item.get("message_id")),
                 campaign=optional_str(item.get(campaign_field)),
                 tags=string_list(item.get("tags")),
                 metadata=json_text(item.get("metadata")),
-                url=optional_str(item.get("url")),
-                user_agent=optional_str(item.get("user_agent")),
-                ip=optional_str(item.get("ip")),
-                smtp_status=optional_str(item.get("smtp_status")),
-                reason=optional_str(item.get("reason")),
                 bounce_class=bounce_class,
                 agent=agent,
                 agent_reason="esp flag: agent field" if agent else None,
+                **texts,
             )
         ]

@@ -40,9 +40,11 @@ class Spool(Protocol):
     def append(self, record: SpoolRecord) -> None:
         """Return once ``record`` is durable; concurrent callers share one commit."""
 
-    def claim(self, max_bytes: int, max_records: int) -> Claim:
-        """The oldest unacknowledged records: at most ``max_records``, and about ``max_bytes``
-        (a first record larger than that still comes, alone, so the queue always moves)."""
+    def claim(self, max_bytes: int, max_records: int, after: int = 0) -> Claim:
+        """The oldest unacknowledged records past position ``after``: at most ``max_records``,
+        and about ``max_bytes`` (a first record larger than that still comes, alone, so the
+        queue always moves). ``after`` lets the flusher read the next batch before it
+        acknowledges the one it holds."""
 
     def acknowledge(self, position: int) -> None:
         """Forget every record at or before ``position`` (a :attr:`Claim.position`)."""

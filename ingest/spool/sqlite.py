@@ -151,15 +151,16 @@ class SqliteSpool:
 
     # -- the flusher's side
 
-    def claim(self, max_bytes: int, max_records: int) -> Claim:
-        """The oldest records waiting, about ``max_bytes`` and ``max_records`` at most."""
+    def claim(self, max_bytes: int, max_records: int, after: int = 0) -> Claim:
+        """The oldest records waiting past ``after``, about ``max_bytes`` and ``max_records``
+        at most."""
         records: list[SpoolRecord] = []
         position = size = 0
         with self._read_lock:
             try:
                 cursor = self._reader.get().execute(
-                    "SELECT id, header, body, size FROM records ORDER BY id LIMIT ?",
-                    (max(1, max_records),),
+                    "SELECT id, header, body, size FROM records WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, max(1, max_records)),
                 )
                 for row_id, header, body, row_size in cursor:
                     if records and size + row_size > max_bytes:

@@ -8,8 +8,9 @@ from pathlib import Path
 from ingest.providers import PROVIDERS
 
 PROVIDERS_DIR = Path(__file__).resolve().parents[2] / "ingest" / "providers"
-# Modules every provider may use: the interface and the helpers meant for sharing.
-SHARED = {"base", "events", "shared_secret", "freshness"}
+# Modules every provider may use: the interface, the event it maps into and the helpers
+# meant for sharing.
+SHARED = {"base", "shared_secret", "freshness", "events"}
 
 
 def provider_of(path: Path) -> str:
