@@ -1,9 +1,9 @@
 """The addresses ESPs publish for their webhook requests, so ``allow_ips`` can name an ESP.
 
 ``allow_ips = ["postmark"]`` in a source stands for every network below under that name
-(and may be mixed with CIDRs). Each list is copied from the ESP's own page, named beside it
-with the date it was read; an ESP that changes its list needs a new release here, so check
-the page when a request from the ESP is refused with 403 ``forbidden_address``.
+(and may be mixed with CIDRs). Each list names the ESP's own page it comes from and the date
+it was taken; an ESP that changes its list needs a new release here, so check the page when a
+request from the ESP is refused with 403 ``forbidden_address``.
 
 ESPs that publish no list (or only a hostname) cannot be named: their requests are
 authenticated by their signature or credentials alone (docs/security.md says which).
@@ -30,7 +30,9 @@ PUBLISHED: dict[str, Published] = {
     "postmark": Published(
         networks=("3.134.147.250/32", "50.31.156.6/32", "50.31.156.77/32", "18.217.206.57/32"),
         # Linked from postmarkapp.com/developer/webhooks/webhooks-overview ("IPs for
-        # firewalls"); Postmark notes the origin address can change for each attempt.
+        # firewalls"); Postmark notes the origin address can change for each attempt. These
+        # four are the webhook addresses that article is cited for; the article itself could
+        # not be read when the list was taken, so compare it with the page before relying on it.
         source="https://postmarkapp.com/support/article/800-ips-for-firewalls#webhooks",
         read_on="2026-12-06",
     ),
