@@ -178,10 +178,12 @@ class SqliteSpool:
         with self._write_lock:
             try:
                 db = self._writer.get()
-                (freed,) = db.execute(
-                    "SELECT coalesce(sum(size), 0) FROM records WHERE id <= ?", (position,)
+                # A key lookup, not a read of the rows: most passes start by acknowledging a
+                # position that already is, and need no write transaction for it.
+                waiting = db.execute(
+                    "SELECT 1 FROM records WHERE id <= ? LIMIT 1", (position,)
                 ).fetchone()
-                if freed:  # ids only grow: nothing at or before it can appear later
+                if waiting:  # ids only grow: nothing at or before it can appear later
                     self._delete_through(position)
                     self._usage_checked = -_USAGE_REFRESH_SECONDS  # room now: read it again
             except (sqlite3.Error, OSError) as exc:
