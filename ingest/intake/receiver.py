@@ -116,8 +116,9 @@ def _receive(receiver: ReceiverState, runtime: SourceRuntime, started: float) ->
     client_ip = req.remote_addr or ""
     _check_client(receiver, runtime, client_ip)
     limit = runtime.config.max_body_bytes or receiver.config.receiver.max_body_bytes
-    media_type = _check_envelope(req, runtime, limit)
-    body = _read_body(req, limit)
+    length = req.content_length  # parsed from the headers at each access: read once
+    media_type = _check_envelope(req, runtime, length, limit)
+    body = _read_body(req, length, limit)
     inbound = _inbound(req, runtime, body, client_ip, media_type)
     now = receiver.clock()
     verdict = _authenticate(runtime, inbound, now)
@@ -147,10 +148,9 @@ def _check_client(receiver: ReceiverState, runtime: SourceRuntime, client_ip: st
         )
 
 
-def _check_envelope(req: Request, runtime: SourceRuntime, limit: int) -> str:
-    """Refuse an announced body over ``limit`` or a media type the provider does not send;
-    the media type, lower-cased."""
-    length = req.content_length
+def _check_envelope(req: Request, runtime: SourceRuntime, length: int | None, limit: int) -> str:
+    """Refuse an announced ``length`` over ``limit`` or a media type the provider does not
+    send; the media type, lower-cased."""
     if length is not None and length > limit:
         raise PayloadTooLarge(f"body is larger than {limit} bytes")
     media_type = (req.mimetype or "").lower()
@@ -160,9 +160,9 @@ def _check_envelope(req: Request, runtime: SourceRuntime, limit: int) -> str:
     return media_type
 
 
-def _read_body(req: Request, limit: int) -> bytes:
-    """The whole body, at most ``limit`` bytes; a short or broken one is refused."""
-    length = req.content_length  # parsed from the headers at each access: read once
+def _read_body(req: Request, length: int | None, limit: int) -> bytes:
+    """The whole body, at most ``limit`` bytes; one shorter than the announced ``length`` or
+    broken is refused."""
     # A chunked body has no length up front: read at most one byte past the limit, so an
     # oversized body is refused without ever being held whole in memory.
     req.max_content_length = limit + 1
