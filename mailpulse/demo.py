@@ -16,6 +16,7 @@ import time
 import requests
 
 from mailpulse.errors import MailpulseError
+from mailpulse.ports import bind_error
 
 
 def free_port() -> int:
@@ -27,16 +28,8 @@ def free_port() -> int:
 
 
 def port_taken(host: str, port: int) -> bool:
-    """Whether another process listens on ``host:port`` now (bound as servers bind, with
-    ``SO_REUSEADDR``, so a connection of a stopped server still closing does not count)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return True
-        return False
+    """Whether another process listens on ``host:port`` now."""
+    return bind_error(host, port) is not None
 
 
 def start_server(

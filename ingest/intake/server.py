@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from ingest.flush.flusher import Flusher
 from ingest.providers import PROVIDERS
 from mailpulse.config import Config, load_config
 from mailpulse.errors import MailpulseError
+from mailpulse.ports import bind_error
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,10 @@ def check_can_serve(config: Config, host: str, port: int) -> None:
         problem = _unwritable(directory)
         if problem is not None:
             raise CannotServe(f"cannot write to {directory}: {problem}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            reason = "in use" if exc.errno == errno.EADDRINUSE else os.strerror(exc.errno or 0)
-            raise CannotServe(f"cannot listen on {host}:{port}: the address is {reason}") from exc
+    exc = bind_error(host, port)  # as gunicorn binds
+    if exc is not None:
+        reason = "in use" if exc.errno == errno.EADDRINUSE else os.strerror(exc.errno or 0)
+        raise CannotServe(f"cannot listen on {host}:{port}: the address is {reason}") from exc
 
 
 def _unwritable(directory: Path) -> str | None:
