@@ -13,15 +13,21 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from ingest.errors import SpoolUnavailable
 from ingest.spool import Spool
-from mailpulse.lake import read_status
+from mailpulse.lake import ACTIONS_STATUS_FILE, read_status
 
 REQUESTS = Counter(
     "mailpulse_requests",
@@ -97,6 +103,73 @@ class FlusherStatusCollector(Collector):
         yield odd
 
 
+class ActionsStatusCollector(Collector):
+    """The actions' outcomes, attempts, waiting rows and delivery latency, read from the
+    dispatcher's snapshot at scrape time (it runs in ``serve``, not in a worker)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def collect(self) -> Iterator[Metric]:
+        status = read_status(self.state_dir, ACTIONS_STATUS_FILE)
+        if not status:
+            return
+        outcomes = CounterMetricFamily(
+            "mailpulse_actions",
+            "Action attempts by action and outcome.",
+            labels=["action", "outcome"],
+        )
+        for action, counts in sorted(status.get("outcomes", {}).items()):
+            for outcome, count in sorted(counts.items()):
+                outcomes.add_metric([action, outcome], count)
+        yield outcomes
+        attempts = CounterMetricFamily(
+            "mailpulse_action_attempts", "Delivery attempts by action.", labels=["action"]
+        )
+        for action, count in sorted(status.get("attempts", {}).items()):
+            attempts.add_metric([action], count)
+        yield attempts
+        yield from _action_gauges(status.get("actions", {}))
+        yield _latency(status.get("latency", {}))
+
+
+def _action_gauges(actions: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    now = time.time()
+    pending = GaugeMetricFamily(
+        "mailpulse_actions_pending", "Actions waiting or in flight, by action.", labels=["action"]
+    )
+    dead = GaugeMetricFamily(
+        "mailpulse_actions_dead", "Dead-lettered actions kept, by action.", labels=["action"]
+    )
+    oldest = GaugeMetricFamily(
+        "mailpulse_action_oldest_pending_seconds",
+        "Age of the oldest action not yet delivered (0 when none waits).",
+        labels=["action"],
+    )
+    for action, row in sorted(actions.items()):
+        pending.add_metric([action], row.get("pending", 0) + row.get("sending", 0))
+        dead.add_metric([action], row.get("dead", 0))
+        since = row.get("oldest_pending_at")
+        oldest.add_metric([action], max(0.0, now - since) if since else 0.0)
+    yield from (pending, dead, oldest)
+
+
+def _latency(latency: dict[str, Any]) -> Metric:
+    family = HistogramMetricFamily(
+        "mailpulse_action_delivery_seconds",
+        "Time from the receiver's answer to the destination's, for delivered actions.",
+        labels=["action"],
+    )
+    bounds = latency.get("buckets", [])
+    for action, counts in sorted(latency.get("counts", {}).items()):
+        cumulative, buckets = 0, []
+        for bound, count in zip([*map(str, bounds), "+Inf"], counts, strict=False):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        family.add_metric([action], buckets, latency.get("sum", {}).get(action, 0.0))
+    return family
+
+
 def render(spool: Spool, state_dir: Path) -> bytes:
     """The text exposition for one scrape."""
     registry = CollectorRegistry()
@@ -106,4 +179,5 @@ def render(spool: Spool, state_dir: Path) -> bytes:
         for collector in (REQUESTS, SIGNATURE_FAILURES, REQUEST_SECONDS):
             registry.register(collector)
     registry.register(FlusherStatusCollector(spool, state_dir))
+    registry.register(ActionsStatusCollector(state_dir))
     return generate_latest(registry)

@@ -6,8 +6,9 @@ sources ``mailpulse demo`` generated credentials for) and :attr:`Config.is_demo`
 ``MAILPULSE_DATA_DIR`` overrides ``data_dir``. A relative ``data_dir`` in a file is taken
 relative to that file.
 
-Loading reads files and never writes one. Sources are read only when the provider registry
-is passed in (``providers``, see :mod:`mailpulse.sources`): this module imports no provider.
+Loading reads files and never writes one. Sources and actions are read only when the provider
+registry is passed in (``providers``, see :mod:`mailpulse.sources`): this module imports no
+provider.
 
 Any credential key may instead be given as ``<key>_env`` (the name of an environment
 variable) or ``<key>_file`` (a path whose contents are the secret), and any may be a list:
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mailpulse.actions_config import ActionConfig, parse_actions
 from mailpulse.credentials import Secret as Secret
 from mailpulse.credentials import redacted_url as redacted_url
 from mailpulse.errors import ConfigError
@@ -107,6 +109,8 @@ class Config:
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     # Empty when loaded without the provider registry: readers of the lake need no source.
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    # Read with the sources, and only then: what to do with events as they arrive.
+    actions: Mapping[str, ActionConfig] = field(default_factory=dict)
     origin: str = "built-in demo defaults"
     is_demo: bool = False
     # Files that hold a secret: the config file itself when a secret is written in it, and
@@ -185,7 +189,7 @@ def parse_config(
     """
     env = os.environ if env is None else env
     problems: list[str] = []
-    unknown_keys(document, {"data_dir", "sources", *_TABLES}, "", problems)
+    unknown_keys(document, {"data_dir", "sources", "actions", *_TABLES}, "", problems)
     data_dir = _data_dir(document, base_dir, env, problems)
     tables = {name: _table(document, name, problems) for name in _TABLES}
     # Secrets written in the file itself make the file a secret (a parsed document has none).
@@ -197,12 +201,19 @@ def parse_config(
     holders = (config_file, secret_files)
     raw_sources = document.get("sources", {})
     sources = parse_sources(raw_sources, providers, base_dir, env, problems, holders)
+    actions: dict[str, ActionConfig] = {}
+    raw_actions = document.get("actions", {})
+    if providers is not None:
+        actions = parse_actions(raw_actions, base_dir, env, problems, holders)
+    elif not isinstance(raw_actions, dict):
+        problems.append("actions must be a table of [actions.<name>] tables")
     if problems:
         raise ConfigError(problems, origin)
     return Config(
         data_dir=data_dir,
         **tables,
         sources=sources,
+        actions=actions,
         origin=origin,
         secret_files=tuple(dict.fromkeys(path.resolve() for path in secret_files)),
     )

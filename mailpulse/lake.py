@@ -35,8 +35,33 @@ import polars as pl
 AGENT_RULES_VERSION = 2
 #: The flusher's last status snapshot, in the state directory.
 STATUS_FILE = "status.json"
+#: The actions dispatcher's status snapshot, in the state directory: per action, rows pending,
+#: failing and dead, the circuit's state, counts of outcomes and the delivery latency histogram.
+ACTIONS_STATUS_FILE = "actions.json"
 #: Every data file of a table, relative to the table's folder (Hive partitions by date).
 PARTITION_GLOB = "date=*/*.parquet"
+
+#: The values of the events table's enumerated columns.
+EVENT_TYPES = frozenset(
+    {
+        "sent",
+        "delivered",
+        "deferred",
+        "bounced",
+        "dropped",
+        "opened",
+        "clicked",
+        "complained",
+        "unsubscribed",
+        "resubscribed",
+        "other",
+    }
+)
+#: The life of a message as most ESPs report it (acceptance, delivery or deferral, bounce or
+#: drop, engagement, complaint, unsubscribe); each provider's ``emits`` starts from it.
+MESSAGE_EVENT_TYPES = EVENT_TYPES - {"resubscribed", "other"}
+BOUNCE_CLASSES = frozenset({"hard", "soft", "undetermined"})
+AGENTS = frozenset({"human", "apple_mpp", "gmail_proxy", "scanner", "bot", "unknown"})
 
 TIMESTAMP = pl.Datetime("us", "UTC")
 EPOCH = date(1970, 1, 1)
@@ -209,15 +234,16 @@ def count_rows(files: list[Path]) -> int:
     return int(pl.scan_parquet(files, hive_partitioning=False).select(pl.len()).collect().item())
 
 
-def write_status(state_dir: Path, status: dict[str, Any]) -> None:
-    """Replace the flusher's status snapshot (read by ``/metrics`` and the dashboard)."""
-    write_bytes_atomic(state_dir / STATUS_FILE, orjson.dumps(status))
+def write_status(state_dir: Path, status: dict[str, Any], name: str = STATUS_FILE) -> None:
+    """Replace a status snapshot (read by ``/metrics`` and the dashboard): the flusher's, or
+    the actions dispatcher's with ``name=ACTIONS_STATUS_FILE``."""
+    write_bytes_atomic(state_dir / name, orjson.dumps(status))
 
 
-def read_status(state_dir: Path) -> dict[str, Any]:
-    """The flusher's last status snapshot, or an empty one."""
+def read_status(state_dir: Path, name: str = STATUS_FILE) -> dict[str, Any]:
+    """The last status snapshot (the flusher's unless ``name`` says), or an empty one."""
     try:
-        data = orjson.loads((state_dir / STATUS_FILE).read_bytes())
+        data = orjson.loads((state_dir / name).read_bytes())
     except (FileNotFoundError, orjson.JSONDecodeError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -1,7 +1,9 @@
-"""``mailpulse serve``: gunicorn workers plus the background flusher, drained on SIGTERM.
+"""``mailpulse serve``: gunicorn workers plus the background flusher and the actions, drained
+on SIGTERM.
 
 The serve process is a small supervisor. It starts gunicorn (``python -m ingest.intake.server``) as
-a child and runs the flusher in a thread of its own. On SIGTERM or SIGINT it asks gunicorn to
+a child and runs the flusher in a thread of its own, and the actions (:mod:`ingest.actions.runner`)
+in two more. On SIGTERM or SIGINT it asks gunicorn to
 stop gracefully (in-flight requests finish and are answered), waits for it, then runs one
 last flush and exits. On SIGHUP it reads the configuration again and, when it is valid, has
 gunicorn replace its workers gracefully, so new credentials apply without a dropped request;
@@ -35,6 +37,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from ingest.actions.runner import ActionsRunner
 from ingest.errors import CannotServe
 from ingest.flush.flusher import Flusher
 from ingest.providers import PROVIDERS
@@ -153,16 +156,19 @@ def _run(
         if gunicorn.poll() is None:
             gunicorn.send_signal(signal.SIGTERM)  # graceful: finish in-flight requests
 
+    actions = ActionsRunner(config)
+
     def _reload(_signum: int, _frame: Any) -> None:
         # A worker that cannot load its config would stop gunicorn altogether: check first.
         try:
-            load_config(None if config.is_demo else config.origin, providers=PROVIDERS)
+            fresh = load_config(None if config.is_demo else config.origin, providers=PROVIDERS)
         except MailpulseError as error:
             log.error("configuration not reloaded: %s", error)
             return
         if gunicorn.poll() is None:
             log.warning("configuration reloaded: replacing the workers")
             gunicorn.send_signal(signal.SIGHUP)
+        actions.reload(fresh)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -175,11 +181,13 @@ def _run(
         daemon=True,
     )
     thread.start()
+    actions.start()
     if on_ready is not None:
         on_ready()
     status = gunicorn.wait()
     stop.set()  # gunicorn is gone: flush what it stored, then leave
     thread.join()
+    actions.stop()  # match what it stored last; what is not delivered waits in the outbox
     return 0 if status in (0, -signal.SIGTERM) else status
 
 

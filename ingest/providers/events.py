@@ -20,27 +20,10 @@ from typing import Any
 import orjson
 
 from ingest.errors import MappingError, PayloadError
+from mailpulse.lake import AGENTS, BOUNCE_CLASSES, EVENT_TYPES, MESSAGE_EVENT_TYPES
 
-EVENT_TYPES = frozenset(
-    {
-        "sent",
-        "delivered",
-        "deferred",
-        "bounced",
-        "dropped",
-        "opened",
-        "clicked",
-        "complained",
-        "unsubscribed",
-        "resubscribed",
-        "other",
-    }
-)
-#: The life of a message as most ESPs report it (acceptance, delivery or deferral, bounce or
-#: drop, engagement, complaint, unsubscribe); each provider's ``emits`` starts from it.
-MESSAGE_EVENT_TYPES = EVENT_TYPES - {"resubscribed", "other"}
-BOUNCE_CLASSES = frozenset({"hard", "soft", "undetermined"})
-AGENTS = frozenset({"human", "apple_mpp", "gmail_proxy", "scanner", "bot", "unknown"})
+__all__ = ["AGENTS", "BOUNCE_CLASSES", "EVENT_TYPES", "MESSAGE_EVENT_TYPES"]
+
 
 MICROS = 1_000_000
 # Timestamps above this many seconds (year 5138) can only be milliseconds sent by mistake.

@@ -39,7 +39,30 @@ CREATE TABLE IF NOT EXISTS totals (
     pending_bytes INTEGER NOT NULL,
     commits INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS consumers (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    event BLOB NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    received_at REAL NOT NULL,
+    next_at REAL NOT NULL,
+    finished_at REAL,
+    last_status INTEGER,
+    last_detail TEXT,
+    UNIQUE (action, event_id)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, action, next_at);
 """
+#: The table created last: a database that has it has every table (older ones gain the rest).
+_LAST_TABLE = "outbox"
 
 
 class Connection:
@@ -111,7 +134,8 @@ class Connection:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
-            if db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'totals'").fetchone()[0]:
+            found = "SELECT count(*) FROM sqlite_master WHERE name = ?"
+            if db.execute(found, (_LAST_TABLE,)).fetchone()[0]:
                 return db
             db.execute("BEGIN IMMEDIATE")
             _create(db)

@@ -174,10 +174,14 @@ class SqliteSpool:
 
     def acknowledge(self, position: int) -> None:
         """Delete every record at or before ``position``; a position already acknowledged,
-        or 0, changes nothing."""
+        or 0, changes nothing. Records the actions tailer has not matched yet stay (the
+        ``consumers`` table holds its position, see :mod:`ingest.spool.outbox`)."""
         with self._write_lock:
             try:
                 db = self._writer.get()
+                held = db.execute("SELECT min(position) FROM consumers").fetchone()[0]
+                if held is not None:
+                    position = min(position, held)
                 # A key lookup, not a read of the rows: most passes start by acknowledging a
                 # position that already is, and need no write transaction for it.
                 waiting = db.execute(
