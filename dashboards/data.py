@@ -22,6 +22,7 @@ import streamlit as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from analytics import activity
+from analytics.actions import actions_status as read_actions_status
 from analytics.lake import Lake, open_lake
 from analytics.suppression import Explanation, explain
 from analytics.suppression_table import latest, per_day, suppression_table
@@ -185,6 +186,12 @@ def flusher_status() -> dict[str, Any]:
     """The flusher's last status (pending spool bytes, last flush time), with the quarantine's
     size counted from the lake now (Parquet footers only), so it shows without a flusher."""
     return lake().ingestion_status()
+
+
+def actions_status() -> pl.DataFrame:
+    """One row per action from the dispatcher's last snapshot (empty when no action ran);
+    not cached: the snapshot is a small file that changes every second while actions run."""
+    return read_actions_status(lake().config.state_dir)
 
 
 def signature_failures(url: str | None = None) -> pl.DataFrame | None:

@@ -15,6 +15,15 @@ comes from the lake and is current. This is expected after `make demo`, which st
 receiver once the traffic is sent: start one with `mailpulse serve` to watch live intake. If a
 receiver does run, point the dashboard at it with `mailpulse dashboard --receiver-url URL` or
 `receiver_url` in the `[dashboard]` table of mailpulse.toml."""
+NO_ACTIONS = """No actions configured here: `mailpulse serve` acts on events as they arrive
+(a signed webhook, a Slack message, an ESP suppression) for each `[actions.<name>]` table of
+mailpulse.toml; see docs/actions.md."""
+ACTION_STATES = """**pending**: recorded and not delivered yet (waiting, or being sent now).
+**failing**: of those, the ones that failed at least once and wait for their next attempt.
+**dead**: refused for good (a 4xx other than 408, 409, 425, 429) or given up on after the
+action's horizon (24 h by default); kept until `mailpulse actions retry` sends them again.
+**delivered**: delivered and still kept (a week). **circuit** `open`: the destination failed
+several times in a row, so its actions wait before one trial delivery (`half-open`)."""
 
 st.title("Ingestion health")
 version = data.version()
@@ -70,5 +79,29 @@ elif failures.is_empty():
     st.write("None since the receiver started.")
 else:
     layout.table(failures, key="signature_failures")
+st.subheader("Actions")
+actions = data.actions_status()
+if actions.is_empty():
+    st.write(NO_ACTIONS)
+else:
+    dead = int(actions["dead"].sum())
+    if dead:
+        st.warning(
+            f"{dead:,} dead-lettered action(s): `mailpulse actions list --dead` shows why, "
+            "`mailpulse actions retry ID` (or `--all-dead`) sends them again."
+        )
+    layout.table(
+        actions.drop("updated_at"),
+        key="actions",
+        column_config={
+            "do": st.column_config.Column("kind"),
+            "oldest_pending_age_seconds": st.column_config.Column("oldest pending (s)"),
+        },
+    )
+    updated = actions["updated_at"][0]
+    st.caption(
+        ACTION_STATES
+        + (f"\n\nAs of {updated:%Y-%m-%d %H:%M:%S} UTC (the last change)." if updated else "")
+    )
 
 layout.finish()

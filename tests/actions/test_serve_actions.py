@@ -90,6 +90,13 @@ def test_matching_events_reach_the_destination_signed(tmp_path: Path) -> None:
     # The flusher still stores everything once, with the spool kept for the actions too.
     result = mailpulse("report", "--format", "json", config=config)
     assert result.returncode == 0, result.stderr
+    listed = mailpulse("actions", "list", "--all", "--format", "json", config=config)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert sorted((row["event_id"], row["state"]) for row in rows) == [
+        ("c1", "delivered"),
+        ("c2", "delivered"),
+    ]
 
 
 def test_kill_9_while_actions_are_in_flight_loses_none(tmp_path: Path) -> None:
