@@ -67,11 +67,12 @@ class Destination(ThreadingHTTPServer):
         """Record ``request`` and pick its answer."""
         with self._lock:
             self.received.append(request)
-            if callable(self.plan):
-                return self.plan(request)
-            reply = self.plan[min(self._served, len(self.plan) - 1)]
-            self._served += 1
-            return reply
+            plan = self.plan
+            if not callable(plan):
+                reply = plan[min(self._served, len(plan) - 1)]
+                self._served += 1
+                return reply
+        return plan(request)  # outside the lock: requests are answered concurrently
 
     def wait_until(self, condition: Callable[[list[Received]], bool], timeout: float) -> bool:
         """Poll ``condition`` over what arrived until it holds or ``timeout`` passes."""

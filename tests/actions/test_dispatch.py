@@ -144,10 +144,10 @@ def test_refused_connections_are_retried_until_the_destination_is_back(tmp_path:
     ):
         record(config, outbox, "crm")
         deadline = time.monotonic() + 20
-        while outbox.rows(["pending"], 1)[0].attempts < 3:  # refused at least twice
+        # Refused at least twice (the row is pending or, between, being sent again).
+        while (failing := outbox.rows(["pending", "sending"], 1)[0]).attempts < 3:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        failing = outbox.rows(["pending"], 1)[0]
         assert failing.last_status is None and "refused" in (failing.last_detail or "")
         with destination(port=port) as crm:
             row = final_row(outbox)
@@ -250,3 +250,28 @@ def test_a_crash_in_flight_repeats_only_that_attempt_with_the_same_id(tmp_path: 
         **{row.id: 2 for row in taken},
         **{row.id: 1 for row in rows if row.id not in {t.id for t in taken}},
     }
+
+
+def test_an_action_never_has_more_deliveries_in_flight_than_its_concurrency(
+    tmp_path: Path,
+) -> None:
+    in_flight, most = 0, 0
+    lock = threading.Lock()
+
+    def slow(_: Received) -> Reply:
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        time.sleep(0.3)
+        with lock:
+            in_flight -= 1
+        return Reply(200)
+
+    with (
+        destination(slow) as crm,
+        dispatching(tmp_path, {"crm": webhook(crm.url, whsec(), concurrency=2)}) as (c, outbox),
+    ):
+        record(c, outbox, "crm", count=6)
+        assert crm.wait_until(lambda got: len(got) == 6, timeout=15)
+    assert most == 2

@@ -201,3 +201,26 @@ def test_a_rate_limited_receiver_and_a_slow_destination_do_not_slow_each_other(
             assert len(slow.received) < stored  # still working through its share
         finally:
             server.stop(signal.SIGKILL)
+
+
+def test_sighup_applies_new_actions_without_a_restart(tmp_path: Path) -> None:
+    source_secret = new_secret()
+    with destination() as crm, destination() as ops:
+        config = write_config(tmp_path, source_secret, "\n" + action_table("crm", crm.url, whsec()))
+        server = start_server(config, tmp_path, source_secret)
+        try:
+            assert server.post([click("before")]).status_code == 200
+            assert crm.wait_until(lambda got: len(got) == 1, timeout=15)
+            config.write_text(config.read_text() + "\n" + action_table("ops", ops.url, whsec()))
+            os.kill(server.process.pid, signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            n = 0
+            while not ops.received and time.monotonic() < deadline:
+                n += 1
+                assert server.post([click(f"after-{n}")]).status_code == 200
+                ops.wait_until(lambda got: bool(got), timeout=1)
+        finally:
+            assert server.stop() == 0
+    assert ops.received, "the action added by the reload never ran"
+    assert ops.received[0].json()["data"]["event_id"].startswith("after-")
+    assert {r.json()["data"]["event_id"] for r in crm.received} >= {"before"}
