@@ -212,7 +212,8 @@ def test_a_spool_removed_under_a_running_writer_is_made_again_and_positions_keep
 def test_a_writer_stuck_elsewhere_fails_the_waiters_and_the_spool_recovers(
     spool: SqliteSpool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine, "_COMMIT_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr("ingest.spool.group.COMMIT_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(engine, "COMMIT_WAIT_SECONDS", 0.5)
     monkeypatch.setattr("ingest.spool.connection.BUSY_TIMEOUT_SECONDS", 0.5)
     spool.append(record(0))
     # Another process's writer holding the turn and never finishing its commit.

@@ -90,7 +90,7 @@ def test_a_full_disk_refuses_appends_keeps_what_it_acknowledged_and_recovers(
     small_disk: Path, config: Config
 ) -> None:
     filler = small_disk / "filler"
-    filler.write_bytes(bytes(700_000))  # what another program frees later
+    filler.write_bytes(bytes(600_000))  # what another program frees later
     spool = SqliteSpool(small_disk / "spool" / "spool.sqlite", max_bytes=1 << 30)
     try:
         fill_empty_and_flush(spool, filler, config)

@@ -2,10 +2,9 @@
 
 Promise 1 lives here: :meth:`SqliteSpool.append` returns only once the record is committed in
 WAL mode with ``synchronous=FULL``, which syncs the log at every commit. Many threads of one
-process share one commit ("group commit"): requests that arrive while a commit is under way
-form the next batch, whose first member inserts it in one transaction and wakes exactly the
-members of that batch. Processes (gunicorn workers, the flusher) take turns through SQLite's
-own write lock, waiting for it up to a busy timeout.
+process share one commit (group commit, :mod:`ingest.spool.group`). Processes (gunicorn
+workers, the flusher) take turns through SQLite's own write lock, waiting for it up to a
+busy timeout.
 
 Record ids come from an ``AUTOINCREMENT`` sequence, so they only grow and are never reused;
 a new database starts its sequence at the current time in microseconds, so a spool that was
@@ -21,107 +20,30 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 from ingest.errors import SpoolUnavailable
 from ingest.spool.connection import Connection, describe
+from ingest.spool.group import COMMIT_WAIT_SECONDS, GroupCommitSpool
 from ingest.spool.queue import Claim
 from ingest.spool.record import SpoolRecord
 
 log = logging.getLogger(__name__)
 
-_COMMIT_WAIT_SECONDS = 10.0  # a commit slower than this is a storage failure, answered 503
-_USAGE_REFRESH_SECONDS = 0.5  # how stale the quota's view of other processes' bytes may be
 _MIN_FREE_BYTES = 256 * 1024  # below this, /readyz reports the disk full before appends fail
 
 
-class _Batch:
-    """Records that share one commit.
-
-    ``done`` is a plain lock, held from the start and released once the batch is committed:
-    each waiter takes it and passes it straight on, so the wake-ups cost a lock hand-off each
-    rather than ``threading.Event``'s condition machinery (written in Python).
-    """
-
-    __slots__ = ("done", "failure", "rows", "size")
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[bytes, bytes, int]] = []  # header, body, size
-        self.size = 0
-        self.done = threading.Lock()
-        self.done.acquire()
-        self.failure: str | None = None
-
-    def wait(self, timeout: float) -> bool:
-        """Block until the batch is committed (True) or ``timeout`` passed (False)."""
-        if not self.done.acquire(timeout=timeout):
-            return False
-        self.done.release()  # the next waiter's turn
-        return True
-
-
-class SqliteSpool:
+class SqliteSpool(GroupCommitSpool):
     """The embedded :class:`~ingest.spool.queue.Spool`, safe to share between threads."""
 
+    storage_errors = (sqlite3.Error, OSError)
+
     def __init__(self, path: Path, *, max_bytes: int, retry_after: int = 30) -> None:
+        super().__init__(max_bytes=max_bytes, retry_after=retry_after)
         self.path = path
-        self.max_bytes = max_bytes
-        self.retry_after = retry_after
         self._writer = Connection(path, synchronous="FULL")
         self._reader = Connection(path, synchronous="FULL")
-        self._lock = threading.Lock()  # guards _pending
-        self._write_lock = threading.Lock()  # one commit of this process at a time
         self._read_lock = threading.Lock()
-        self._pending = _Batch()
-        self._usage = 0
-        self._usage_checked = -_USAGE_REFRESH_SECONDS
-
-    # -- appending
-
-    def append(self, record: SpoolRecord) -> None:
-        """Make ``record`` durable, or raise :class:`SpoolUnavailable`; never both.
-
-        The first request to join a batch leads it: it waits for the commit before it to end
-        (meanwhile later requests join its batch), commits the whole batch and wakes exactly
-        that batch's members. Every other request sleeps until its own batch is done.
-        """
-        header = record.header()
-        size = len(header) + len(record.body)
-        self._check_quota(size)
-        with self._lock:
-            batch = self._pending
-            batch.rows.append((header, record.body, size))
-            batch.size += size
-            leads = len(batch.rows) == 1
-        if leads:
-            self._lead(batch)
-        elif not batch.wait(_COMMIT_WAIT_SECONDS):
-            raise SpoolUnavailable("the spool did not commit in time", retry_after=self.retry_after)
-        if batch.failure is not None:
-            raise SpoolUnavailable(batch.failure, retry_after=self.retry_after)
-
-    def _lead(self, batch: _Batch) -> None:
-        """Commit ``batch`` once this process's previous commit is over."""
-        batch.failure = "the spool commit did not finish"  # until it does
-        try:
-            if not self._write_lock.acquire(timeout=_COMMIT_WAIT_SECONDS):
-                with self._lock:  # close it, or later requests would join a failed batch
-                    if self._pending is batch:
-                        self._pending = _Batch()
-                batch.failure = "the spool did not commit in time"
-                return
-            try:
-                with self._lock:  # close the batch: whoever comes now starts the next one
-                    self._pending = _Batch()
-                self._insert(batch.rows, batch.size)
-                batch.failure = None
-            except (sqlite3.Error, OSError) as exc:
-                batch.failure = self._failed("append", exc, len(batch.rows))
-            finally:
-                self._write_lock.release()
-        finally:
-            batch.done.release()
 
     def _insert(self, rows: list[tuple[bytes, bytes, int]], size: int) -> None:
         """One transaction: the rows, and the running totals they change."""
@@ -138,16 +60,6 @@ class SqliteSpool:
                 Connection.roll_back(db)
                 raise
         self._usage += size
-
-    def _check_quota(self, incoming: int) -> None:
-        now = time.monotonic()
-        if now - self._usage_checked > _USAGE_REFRESH_SECONDS:
-            self._usage = self.pending_bytes()  # other processes' appends, the flusher's acks
-            self._usage_checked = now
-        if self._usage + incoming > self.max_bytes:
-            raise SpoolUnavailable(
-                "the spool is full; the flusher is behind or stopped", retry_after=self.retry_after
-            )
 
     # -- the flusher's side
 
@@ -189,7 +101,7 @@ class SqliteSpool:
                 ).fetchone()
                 if waiting:  # ids only grow: nothing at or before it can appear later
                     self._delete_through(position)
-                    self._usage_checked = -_USAGE_REFRESH_SECONDS  # room now: read it again
+                    self._forget_usage()  # room now: read it again
             except (sqlite3.Error, OSError) as exc:
                 raise self._unavailable("acknowledge", exc) from exc
 
@@ -218,7 +130,7 @@ class SqliteSpool:
 
     def check_writable(self) -> str | None:
         """None when an append would be accepted now, else the reason it would not."""
-        if not self._write_lock.acquire(timeout=_COMMIT_WAIT_SECONDS):
+        if not self._write_lock.acquire(timeout=COMMIT_WAIT_SECONDS):
             return "the spool did not commit in time"
         try:
             db = self._writer.get()
