@@ -30,14 +30,16 @@ from typing import Any
 
 from mailpulse.actions_config import ActionConfig, parse_actions
 from mailpulse.credentials import Secret as Secret
+from mailpulse.credentials import read_credential
 from mailpulse.credentials import redacted_url as redacted_url
 from mailpulse.errors import ConfigError
 from mailpulse.sources import ProviderRules, demo_source_tables, parse_sources, unknown_keys
 from mailpulse.sources import SourceConfig as SourceConfig
 
 DEFAULT_CONFIG_NAME = "mailpulse.toml"
-#: The one spool engine there is (``"postgres"``, shared by several receivers, comes later).
-SPOOL_ENGINES = ("local",)
+#: The spool engines: embedded SQLite in the data directory, or PostgreSQL shared by several
+#: receivers (``url``, ``url_env`` or ``url_file`` names the database).
+SPOOL_ENGINES = ("local", "postgres")
 
 #: Schemes of the stores ``receiver.rate_limit_storage`` may name besides ``memory://``.
 SHARED_RATE_LIMIT_SCHEMES = ("redis", "rediss", "redis+unix", "valkey", "valkeys", "valkey+unix")
@@ -68,6 +70,9 @@ class LakeConfig:
 
     dedup_window_days: int = 45  # event ids remembered for at least this long
     flush_batch_bytes: int = 32 * 1024 * 1024  # spool bytes per flush batch: bounds memory
+    # Where the lake lives: empty for <data_dir>/lake, or a directory every receiver mounts
+    # (NFS, EFS) when several share one spool; relative paths are taken from the file's folder.
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,8 @@ class SpoolConfig:
     """The ``[spool]`` table: where accepted requests wait for the flusher."""
 
     engine: str = "local"  # the embedded spool in the data directory
+    # postgres: the database every receiver shares (a secret: it may hold a password)
+    url: Secret | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,7 @@ class Config:
     @property
     def lake_dir(self) -> Path:
         """The Parquet lake (``events``, ``raw``, ``quarantine``)."""
-        return self.data_dir / "lake"
+        return Path(self.lake.url) if self.lake.url else self.data_dir / "lake"
 
     @property
     def state_dir(self) -> Path:
@@ -189,7 +196,7 @@ def parse_config(
     """
     env = os.environ if env is None else env
     problems: list[str] = []
-    unknown_keys(document, {"data_dir", "sources", "actions", *_TABLES}, "", problems)
+    unknown_keys(document, {"data_dir", "sources", "actions", "spool", *_TABLES}, "", problems)
     data_dir = _data_dir(document, base_dir, env, problems)
     tables = {name: _table(document, name, problems) for name in _TABLES}
     # Secrets written in the file itself make the file a secret (a parsed document has none).
@@ -199,6 +206,8 @@ def parse_config(
     if config_file is not None and urllib.parse.urlsplit(storage).password:
         secret_files.append(config_file)
     holders = (config_file, secret_files)
+    spool = _spool_table(document, base_dir, env, problems, holders)
+    tables["lake"] = _lake_url(tables["lake"], base_dir, problems)
     raw_sources = document.get("sources", {})
     sources = parse_sources(raw_sources, providers, base_dir, env, problems, holders)
     actions: dict[str, ActionConfig] = {}
@@ -212,6 +221,7 @@ def parse_config(
     return Config(
         data_dir=data_dir,
         **tables,
+        spool=spool,
         sources=sources,
         actions=actions,
         origin=origin,
@@ -304,12 +314,53 @@ def _check_lake(lake: LakeConfig, problems: list[str]) -> None:
         problems.append("lake.flush_batch_bytes must be at least 4096")
 
 
-def _check_spool(spool: SpoolConfig, problems: list[str]) -> None:
-    if spool.engine not in SPOOL_ENGINES:
+def _spool_table(
+    document: Mapping[str, Any],
+    base_dir: Path | None,
+    env: Mapping[str, str],
+    problems: list[str],
+    holders: tuple[Path | None, list[Path]],
+) -> SpoolConfig:
+    """The ``[spool]`` table: the engine, and for postgres the database URL (a credential)."""
+    table = document.get("spool", {})
+    if not isinstance(table, dict):
+        problems.append("spool must be a table")
+        return SpoolConfig()
+    unknown_keys(table, {"engine", "url", "url_env", "url_file"}, "spool.", problems)
+    engine = table.get("engine", "local")
+    if engine not in SPOOL_ENGINES:
         problems.append(
-            f'spool.engine must be "local" (the embedded spool), not {spool.engine!r}: '
-            "other engines such as postgres come with a later version"
+            f'spool.engine must be "local" (the embedded spool) or "postgres" (shared by '
+            f"several receivers), not {engine!r}"
         )
+        return SpoolConfig()
+    found = read_credential("url", table, base_dir, env, "spool.", problems, holders)
+    url = found[0] if found else None
+    if engine == "postgres":
+        scheme = urllib.parse.urlsplit(url.reveal()).scheme if url else ""
+        if url is None:
+            problems.append('spool.url: engine "postgres" needs url, url_env or url_file')
+        elif scheme not in ("postgresql", "postgres"):
+            problems.append("spool.url must be a postgresql://user:password@host/database URL")
+    elif url is not None:
+        problems.append('spool.url is only for engine = "postgres"')
+    return SpoolConfig(engine=engine, url=url)
+
+
+def _lake_url(lake: LakeConfig, base_dir: Path | None, problems: list[str]) -> LakeConfig:
+    """``lake.url`` as an absolute local directory (object storage is not supported yet)."""
+    if not lake.url:
+        return lake
+    if "://" in lake.url:
+        problems.append(
+            f"lake.url: {lake.url.split('://', 1)[0]}:// is not supported; give a local "
+            "directory (shared by every receiver, e.g. an NFS or EFS mount)"
+        )
+        return lake
+    path = Path(lake.url).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return replace(lake, url=str(path))
 
 
 def _check_dashboard(dashboard: DashboardConfig, problems: list[str]) -> None:
@@ -326,7 +377,6 @@ def _no_checks(_table: object, _problems: list[str]) -> None:
 _TABLES: dict[str, tuple[type[Any], Callable[[Any, list[str]], None]]] = {
     "receiver": (ReceiverConfig, _check_receiver),
     "lake": (LakeConfig, _check_lake),
-    "spool": (SpoolConfig, _check_spool),
     "suppression": (SuppressionConfig, _no_checks),
     "dashboard": (DashboardConfig, _check_dashboard),
 }

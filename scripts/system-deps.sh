@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real: Chromium (the dashboard's browser test),
-# Redis (the rate limit shared by every worker) and nginx (deploy/nginx.conf in front of the
-# receiver). Installs only what is missing; needs root or sudo when something is.
+# Redis (the rate limit shared by every worker), nginx (deploy/nginx.conf in front of the
+# receiver) and PostgreSQL (the shared spool engine; the tests start their own cluster with
+# its initdb and pg_ctl). Installs only what is missing; needs root or sudo when something is.
 set -euo pipefail
 
-PACKAGES=(chromium redis-server nginx)
-COMMANDS=(chromium redis-server nginx)
+PACKAGES=(chromium redis-server nginx postgresql)
+COMMANDS=(chromium redis-server nginx pg_ctlcluster)
 
 missing=()
 for i in "${!PACKAGES[@]}"; do

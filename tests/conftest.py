@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from ingest import create_app
 from mailpulse.config import Config
-from tests import leaks
+from tests import leaks, postgres
 from tests.helpers import new_secret, parse_config
 
 # After the last test, whichever ran: no configured secret in any log, output or answer.
@@ -81,3 +81,16 @@ def app(config: Config) -> Iterator[Flask]:
 def client(app: Flask) -> FlaskClient:
     """A test client of ``app``."""
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[postgres.Cluster]:
+    """One PostgreSQL server for the whole run, started on first use."""
+    with postgres.cluster() as running:
+        yield running
+
+
+@pytest.fixture
+def pg_url(pg_cluster: postgres.Cluster) -> str:
+    """A fresh, empty database of that server."""
+    return pg_cluster.new_database()

@@ -10,7 +10,7 @@ import pytest
 from mailpulse import config as configuration
 from mailpulse.config import Secret
 from mailpulse.errors import ConfigError
-from tests.helpers import load_config, parse_config
+from tests.helpers import load_config, new_secret, parse_config
 
 
 def problems(document: dict[str, Any], env: dict[str, str] | None = None) -> list[str]:
@@ -201,13 +201,36 @@ def test_dashboard_receiver_url_default_and_validation() -> None:
         parse_config({"dashboard": {"port": 1}})
 
 
-def test_spool_engine_is_local_and_says_what_else_is_coming() -> None:
+def test_spool_engine_is_local_or_postgres_with_a_url(tmp_path: Path) -> None:
     assert parse_config({}).spool.engine == "local"
     assert parse_config({"spool": {"engine": "local"}}).spool.engine == "local"
-    (problem,) = problems({"spool": {"engine": "postgres"}})
-    assert problem.startswith('spool.engine must be "local"') and "later" in problem
-    assert problems({"spool": {"engine": 1}}) == ["spool.engine must be str, not 1"]
-    assert problems({"spool": {"url": "postgresql://x"}})[0].startswith("spool.url: unknown key")
+    (problem,) = problems({"spool": {"engine": "mysql"}})
+    assert problem.startswith('spool.engine must be "local"') and "postgres" in problem
+    assert problems({"spool": {"engine": 1}})[0].startswith("spool.engine must be")
+    assert problems({"spool": {"engine": "postgres"}}) == [
+        'spool.url: engine "postgres" needs url, url_env or url_file'
+    ]
+    assert problems({"spool": {"url": "postgresql://x"}}) == [
+        'spool.url is only for engine = "postgres"'
+    ]
+    assert problems({"spool": {"engine": "postgres", "url": "mysql://x"}})[0].startswith(
+        "spool.url must be a postgresql://"
+    )
+    password = "pw-" + new_secret()
+    url = f"postgresql://mp:{password}@db.internal/mailpulse"
+    spool = parse_config(
+        {"spool": {"engine": "postgres", "url_env": "SPOOL_URL"}}, env={"SPOOL_URL": url}
+    ).spool
+    assert spool.url is not None and spool.url.reveal() == url
+    assert password not in repr(spool)
+
+
+def test_the_lake_may_live_in_a_shared_directory(tmp_path: Path) -> None:
+    assert parse_config({"data_dir": str(tmp_path)}).lake_dir == tmp_path / "lake"
+    shared = tmp_path / "nfs" / "lake"
+    assert parse_config({"lake": {"url": str(shared)}}).lake_dir == shared
+    (problem,) = problems({"lake": {"url": "s3://bucket/lake"}})
+    assert problem.startswith("lake.url: s3:// is not supported")
 
 
 def test_without_the_provider_registry_sources_are_not_read(tmp_path: Path) -> None:

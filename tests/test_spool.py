@@ -11,13 +11,15 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ingest.errors import SpoolUnavailable
-from ingest.spool import SpoolRecord, new_request_id
+from ingest.spool import Spool, SpoolRecord, new_request_id
 from ingest.spool import sqlite as engine
+from ingest.spool.postgres import PostgresSpool
 from ingest.spool.sqlite import SqliteSpool
 from tests.helpers import REPO, append_all
 
@@ -51,6 +53,17 @@ def spool(tmp_path: Path) -> SqliteSpool:
     return SqliteSpool(tmp_path / "spool" / "spool.sqlite", max_bytes=1 << 30)
 
 
+@pytest.fixture(params=["local", "postgres"])
+def any_spool(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Spool]:
+    """Each engine in turn, behind the one interface."""
+    if request.param == "local":
+        engine: Spool = SqliteSpool(tmp_path / "spool" / "spool.sqlite", max_bytes=1 << 30)
+    else:
+        engine = PostgresSpool(request.getfixturevalue("pg_url"), max_bytes=1 << 30)
+    yield engine
+    engine.close()
+
+
 def test_concurrent_appends_share_commits_and_every_record_arrives_whole(
     spool: SqliteSpool,
 ) -> None:
@@ -62,41 +75,41 @@ def test_concurrent_appends_share_commits_and_every_record_arrives_whole(
     assert claimed.size == spool.pending_bytes() == sum(map(size_of, records))
 
 
-def test_claims_take_the_oldest_first_within_their_budget(spool: SqliteSpool) -> None:
+def test_claims_take_the_oldest_first_within_their_budget(any_spool: Spool) -> None:
     for n in range(10):
-        spool.append(record(n, size=1000))
+        any_spool.append(record(n, size=1000))
     one = size_of(record(0, size=1000))
-    assert [r.received_at for r in spool.claim(2 * one, 100).records] == [0, 1]
-    assert [r.received_at for r in spool.claim(1 << 20, 3).records] == [0, 1, 2]
+    assert [r.received_at for r in any_spool.claim(2 * one, 100).records] == [0, 1]
+    assert [r.received_at for r in any_spool.claim(1 << 20, 3).records] == [0, 1, 2]
     # A first record larger than the budget still comes, alone: the queue always moves.
-    assert [r.received_at for r in spool.claim(10, 100).records] == [0]
+    assert [r.received_at for r in any_spool.claim(10, 100).records] == [0]
 
 
-def test_a_claim_can_start_past_a_position_not_yet_acknowledged(spool: SqliteSpool) -> None:
+def test_a_claim_can_start_past_a_position_not_yet_acknowledged(any_spool: Spool) -> None:
     for n in range(6):
-        spool.append(record(n))
-    first = spool.claim(1 << 20, 4)
-    following = spool.claim(1 << 20, 100, after=first.position)
+        any_spool.append(record(n))
+    first = any_spool.claim(1 << 20, 4)
+    following = any_spool.claim(1 << 20, 100, after=first.position)
     assert [r.received_at for r in following.records] == [4, 5]
-    assert spool.pending_bytes() == first.size + following.size  # nothing acknowledged
-    assert spool.claim(1 << 20, 100).records[0].received_at == 0
+    assert any_spool.pending_bytes() == first.size + following.size  # nothing acknowledged
+    assert any_spool.claim(1 << 20, 100).records[0].received_at == 0
 
 
-def test_acknowledging_forgets_what_was_claimed_and_nothing_else(spool: SqliteSpool) -> None:
+def test_acknowledging_forgets_what_was_claimed_and_nothing_else(any_spool: Spool) -> None:
     for n in range(6):
-        spool.append(record(n))
-    first = spool.claim(1 << 20, 4)
-    spool.acknowledge(first.position)
-    rest = spool.claim(1 << 20, 100)
+        any_spool.append(record(n))
+    first = any_spool.claim(1 << 20, 4)
+    any_spool.acknowledge(first.position)
+    rest = any_spool.claim(1 << 20, 100)
     assert [r.received_at for r in rest.records] == [4, 5]
     assert rest.position > first.position
-    assert spool.pending_bytes() == rest.size
-    spool.acknowledge(first.position)  # again, or an older position: nothing changes
-    spool.acknowledge(0)
-    assert spool.claim(1 << 20, 100) == rest
-    spool.acknowledge(rest.position)
-    assert spool.pending_bytes() == 0
-    assert spool.claim(1 << 20, 100).records == []
+    assert any_spool.pending_bytes() == rest.size
+    any_spool.acknowledge(first.position)  # again, or an older position: nothing changes
+    any_spool.acknowledge(0)
+    assert any_spool.claim(1 << 20, 100) == rest
+    any_spool.acknowledge(rest.position)
+    assert any_spool.pending_bytes() == 0
+    assert any_spool.claim(1 << 20, 100).records == []
 
 
 def test_a_claim_never_acknowledged_is_claimed_again_by_the_next_reader(
@@ -154,18 +167,18 @@ def test_kill_9_mid_append_loses_nothing_acknowledged_and_leaves_no_torn_record(
     assert spool.pending_bytes() == sum(map(size_of, stored))
 
 
-def test_the_quota_counts_what_is_waiting(spool: SqliteSpool) -> None:
-    spool.max_bytes = 5 * size_of(record(0))
+def test_the_quota_counts_what_is_waiting(any_spool: Spool) -> None:
+    any_spool.max_bytes = 5 * size_of(record(0))
     for n in range(5):
-        spool.append(record(n))
+        any_spool.append(record(n))
     with pytest.raises(SpoolUnavailable, match="full") as refused:
-        spool.append(record(5))
+        any_spool.append(record(5))
     assert refused.value.retry_after > 0
-    assert spool.check_writable() == "the spool is full"
-    spool.acknowledge(spool.claim(1 << 20, 3).position)  # a flush frees room at once
-    spool.append(record(5))
-    spool.append(record(6))
-    assert spool.check_writable() is None
+    assert any_spool.check_writable() == "the spool is full"
+    any_spool.acknowledge(any_spool.claim(1 << 20, 3).position)  # a flush frees room at once
+    any_spool.append(record(5))
+    any_spool.append(record(6))
+    assert any_spool.check_writable() is None
 
 
 def test_a_spool_that_cannot_be_written_raises_spool_unavailable_and_says_which_file(
@@ -238,14 +251,14 @@ def test_a_writer_stuck_elsewhere_fails_the_waiters_and_the_spool_recovers(
     assert [r.received_at for r in spool.claim(1 << 20, 100).records] == [0, 9]
 
 
-def test_a_forked_child_opens_its_own_connection(spool: SqliteSpool) -> None:
-    spool.append(record(1))
+def test_a_forked_child_opens_its_own_connection(any_spool: Spool) -> None:
+    any_spool.append(record(1))
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
-            spool.append(record(2))
+            any_spool.append(record(2))
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
-    spool.append(record(3))
-    assert sorted(r.received_at for r in spool.claim(1 << 20, 10).records) == [1, 2, 3]
+    any_spool.append(record(3))
+    assert sorted(r.received_at for r in any_spool.claim(1 << 20, 10).records) == [1, 2, 3]

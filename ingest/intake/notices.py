@@ -40,6 +40,11 @@ def start_notices(config: Config, workers: int) -> list[str]:
                 f"rate limits are counted by each of the {workers} workers alone, each allowing "
                 f"1/{workers} of a source's limit; set receiver.rate_limit_storage to a Redis "
                 "URL to share the counts"
+                + (
+                    " (with the postgres spool, receivers on other hosts count on their own too)"
+                    if config.spool.engine == "postgres"
+                    else ""
+                )
             )
         else:
             lines.append(

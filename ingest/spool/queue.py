@@ -60,11 +60,16 @@ class Spool(Protocol):
 
 
 def open_spool(config: Config) -> Spool:
-    """The spool of ``config``: the embedded engine in ``<data_dir>/spool``."""
+    """The spool of ``config``: the embedded engine in ``<data_dir>/spool``, or the
+    PostgreSQL database every receiver shares (``[spool] engine = "postgres"``)."""
+    limits = {
+        "max_bytes": config.receiver.spool_max_bytes,
+        "retry_after": config.receiver.retry_after_seconds,
+    }
+    if config.spool.engine == "postgres" and config.spool.url is not None:
+        from ingest.spool.postgres import PostgresSpool
+
+        return PostgresSpool(config.spool.url.reveal(), **limits)
     from ingest.spool.sqlite import SqliteSpool
 
-    return SqliteSpool(
-        config.spool_dir / "spool.sqlite",
-        max_bytes=config.receiver.spool_max_bytes,
-        retry_after=config.receiver.retry_after_seconds,
-    )
+    return SqliteSpool(config.spool_dir / "spool.sqlite", **limits)

@@ -12,6 +12,7 @@ from analytics.queries import DIMENSIONS, PERIODS
 from mailpulse.cli import cli
 from mailpulse.cli.common import EXIT_BUSY, EXIT_NOT_SUPPRESSED, config_option, load
 from mailpulse.cli.output import print_frame
+from mailpulse.config import Config, redacted_url
 
 
 @cli.command()
@@ -67,6 +68,7 @@ def serve(
         f"<source> for {', '.join(sorted(config.sources)) or 'no sources'}",
         err=True,
     )
+    click.echo(f"mailpulse: {_spool_line(config)}", err=True)
     for line in start_notices(config, workers or config.receiver.workers):
         click.echo(f"mailpulse: {line}", err=True)
     sys.exit(
@@ -80,6 +82,14 @@ def serve(
             keyfile=keyfile,
         )
     )
+
+
+def _spool_line(config: Config) -> str:
+    """Which spool engine takes the requests, said once at start (no password)."""
+    if config.spool.engine == "postgres" and config.spool.url is not None:
+        where = redacted_url(config.spool.url.reveal())
+        return f"spool: PostgreSQL {where}, shared by every receiver that names it"
+    return f"spool: embedded SQLite in {config.spool_dir}"
 
 
 def _check_tls(certfile: str, keyfile: str) -> None:
