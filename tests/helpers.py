@@ -184,13 +184,15 @@ def start_server(
     threads: int = 8,
     args: Sequence[str] = (),
     ca_file: Path | None = None,
+    port: int | None = None,
 ) -> Server:
     """Start a server on a free port for an existing config and wait until it is ready.
 
     ``args`` are added to ``mailpulse serve``; with ``ca_file`` (the certificate a
     ``--certfile`` server presents) the server is reached over https and checked against it.
+    ``port``: listen there (a host started again where its load balancer expects it).
     """
-    port = free_port()
+    port = port or free_port()
     log_path = directory / f"server-{port}.log"
     leaks.record_server(config_path, log_path)
     with open(log_path, "wb") as log:

@@ -74,7 +74,10 @@ def post(config: Config, body: bytes, headers: dict[str, str]) -> tuple[int, dic
         response = app.test_client().post("/webhooks/esp", data=body, headers=headers)
         return response.status_code, json.loads(response.data)
     finally:
-        app.extensions["mailpulse"].spool.close()
+        state = app.extensions["mailpulse"]
+        state.spool.close()
+        for source in state.sources.values():  # the PostgreSQL guard holds connections
+            getattr(source.provider.replay, "close", lambda: None)()
 
 
 @pytest.mark.parametrize("provider", sorted(PROVIDERS))
@@ -88,6 +91,29 @@ def test_a_request_the_spool_refused_can_be_retried(tmp_path: Path, provider: st
     assert post(roomy, body, headers)[0] == 200  # the byte-identical retry
     status, answer = post(roomy, body, headers)  # a replay of an acknowledged request
     assert (status, answer["error"]) == (401, "replayed_token")
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+def test_a_replay_sent_to_another_receiver_sharing_postgres_is_refused(
+    tmp_path: Path, provider: str, pg_url: str
+) -> None:
+    key = new_key(provider)
+    body, headers = PROVIDERS[provider][1](key)
+    hosts = [
+        parse_config(
+            {
+                "data_dir": str(tmp_path / host),  # each host's own disk
+                "spool": {"engine": "postgres", "url": pg_url},
+                "sources": {"esp": {"provider": provider, PROVIDERS[provider][0]: key}},
+            },
+            env={},
+        )
+        for host in ("one", "two")
+    ]
+    assert post(hosts[0], body, headers)[0] == 200
+    status, answer = post(hosts[1], body, headers)
+    assert (status, answer["error"]) == (401, "replayed_token")
+    assert not (tmp_path / "two" / "spool" / "replay.sqlite").exists()
 
 
 @pytest.mark.parametrize("provider", sorted(PROVIDERS))

@@ -16,6 +16,9 @@ the file and the reason.
 
 Losing the table (a crash before SQLite's write reached the disk) can only let a replay of a
 token from the last moments through; that event is then a duplicate, which the flusher drops.
+
+With the ``postgres`` spool engine the receivers of every host share one table instead:
+:class:`~ingest.intake.replay_postgres.PostgresReplayGuard`, with the same interface.
 """
 
 from __future__ import annotations

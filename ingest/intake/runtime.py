@@ -11,6 +11,7 @@ from limits import RateLimitItem, parse
 from ingest.intake.ratelimit import SourceRateLimiter
 from ingest.intake.replay import SqliteReplayGuard
 from ingest.providers import PROVIDERS, Provider
+from ingest.providers.base import ReplayGuard
 from ingest.spool import Spool, open_spool
 from mailpulse.config import Config, SourceConfig
 
@@ -46,7 +47,7 @@ def build_state(
     """
     sources: dict[str, SourceRuntime] = {}
     # One guard for every source and worker: tokens are keyed by source inside providers.
-    replay = SqliteReplayGuard(config.spool_dir / "replay.sqlite")
+    replay = open_replay_guard(config)
     for name, source in config.sources.items():
         limit = parse(source.rate_limit) if source.rate_limit else None
         retry_after = max(1, int(limit.get_expiry())) if limit else 1
@@ -61,3 +62,13 @@ def build_state(
     return ReceiverState(
         config=config, sources=sources, spool=spool, limiter=limiter, clock=clock or time.time
     )
+
+
+def open_replay_guard(config: Config) -> ReplayGuard:
+    """Where single-use values are remembered: next to the embedded spool, or in the shared
+    PostgreSQL database, so a value acknowledged by one host is refused by every other."""
+    if config.spool.engine == "postgres" and config.spool.url is not None:
+        from ingest.intake.replay_postgres import PostgresReplayGuard
+
+        return PostgresReplayGuard(config.spool.url.reveal())
+    return SqliteReplayGuard(config.spool_dir / "replay.sqlite")

@@ -124,9 +124,13 @@ class Outbox(Protocol):
 
 
 def open_outbox(config: Config) -> Outbox:
-    """The outbox of ``config``'s spool engine: the embedded one shares its database."""
+    """The outbox of ``config``'s spool engine, in the spool's own database: the embedded
+    file, or the PostgreSQL database every receiver shares (``[spool] engine = "postgres"``)."""
+    retry_after = config.receiver.retry_after_seconds
+    if config.spool.engine == "postgres" and config.spool.url is not None:
+        from ingest.spool.postgres_outbox import PostgresOutbox
+
+        return PostgresOutbox(config.spool.url.reveal(), retry_after=retry_after)
     from ingest.spool.sqlite_outbox import SqliteOutbox
 
-    return SqliteOutbox(
-        config.spool_dir / "spool.sqlite", retry_after=config.receiver.retry_after_seconds
-    )
+    return SqliteOutbox(config.spool_dir / "spool.sqlite", retry_after=retry_after)
