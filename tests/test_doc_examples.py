@@ -12,8 +12,10 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +38,15 @@ NOT_RUN = {
     "make demo        #": "installs Jupyter; tests/test_notebooks.py runs the notebooks",
     "import os\n\nfrom flask import Flask, abort, request\nfrom standardwebhooks": (
         "a downstream's receiver; tests/test_cli_actions.py verifies a signed action this way"
+    ),
+    "mailpulse sql --dialect spark --lake s3a://": (
+        "a Spark installation and S3; tests/test_spark.py runs the printed script in Spark"
+    ),
+    "import subprocess\n\nfrom pyspark.sql import SparkSession": (
+        "Spark and S3; tests/test_spark.py runs the statements this way in local Spark"
+    ),
+    "mailpulse sql --dialect trino --lake s3://": (
+        "a Trino cluster; tests/test_sql_dialects.py parses the printed script back"
     ),
 }
 
@@ -165,13 +176,25 @@ def test_toml_block_is_a_valid_configuration(block: Block, tmp_path: Path) -> No
         stand_in.write_text("x" * 32)
         stand_in.chmod(0o600)
         text = text.replace(path, str(stand_in))
-    env = {  # variables it names get a stand-in too: a URL for a (Slack) url, else 32 bytes
-        name: "https://hooks.example.com/x" if key == "url" else "x" * 32
-        for key, name in re.findall(r'^(\w+)_env = "([^"]+)"', text, flags=re.M)
-    }
+    env = dict(_stand_ins(tomllib.loads(text)))  # variables it names get a stand-in too
     if "data_dir" not in text:
         text = f'data_dir = "{tmp_path / "data"}"\n{text}'
     text = re.sub(r'^data_dir = ".*"$', f'data_dir = "{tmp_path / "data"}"', text, flags=re.M)
     tomllib.loads(text)
     (tmp_path / "mailpulse.toml").write_text(text)
     load_config(tmp_path / "mailpulse.toml", env=env)
+
+
+def _stand_ins(table: dict[str, Any], path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+    """A value for each environment variable a ``<key>_env`` names: a PostgreSQL URL for the
+    spool's, an https URL for another ``url`` (a Slack webhook), 32 bytes for a secret."""
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _stand_ins(value, (*path, key))
+        elif key.endswith("_env") and isinstance(value, str):
+            if path[:1] == ("spool",):
+                yield value, "postgresql://mailpulse@127.0.0.1/mailpulse"
+            elif key == "url_env":
+                yield value, "https://hooks.example.com/x"
+            else:
+                yield value, "x" * 32

@@ -1,14 +1,16 @@
 """The flusher: spool -> normalize -> dedup -> lake, exactly once (promise 2).
 
-One flusher runs at a time per data directory (an ``flock`` on ``state/flusher.lock``). Each
-batch goes through the same steps:
+One flusher runs at a time: per data directory (an ``flock``), or across every host sharing
+the PostgreSQL engine (an advisory lock); see :mod:`ingest.flush.leader`. Each batch goes
+through the same steps:
 
 1. claim the oldest records the spool holds (:mod:`ingest.spool`);
 2. normalize them (:mod:`ingest.flush.batch`); failures go to quarantine, never back to the ESP;
 3. drop every event id already stored: the ``seen`` table covers the dedup window, and events
    older than the window are also checked against their lake partition;
 4. journal the file names, write the Parquet files atomically, then commit the claim's spool
-   position and the ids in one SQLite transaction (:mod:`ingest.flush.state`); a crash before the
+   position and the ids in one transaction (:mod:`ingest.flush.state`, or
+   :mod:`ingest.flush.pg_state` shared by several hosts); a crash before the
    commit undoes the files (the claim is simply claimed again), a crash after it is already
    complete;
 5. acknowledge the claim, so the spool forgets it. A pass first acknowledges the committed
@@ -17,7 +19,6 @@ batch goes through the same steps:
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -32,8 +33,10 @@ import polars as pl
 from ingest.errors import FlusherBusy
 from ingest.flush.batch import BatchBuilder
 from ingest.flush.event_times import implausible
+from ingest.flush.leader import AnyFlusherState, locked_state
+from ingest.flush.leader import flusher_lock as flusher_lock  # where callers found it
 from ingest.flush.normalize import ChunkPool
-from ingest.flush.state import Commit, FlusherState
+from ingest.flush.state import Commit
 from ingest.providers import PROVIDERS, Provider
 from ingest.providers.events import MICROS
 from ingest.spool import Claim, Spool, open_spool
@@ -65,38 +68,6 @@ class FlushResult:
         self.duplicates += other.duplicates
         self.quarantined += other.quarantined
         self.batches += other.batches
-
-
-@contextmanager
-def flusher_lock(state_dir: Path, wait_seconds: float = 0.0) -> Iterator[None]:
-    """Hold the one-flusher-per-data-directory lock, or raise :class:`FlusherBusy`."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / "flusher.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise FlusherBusy("another flusher is working on this data directory") from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def locked_state(state_dir: Path, wait_seconds: float = 0.0) -> Iterator[FlusherState]:
-    """The flusher lock and the recovered state: how every lake writer starts its work."""
-    with flusher_lock(state_dir, wait_seconds):
-        state = FlusherState(state_dir)
-        try:
-            state.recover()
-            yield state
-        finally:
-            state.close()
 
 
 class Flusher:
@@ -131,13 +102,13 @@ class Flusher:
 
     def flush(self, wait_seconds: float = 60.0) -> FlushResult:
         """Drain everything spooled so far into the lake (waits for a running flusher)."""
-        with self._closing_pool(), locked_state(self.config.state_dir, wait_seconds) as state:
+        with self._closing_pool(), locked_state(self.config, wait_seconds) as state:
             return self._drain(state)
 
     def try_flush(self) -> FlushResult | None:
         """One pass if no other flusher is busy; None when one is."""
         try:
-            with self._closing_pool(), locked_state(self.config.state_dir) as state:
+            with self._closing_pool(), locked_state(self.config) as state:
                 return self._drain(state)
         except FlusherBusy:
             return None
@@ -166,7 +137,7 @@ class Flusher:
 
     # -- the work
 
-    def _drain(self, state: FlusherState) -> FlushResult:
+    def _drain(self, state: AnyFlusherState) -> FlushResult:
         total = FlushResult()
         # What the last pass committed is in the lake, whether or not it got to say so.
         position = state.spool_position()
@@ -211,7 +182,7 @@ class Flusher:
 
     def write_batch(
         self,
-        state: FlusherState,
+        state: AnyFlusherState,
         builder: BatchBuilder,
         spool_position: int | None,
         *,
@@ -289,14 +260,14 @@ class Flusher:
                 found.update(stored["event_id"].to_list())
         return found
 
-    def _maybe_prune(self, state: FlusherState) -> None:
+    def _maybe_prune(self, state: AnyFlusherState) -> None:
         now = int(self.clock())
         if now - state.meta("last_prune") < _PRUNE_EVERY_SECONDS:
             return
         state.prune_seen(now - self.config.lake.dedup_window_days * 86_400)
         state.set_meta("last_prune", now)
 
-    def _write_status(self, state: FlusherState) -> None:
+    def _write_status(self, state: AnyFlusherState) -> None:
         pending = self.spool.pending_bytes()
         events: dict[str, dict[str, int]] = {}
         for key, value in state.counters("events:").items():

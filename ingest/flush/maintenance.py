@@ -1,4 +1,4 @@
-"""Lake upkeep that runs under the flusher lock: compaction and quarantine replay.
+"""Lake upkeep that runs under the flusher lead (one host at a time): compaction, replay.
 
 Compaction and reclassification rewrite events files, which retires whatever a reader built
 from the old ones (the analytics rollup): they take an ``after_rewrite`` callback, run with
@@ -18,8 +18,9 @@ import polars as pl
 from ingest.errors import LakeError
 from ingest.flush.agents import classify, is_rule_decision
 from ingest.flush.batch import BatchBuilder
-from ingest.flush.flusher import Flusher, FlushResult, locked_state
-from ingest.flush.state import Commit, FlusherState
+from ingest.flush.flusher import Flusher, FlushResult
+from ingest.flush.leader import AnyFlusherState, locked_state
+from ingest.flush.state import Commit
 from ingest.spool import SpoolRecord
 from mailpulse import lake
 
@@ -55,7 +56,7 @@ def compact(
     """
     config = flusher.config
     result = CompactResult()
-    with locked_state(config.state_dir, wait_seconds) as state:
+    with locked_state(config, wait_seconds) as state:
         for table in _COMPACTED_TABLES:
             dates = [date] if date else lake.partitions(config.lake_dir, table)
             for day in dates:
@@ -73,7 +74,7 @@ def compact(
 
 
 def _compact_partition(
-    state: FlusherState, lake_dir: Path, table: str, day: str, files: list[Path]
+    state: AnyFlusherState, lake_dir: Path, table: str, day: str, files: list[Path]
 ) -> int:
     try:
         frame = pl.read_parquet(files, hive_partitioning=False)
@@ -87,7 +88,7 @@ def _compact_partition(
 
 
 def replace_partition(
-    state: FlusherState,
+    state: AnyFlusherState,
     lake_dir: Path,
     table: str,
     day: str,
@@ -124,7 +125,7 @@ def replay_quarantine(flusher: Flusher, wait_seconds: float = 60.0) -> tuple[Flu
     quarantine with its new reason. Returns the result and how many remain quarantined.
     """
     config = flusher.config
-    with locked_state(config.state_dir, wait_seconds) as state:
+    with locked_state(config, wait_seconds) as state:
         files = lake.list_files(config.lake_dir, "quarantine")
         if not files:
             return FlushResult(), 0
@@ -171,7 +172,7 @@ def reclassify(
     """
     config = flusher.config
     result = ReclassifyResult()
-    with locked_state(config.state_dir, wait_seconds) as state:
+    with locked_state(config, wait_seconds) as state:
         for day in lake.partitions(config.lake_dir, "events"):
             files = lake.list_files(config.lake_dir, "events", day)
             if not files:
