@@ -93,6 +93,7 @@ class FlusherStatusCollector(Collector):
             for outcome, count in sorted(outcomes.items()):
                 events.add_metric([source, outcome], count)
         yield events
+        yield from _flusher_work(status, self.spool)
         odd = CounterMetricFamily(
             "mailpulse_events_implausible_time",
             "Events stored with an occurred_at before 2000 or over a year after receipt.",
@@ -168,6 +169,39 @@ def _latency(latency: dict[str, Any]) -> Metric:
             buckets.append((bound, cumulative))
         family.add_metric([action], buckets, latency.get("sum", {}).get(action, 0.0))
     return family
+
+
+def _flusher_work(status: dict[str, Any], spool: Spool) -> Iterator[Metric]:
+    """This host's passes and batches, the lead's moves, and how long the spool's oldest
+    request has waited."""
+    host = status.get("host", "")
+    for name, key, text in (
+        ("mailpulse_flusher_passes", "passes", "Flush passes this host led."),
+        ("mailpulse_flusher_batches", "batches", "Lake batches this host wrote."),
+    ):
+        family = CounterMetricFamily(name, text, labels=["host"])
+        family.add_metric([host], status.get(key, 0))
+        yield family
+    yield CounterMetricFamily(
+        "mailpulse_flusher_lead_changes",
+        "Times the flusher's lead moved to another process (another host, with the shared "
+        "spool), as of this host's last pass.",
+        value=status.get("lead_changes", 0),
+    )
+    yield GaugeMetricFamily(
+        "mailpulse_spool_oldest_seconds",
+        "Age of the oldest request waiting in the spool, read now (0 when empty).",
+        value=_oldest_waiting(spool),
+    )
+
+
+def _oldest_waiting(spool: Spool) -> float:
+    """Seconds the oldest spooled request has waited; NaN when the spool cannot be read."""
+    try:
+        oldest = spool.claim(1, 1).records
+    except SpoolUnavailable:
+        return float("nan")
+    return max(0.0, time.time() - oldest[0].received_at / 1e6) if oldest else 0.0
 
 
 def render(spool: Spool, state_dir: Path) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -246,10 +247,25 @@ def test_an_esp_retry_on_the_other_host_is_a_duplicate_not_a_second_row(pair: Pa
     assert answers == [200, 200]
     result = mailpulse("flush", config=pair.configs[1])
     assert result.returncode == 0, result.stderr
+    # Both hosts' flushers take turns leading; each says so in its own metrics.
+    deadline = time.monotonic() + 20
+    while not all(_led(server) for server in hosts):
+        assert time.monotonic() < deadline, "a host never led a flush"
+        time.sleep(0.2)
+    scraped = requests.get(f"{hosts[0].base_url}/metrics", timeout=10).text
+    assert "mailpulse_flusher_lead_changes_total" in scraped
+    assert "mailpulse_spool_oldest_seconds" in scraped
     # Later, once the first copy is in the lake: the other host again.
     assert hosts[0].post(body).status_code == 200
     drain(pair)
     assert lake_ids(pair.directory / "shared-lake") == Counter({"retried-elsewhere": 1})
+
+
+def _led(server: Server) -> bool:
+    """Whether this host's flusher led a pass (its metrics count its own passes)."""
+    text = requests.get(f"{server.base_url}/metrics", timeout=10).text
+    passes = re.search(r'^mailpulse_flusher_passes_total\{host="[^"]*"\} (\S+)$', text, re.M)
+    return passes is not None and float(passes[1]) > 0
 
 
 def test_while_postgresql_is_down_receivers_answer_503_and_recover_on_their_own(

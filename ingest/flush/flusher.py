@@ -19,8 +19,10 @@ through the same steps:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -97,6 +99,9 @@ class Flusher:
         if workers is None:
             workers = (os.cpu_count() or 1) - 1
         self.pool = ChunkPool(config.sources, workers) if workers > 0 else None
+        # Who leads, as the shared state records it: this host and process, this start.
+        self.identity = _identity()
+        self.passes = self.batches = 0
 
     # -- entry points
 
@@ -140,6 +145,7 @@ class Flusher:
     def _drain(self, state: AnyFlusherState) -> FlushResult:
         total = FlushResult()
         # What the last pass committed is in the lake, whether or not it got to say so.
+        self._note_lead(state)
         position = state.spool_position()
         self.spool.acknowledge(position)
         # Drain what is spooled now, not what keeps arriving: under steady traffic a
@@ -159,6 +165,7 @@ class Flusher:
                 following = self._claim(claim.position)
                 sent = ahead.send_ahead(following.records, _AHEAD_CHUNKS * self.pool.workers)
             total.add(self.write_batch(state, builder, claim.position))
+            self.batches += 1
             self.spool.acknowledge(claim.position)
             if following is None and remaining > 0:
                 following = self._claim(claim.position)
@@ -267,6 +274,16 @@ class Flusher:
         state.prune_seen(now - self.config.lake.dedup_window_days * 86_400)
         state.set_meta("last_prune", now)
 
+    def _note_lead(self, state: AnyFlusherState) -> None:
+        """Count this pass, and a change of lead when the last pass was another process's
+        (another host's, with the shared engine; an earlier ``serve``, with the local one)."""
+        self.passes += 1
+        previous = state.meta("leader")
+        if previous != self.identity:
+            if previous:
+                state.set_meta("lead_changes", state.meta("lead_changes") + 1)
+            state.set_meta("leader", self.identity)
+
     def _write_status(self, state: AnyFlusherState) -> None:
         pending = self.spool.pending_bytes()
         events: dict[str, dict[str, int]] = {}
@@ -279,6 +296,11 @@ class Flusher:
             "quarantine_rows": lake.count_rows(lake.list_files(self.config.lake_dir, "quarantine")),
             "events": events,
             "implausible_time": state.counters("implausible:"),
+            # This process's share of the work, and how often the lead moved between them.
+            "host": socket.gethostname(),
+            "passes": self.passes,
+            "batches": self.batches,
+            "lead_changes": state.meta("lead_changes"),
         }
         lake.write_status(self.config.state_dir, status)
 
@@ -305,3 +327,9 @@ def _counters(builder: BatchBuilder, events: pl.DataFrame) -> dict[str, int]:
             example.isoformat(),
         )
     return counters
+
+
+def _identity() -> int:
+    """A number for this process on this host, started now (fits a signed 64-bit column)."""
+    name = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:7], "big") + 1
