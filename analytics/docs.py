@@ -17,7 +17,8 @@ _INTRO = f"""# Metrics
 
 Generated from `analytics/metrics.py` by `python -m analytics.docs --write`; do not edit by
 hand. The CLI (`mailpulse report`), the dashboard and the notebooks all compute these
-definitions, and nothing else.
+definitions, and nothing else. `mailpulse sql` prints them as views for Spark, Trino, Athena,
+BigQuery and Snowflake, translated from the same SQL: [spark.md](spark.md).
 
 ## Conventions
 

@@ -3,10 +3,11 @@
 # Redis (the rate limit shared by every worker), nginx (deploy/nginx.conf in front of the
 # receiver) and PostgreSQL (the shared spool engine; the tests start their own cluster with
 # its initdb and pg_ctl). Installs only what is missing; needs root or sudo when something is.
+# Java (default-jre-headless): Spark, for tests/test_spark.py.
 set -euo pipefail
 
-PACKAGES=(chromium redis-server nginx postgresql)
-COMMANDS=(chromium redis-server nginx pg_ctlcluster)
+PACKAGES=(chromium redis-server nginx postgresql default-jre-headless)
+COMMANDS=(chromium redis-server nginx pg_ctlcluster java)
 
 missing=()
 for i in "${!PACKAGES[@]}"; do

@@ -5,7 +5,10 @@
 SELECT
     coalesce(message_id, '') AS message_id,
     recipient,
-    any_value(recipient_domain) AS recipient_domain,
+    -- The domain is part of the recipient, so every row of the group has the same one; max()
+    -- says so in every SQL engine (DuckDB's any_value skips NULLs, Trino's arbitrary too, but
+    -- not every engine's any_value does).
+    max(recipient_domain) AS recipient_domain,
     max(campaign) AS campaign,
     max(provider) AS provider,
     max(source) AS source,
@@ -17,9 +20,12 @@ SELECT
     max(CASE WHEN event_type = 'delivered' THEN occurred_at END) AS delivered_at,
     max(CASE WHEN event_type = 'bounced' THEN occurred_at END) AS bounced_at,
     -- The class of the last bounce; two bounces at the same instant: the more severe one.
+    -- Bounces without a class are left out explicitly: DuckDB's arg_max skips rows whose
+    -- value is NULL, other engines' max_by only rows whose key is NULL.
     arg_max(
         bounce_class,
-        CASE WHEN event_type = 'bounced' THEN epoch_us(occurred_at) * 4 + CASE bounce_class
+        CASE WHEN event_type = 'bounced' AND bounce_class IS NOT NULL
+            THEN epoch_us(occurred_at) * 4 + CASE bounce_class
                 WHEN 'hard' THEN 3 WHEN 'soft' THEN 2 WHEN 'undetermined' THEN 1 ELSE 0
             END END
     ) AS bounce_class,

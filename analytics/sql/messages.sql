@@ -25,8 +25,8 @@ SELECT
         AND NOT (delivered_at IS NOT NULL
                  AND last_human_click_at < delivered_at + INTERVAL {scanner_click_seconds} SECOND)
         AND NOT (human_clicks >= {burst_clicks}
-                 AND last_human_click_at - first_human_click_at
-                     <= INTERVAL {burst_seconds} SECOND)
+                 AND last_human_click_at
+                     <= first_human_click_at + INTERVAL {burst_seconds} SECOND)
         AS human_clicked,
     unsubscribed_at IS NOT NULL AND (resubscribed_at IS NULL OR resubscribed_at < unsubscribed_at)
         AS is_unsubscribed

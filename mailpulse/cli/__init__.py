@@ -30,7 +30,7 @@ def cli() -> None:
 
 def main() -> None:
     """Console-script entry point: run the CLI and turn errors into one clear line."""
-    from mailpulse.cli import actions, commands, dashboard, traffic  # noqa: F401  (registers them)
+    from mailpulse.cli import actions, commands, dashboard, sql, traffic  # noqa: F401  (registers them)
 
     try:
         cli.main(standalone_mode=False)
