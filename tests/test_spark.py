@@ -8,6 +8,7 @@ scripts/system-deps.sh).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,9 @@ def spark(lake_config: Path) -> Iterator[Any]:
         yield session
     finally:
         session.stop()
+        # py4j logs "Closing down clientserver connection" from a finalizer at interpreter
+        # exit, when pytest has closed the stream: nothing of the test's, only noise.
+        logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 def test_spark_reads_every_event(spark: Any, lake_config: Path) -> None:
