@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/receive.py
 	$(BIN)/python bench/receive_batches.py
+	$(BIN)/python bench/shared_spool.py
 	$(BIN)/python bench/flush.py
 	$(BIN)/python bench/flush_providers.py
 	$(BIN)/python bench/report.py

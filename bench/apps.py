@@ -1,9 +1,11 @@
 """Gunicorn app factories for `bench/receive.py`: `bench.apps:noop()` and `bench.apps:full()`,
-and two diagnostic steps between them that `--ladder` adds (never durable, never the product).
+and two diagnostic steps between them that `--ladder` adds (never durable, never the product);
+`bench.apps:shared()` is the full receiver on the PostgreSQL spool (`bench/shared_spool.py`).
 
 Gunicorn imports the app in its own processes, so the full receiver reads its data directory
 and its (per-run, generated) secret from environment variables the benchmark sets for the
-gunicorn subprocess. Nothing secret is ever written to disk or the command line.
+gunicorn subprocess (and ``shared()`` its database URL). Nothing secret is ever written to disk
+or the command line.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ingest.spool.sqlite import SqliteSpool
 
 DATA_DIR_ENV = "MAILPULSE_BENCH_DATA_DIR"
 SECRET_ENV = "MAILPULSE_BENCH_SECRET"
+SPOOL_URL_ENV = "MAILPULSE_BENCH_SPOOL_URL"
 SOURCE = "bench"
 
 
@@ -30,6 +33,17 @@ def noop() -> Flask:
 
 def full() -> Flask:
     """The real receiver: generic-provider HMAC check and the fsync'd spool."""
+    return _receiver({})
+
+
+def shared() -> Flask:
+    """The real receiver on the shared spool engine, PostgreSQL at
+    ``$MAILPULSE_BENCH_SPOOL_URL``: each request acknowledged once its transaction committed."""
+    return _receiver({"spool": {"engine": "postgres", "url": os.environ[SPOOL_URL_ENV]}})
+
+
+def _receiver(extra: dict[str, Any]) -> Flask:
+    """The real receiver with one ``generic`` source and the ``extra`` config tables."""
     from ingest import create_app
     from ingest.logs import configure
     from ingest.providers import PROVIDERS
@@ -38,6 +52,7 @@ def full() -> Flask:
     document = {
         "data_dir": os.environ[DATA_DIR_ENV],
         "sources": {SOURCE: {"provider": "generic", "secret": os.environ[SECRET_ENV]}},
+        **extra,
     }
     configure()  # as ``python -m ingest.intake.server`` does
     return create_app(parse_config(document, origin="bench", env={}, providers=PROVIDERS))
