@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python bench/shared_spool.py
 	$(BIN)/python bench/flush.py
 	$(BIN)/python bench/flush_providers.py
+	$(BIN)/python bench/actions.py
 	$(BIN)/python bench/report.py
 
 notebooks: install

@@ -276,6 +276,7 @@ def test_while_postgresql_is_down_receivers_answer_503_and_recover_on_their_own(
         config = host_config(tmp_path, 0, secret, database.new_database())
         server = start_server(config, tmp_path, secret)
         try:
+            assert "spool: PostgreSQL postgresql://mailpulse@127.0.0.1:" in server.log()
             assert server.post([event("before")]).status_code == 200
             database.stop()
             refused = server.post([event("during")])

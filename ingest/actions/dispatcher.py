@@ -42,6 +42,7 @@ _PUBLISH_EVERY = 1.0  # seconds between status snapshots
 _LEASE_MARGIN = 60.0  # a row taken stays ``sending`` this long past its timeout
 _PRUNE_AFTER = 7 * 86_400  # delivered rows are kept a week for ``mailpulse actions list``
 _PRUNE_EVERY = 3600.0
+_QUEUED_PER_SLOT = 2
 
 
 @dataclass
@@ -128,7 +129,7 @@ class Dispatcher:
         now = self.clock()
         self._collect_reports(now)
         free = {
-            name: lane.breaker.allowed(now, lane.in_flight, lane.action.concurrency)
+            name: lane.breaker.allowed(now, lane.in_flight, _taken(lane))
             for name, lane in self._lanes.items()
         }
         longest = max((lane.action.timeout_seconds for lane in self._lanes.values()), default=0)
@@ -196,8 +197,17 @@ class Dispatcher:
         return Outcome(row.id, verdict.state, verdict.next_at, answer.status, verdict.detail)
 
     def _sleep_for(self) -> float:
+        """Until the next row of an action with room is due. A lane whose slots are all in
+        flight (or whose circuit is open) takes nothing now however many rows are due: the
+        loop waits to be woken by a delivery that ends, rather than turn in place."""
+        now = self.clock()
+        with_room = [
+            name
+            for name, lane in self._lanes.items()
+            if lane.breaker.allowed(now, lane.in_flight, _taken(lane)) > 0
+        ]
         try:
-            due = self.outbox.next_due()
+            due = self.outbox.next_due(with_room)
         except SpoolUnavailable:
             return _LONGEST_SLEEP
         if due is None:
@@ -232,3 +242,10 @@ class Dispatcher:
             return  # nothing new: no write (an idle receiver leaves the disk alone)
         publish(self.state_dir, now, kinds, summary, circuits, self.stats)
         self._last_seen = seen
+
+
+def _taken(lane: Lane) -> int:
+    """How many rows a lane holds at once: its concurrency in flight, as many again queued
+    behind them, so a thread that finishes starts the next delivery without waiting for the
+    loop's next turn (and its two transactions)."""
+    return lane.action.concurrency * _QUEUED_PER_SLOT

@@ -31,6 +31,7 @@ from mailpulse.config import Config
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
+_SAVE_POSITION_SECONDS = 1.0
 _CLAIM_BYTES = 4 * 1024 * 1024
 _CLAIM_RECORDS = 2_000
 
@@ -51,6 +52,8 @@ class Tailer:
         self.outbox = outbox
         self.clock = clock
         self.on_new = on_new
+        self._position: int | None = None  # matched through; None: read it from the outbox
+        self._saved_at = 0.0
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -63,30 +66,48 @@ class Tailer:
 
     def step(self) -> int:
         """Match the next records past the tailer's position; how many were read."""
-        position = self.outbox.position() or 0
-        claim = self.spool.claim(_CLAIM_BYTES, _CLAIM_RECORDS, after=position)
+        if self._position is None:
+            self._position = self.outbox.position()
+            if self._position is None:  # the first run: hold the spool from now on
+                self._position = 0
+                self._save([], self.clock())
+        claim = self.spool.claim(_CLAIM_BYTES, _CLAIM_RECORDS, after=self._position)
         if not claim.records:
-            if self.outbox.position() is None:
-                self.outbox.enqueue([], position, self.clock())  # hold the spool from now on
             return 0
-        added = self.outbox.enqueue(self._match(claim.records), claim.position, self.clock())
-        if added:
+        found = self._match(claim.records)
+        self._position = claim.position
+        now = self.clock()
+        # Actions are recorded with the position they came from, in one transaction. Records
+        # that matched nothing only move the position, which is written at most once a second:
+        # matching them again after a crash records nothing, and every commit here waits for
+        # the writers' turn the receiver's appends take too.
+        due = found or now - self._saved_at >= _SAVE_POSITION_SECONDS
+        if due and self._save(found, now):
             self.on_new()
         return len(claim.records)
+
+    def _save(self, found: list[NewAction], now: float) -> int:
+        assert self._position is not None
+        added = self.outbox.enqueue(found, self._position, now)
+        self._saved_at = now
+        return added
 
     def run(self, stop: threading.Event) -> None:
         """Follow the spool until ``stop`` is set, then match what is left."""
         while not stop.is_set():
             try:
-                if self.step():
-                    continue  # more may be waiting: read on without a pause
+                if self.step() >= _CLAIM_RECORDS:
+                    continue  # a full claim: more is waiting, read on without a pause
             except Exception:  # the receiver must keep answering; the spool keeps the data
                 log.exception("matching events against actions failed; will retry")
+                self._position = None  # read it again from the store
                 stop.wait(1.0)
             stop.wait(POLL_SECONDS)
         try:
             while self.step():
                 pass
+            if self._position is not None:
+                self._save([], self.clock())
         except Exception:
             log.exception("matching the last events against actions failed")
 

@@ -104,8 +104,8 @@ class Outbox(Protocol):
     def reset_in_flight(self, now: float) -> int:
         """Make every ``sending`` row due now (a dispatcher starting after a crash)."""
 
-    def next_due(self) -> float | None:
-        """The earliest due time of a pending row, or None."""
+    def next_due(self, actions: Iterable[str]) -> float | None:
+        """The earliest due time of a pending row of ``actions``, or None."""
 
     def rows(self, states: Iterable[str], limit: int) -> list[OutboxRow]:
         """Rows in ``states``, newest first."""

@@ -168,11 +168,16 @@ class PostgresOutbox:
             )
             return cursor.rowcount
 
-    def next_due(self) -> float | None:
-        """The earliest due time among pending rows."""
+    def next_due(self, actions: Iterable[str]) -> float | None:
+        """The earliest due time among pending rows of ``actions``."""
+        wanted = list(actions)
+        if not wanted:
+            return None
         with self._reading() as db:
             found = db.execute(
-                "SELECT min(next_at) FROM mailpulse_outbox WHERE state = 'pending'"
+                "SELECT min(next_at) FROM mailpulse_outbox WHERE state = 'pending' "
+                "AND action = ANY(%s::text[])",
+                (wanted,),
             ).fetchone()
         return float(found[0]) if found and found[0] is not None else None  # type: ignore[arg-type]
 
