@@ -24,9 +24,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.destination import destination  # noqa: E402
 from bench.receive import lua_string, parse_wrk, run_wrk  # noqa: E402
 from ingest.providers.generic import sign  # noqa: E402
 from mailpulse import lake  # noqa: E402
 from mailpulse.demo import free_port  # noqa: E402
-from tests.actions import loopback  # noqa: E402
-from tests.actions.loopback import Received, Reply  # noqa: E402
 
 TARGET_P99_S = 1.0
 TARGET_RATIO = 90.0  # req/s with actions as a percentage of without
@@ -67,20 +65,6 @@ function init(args)
 end
 function request() i = i %% #requests + 1; return requests[i] end
 """
-
-
-@contextmanager
-def destination(delay: float) -> Iterator[tuple[str, dict[str, float]]]:
-    """The destination (``tests/actions/loopback.py``) answering 200 after ``delay`` s: its URL,
-    and each event id's first arrival (``time.time()``), filled in as they come."""
-    arrivals: dict[str, float] = {}
-
-    def plan(request: Received) -> Reply:
-        arrivals.setdefault(request.json()["data"]["event_id"], request.at)
-        return Reply(200, delay=delay)
-
-    with loopback.destination(plan) as server:
-        yield f"{server.url}/crm", arrivals
 
 
 def events(prefix: str, count: int) -> list[dict[str, Any]]:

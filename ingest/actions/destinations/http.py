@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import email.utils
 import math
+import os
 import socket
 import ssl
 import threading
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,16 +72,32 @@ class HttpClient:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._sessions: list[requests.Session] = []
+        self._proxies: dict[str, dict[str, str]] = {}  # per URL (dict ops are atomic)
 
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = USER_AGENT
+            # The environment is read once per URL (see _proxies_for), not on every request:
+            # requests otherwise looks for ~/.netrc and walks the proxy variables for each
+            # send, a sixth of a delivery's CPU. The proxies, no_proxy and CA bundle the
+            # environment names still apply.
+            session.trust_env = False
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                session.verify = bundle
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
         return session
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """The proxies the environment gives ``url`` (honouring no_proxy), read once."""
+        found = self._proxies.get(url)
+        if found is None:
+            found = self._proxies[url] = requests.utils.get_environ_proxies(url)
+        return found
 
     def post(self, url: str, **kwargs: Any) -> Answer:
         """POST ``url``; see :meth:`request`."""
@@ -105,6 +123,7 @@ class HttpClient:
             with self._session().request(
                 method,
                 url,
+                proxies=self._proxies_for(url),
                 headers=dict(headers or {}),
                 data=data,
                 auth=auth,
