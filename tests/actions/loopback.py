@@ -99,6 +99,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:  # the sender died mid-request: nothing arrived, as for any server
+            self.close_connection = True
+            return
         request = Received(
             method=self.command,
             path=self.path,
