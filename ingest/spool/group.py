@@ -115,6 +115,19 @@ class GroupCommitSpool:
                 "the spool is full; the flusher is behind or stopped", retry_after=self.retry_after
             )
 
+    def _quota_problem(self) -> str | None:
+        """The last check of ``check_writable``, every engine's: is there room left?"""
+        try:
+            if self.pending_bytes() >= self.max_bytes:
+                return "the spool is full"
+        except SpoolUnavailable as error:
+            return str(error)
+        return None
+
+    def _unavailable(self, action: str, exc: BaseException) -> SpoolUnavailable:
+        """A storage failure, logged by the engine, as the error the client's 503 carries."""
+        return SpoolUnavailable(self._failed(action, exc), retry_after=self.retry_after)
+
     def _forget_usage(self) -> None:
         """Read the bytes waiting again at the next append (an acknowledgement freed room)."""
         self._usage_checked = -_USAGE_REFRESH_SECONDS

@@ -21,7 +21,6 @@ import threading
 
 import psycopg
 
-from ingest.errors import SpoolUnavailable
 from ingest.spool.group import COMMIT_WAIT_SECONDS, GroupCommitSpool
 from ingest.spool.pg import APPEND_LOCK, PgConnection, describe
 from ingest.spool.queue import Claim
@@ -144,12 +143,7 @@ class PostgresSpool(GroupCommitSpool):
             return describe(exc)
         finally:
             self._write_lock.release()
-        try:
-            if self.pending_bytes() >= self.max_bytes:
-                return "the spool is full"
-        except SpoolUnavailable as error:
-            return str(error)
-        return None
+        return self._quota_problem()
 
     def close(self) -> None:
         """Close this process's connections."""
@@ -166,6 +160,3 @@ class PostgresSpool(GroupCommitSpool):
         reason = describe(exc)
         log.error(f"spool {action} failed", extra={"reason": reason, "records": records})
         return reason
-
-    def _unavailable(self, action: str, exc: BaseException) -> SpoolUnavailable:
-        return SpoolUnavailable(self._failed(action, exc), retry_after=self.retry_after)

@@ -22,7 +22,6 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from ingest.errors import SpoolUnavailable
 from ingest.spool.connection import Connection, describe
 from ingest.spool.group import COMMIT_WAIT_SECONDS, GroupCommitSpool
 from ingest.spool.queue import Claim
@@ -143,12 +142,7 @@ class SqliteSpool(GroupCommitSpool):
             self._write_lock.release()
         if disk.f_bavail * disk.f_frsize < _MIN_FREE_BYTES:
             return describe(OSError(errno.ENOSPC, "no space left"))
-        try:
-            if self.pending_bytes() >= self.max_bytes:
-                return "the spool is full"
-        except SpoolUnavailable as error:
-            return str(error)
-        return None
+        return self._quota_problem()
 
     def close(self) -> None:
         """Close this process's connections (they reopen if the spool is used again)."""
@@ -167,6 +161,3 @@ class SqliteSpool(GroupCommitSpool):
             extra={"file": str(self.path), "reason": reason, "records": records},
         )
         return reason
-
-    def _unavailable(self, action: str, exc: BaseException) -> SpoolUnavailable:
-        return SpoolUnavailable(self._failed(action, exc), retry_after=self.retry_after)
