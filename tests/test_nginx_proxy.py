@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ import pytest
 import requests
 
 from mailpulse.demo import free_port
+from tests import nginx
 from tests.helpers import (
     REPO,
     Server,
@@ -67,8 +66,8 @@ class Proxy:
         )
 
 
-def _nginx_config(directory: Path, listen: int, upstream: int, cert: Path, key: Path) -> Path:
-    """The example, pointed at test ports and certificate, inside a minimal nginx.conf."""
+def _site_config(directory: Path, listen: int, upstream: int, cert: Path, key: Path) -> Path:
+    """The example, pointed at test ports and certificate: the site config nginx serves."""
     example = EXAMPLE.read_text()
     for old, new in [
         ("listen 443 ssl;", f"listen 127.0.0.1:{listen} ssl;"),
@@ -78,35 +77,13 @@ def _nginx_config(directory: Path, listen: int, upstream: int, cert: Path, key: 
     ]:
         assert old in example, f"deploy/nginx.conf no longer has {old!r}"
         example = example.replace(old, new)
-    (directory / "mailpulse.conf").write_text(example)
-    temp = [
-        f"{kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi")
-    ] + [f"{kind}_temp_path {directory / kind};" for kind in ("uwsgi", "scgi")]
-    main = directory / "nginx.conf"
-    main.write_text(
-        "\n".join(
-            [
-                "user root;" if os.geteuid() == 0 else "",  # workers read the test's 0700 dirs
-                "worker_processes 1;",
-                f"pid {directory / 'nginx.pid'};",
-                "events { worker_connections 512; }",
-                "http {",
-                f"    access_log {directory / 'access.log'};",
-                *(f"    {line}" for line in temp),
-                f"    include {directory / 'mailpulse.conf'};",
-                "}",
-            ]
-        )
-    )
-    return main
+    site = directory / "mailpulse.conf"
+    site.write_text(example)
+    return site
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    nginx = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None
-    )
-    assert nginx, "nginx is missing: run scripts/system-deps.sh (make test does)"
     directory = tmp_path_factory.mktemp("nginx")
     cert, key = self_signed(directory)
     secret = "nginx-" + os.urandom(12).hex()
@@ -116,30 +93,12 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     ) as server:
         port = free_port()
         upstream = int(server.base_url.rsplit(":", 1)[1])
-        config = _nginx_config(directory, port, upstream, cert, key)
-        error_log = directory / "error.log"
-        process = subprocess.Popen(
-            [nginx, "-p", str(directory), "-c", str(config), "-e", str(error_log)]
-            + ["-g", "daemon off;"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
+        site = _site_config(directory, port, upstream, cert, key)
         url = f"https://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            assert process.poll() is None, error_log.read_text(errors="replace")
-            try:
-                if requests.get(f"{url}/readyz", verify=str(cert), timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, error_log.read_text(errors="replace")
-            time.sleep(0.1)
         try:
-            yield Proxy(url, port, str(cert), server)
+            with nginx.running(directory, site, url, str(cert)):
+                yield Proxy(url, port, str(cert), server)
         finally:
-            process.terminate()
-            process.wait(timeout=10)
             os.environ.pop("NGINX_TEST_SECRET", None)
 
 

@@ -13,12 +13,11 @@ import random
 import re
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -26,7 +25,7 @@ import pytest
 import requests
 
 from mailpulse.demo import free_port
-from tests import postgres
+from tests import nginx, postgres
 from tests.helpers import REPO, Server, event, mailpulse, new_secret, signed_headers, start_server
 from tests.tls import self_signed
 
@@ -47,7 +46,6 @@ class Pair:
     servers: list[Server | None]
     url: str = ""
     ca_file: str = ""
-    nginx: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self, host: int) -> Server:
         server = start_server(
@@ -87,7 +85,7 @@ def host_config(directory: Path, host: int, secret: str, pg_url: str) -> Path:
     return path
 
 
-def balancer_config(pair: Pair, listen: int, cert: Path, key: Path) -> Path:
+def balancer_site(pair: Pair, listen: int, cert: Path, key: Path) -> Path:
     example = EXAMPLE.read_text()
     for old, new in [
         ("listen 443 ssl;", f"listen 127.0.0.1:{listen} ssl;"),
@@ -100,25 +98,9 @@ def balancer_config(pair: Pair, listen: int, cert: Path, key: Path) -> Path:
         example = example.replace(old, new)
     directory = pair.directory / "nginx"
     directory.mkdir()
-    (directory / "receivers.conf").write_text(example)
-    temps = [f"    {kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy")]
-    main = directory / "nginx.conf"
-    main.write_text(
-        "\n".join(
-            [
-                "user root;" if os.geteuid() == 0 else "",
-                "worker_processes 1;",
-                f"pid {directory / 'nginx.pid'};",
-                "events { worker_connections 512; }",
-                "http {",
-                f"    access_log {directory / 'access.log'};",
-                *temps,
-                f"    include {directory / 'receivers.conf'};",
-                "}",
-            ]
-        )
-    )
-    return main
+    site = directory / "receivers.conf"
+    site.write_text(example)
+    return site
 
 
 @pytest.fixture
@@ -128,32 +110,14 @@ def pair(tmp_path: Path, pg_url: str) -> Iterator[Pair]:
     running = Pair(tmp_path, secret, configs, [free_port(), free_port()], [None, None])
     for host in (0, 1):
         running.start(host)
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     cert, key = self_signed(tmp_path)
     listen = free_port()
-    config = balancer_config(running, listen, cert, key)
-    error_log = tmp_path / "nginx" / "error.log"
-    running.nginx = subprocess.Popen(
-        [nginx, "-p", str(tmp_path / "nginx"), "-c", str(config), "-e", str(error_log)]
-        + ["-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    site = balancer_site(running, listen, cert, key)
     running.url, running.ca_file = f"https://127.0.0.1:{listen}", str(cert)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(f"{running.url}/readyz", verify=str(cert), timeout=1).ok:
-                break
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, error_log.read_text(errors="replace")
-        time.sleep(0.1)
     try:
-        yield running
+        with nginx.running(site.parent, site, running.url, running.ca_file):
+            yield running
     finally:
-        running.nginx.terminate()
-        running.nginx.wait(timeout=10)
         for host in (0, 1):
             server = running.servers[host]
             if server is not None and server.process.poll() is None:
