@@ -8,7 +8,7 @@ view rather than an error, so a fresh install reports zeros instead of failing.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ _DUCKDB_TYPES = {
 }
 
 When = date | datetime | str | None
+_ATTEMPTS = 3  # snapshots a query may take when compactions keep removing its files
 
 
 class Lake:
@@ -50,15 +51,17 @@ class Lake:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         # The demo setup before `mailpulse demo` ran is an empty lake, and creates nothing;
         # a configured or named directory that is not there is a mistake worth saying.
-        if not self.data_dir.is_dir() and not self.config.is_demo:
+        self.store = self.config.lake_store
+        # On object storage the data directory holds only a receiver's own state.
+        if self.store.is_local and not self.data_dir.is_dir() and not self.config.is_demo:
             raise LakeNotFound(
                 f"no data directory at {self.data_dir}; run `mailpulse demo` or point "
                 "data_dir at a receiver's data"
             )
-        self.lake_dir = self.config.lake_dir
-        self.events_dir = lake.table_dir(self.lake_dir, "events")
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
+        self.store.attach(self.con)
+        self._files: list[str] = []  # the events files of the last snapshot, root-relative
         self.refresh()
 
     @classmethod
@@ -72,13 +75,12 @@ class Lake:
         return cls(config.data_dir, config=config, create=create)
 
     def refresh(self) -> None:
-        """(Re)create the ``events`` view, picking up files written since."""
-        if lake.list_files(self.lake_dir, "events"):
-            glob = str(self.events_dir / lake.PARTITION_GLOB).replace("'", "''")
-            self.con.execute(
-                "CREATE OR REPLACE VIEW events AS SELECT * FROM read_parquet("
-                f"'{glob}', hive_partitioning = true, union_by_name = true)"
-            )
+        """(Re)create the ``events`` view over a snapshot of the lake's files, picking up
+        files written since; every query takes a new snapshot (see :meth:`sql`)."""
+        self._files = rollup.events_files(self.store)
+        if self._files:
+            source = rollup.read_files(self.store, self._files)
+            self.con.execute(f"CREATE OR REPLACE VIEW events AS SELECT * FROM {source}")
         else:
             columns = ", ".join(
                 f"NULL::{_DUCKDB_TYPES[type(dtype)]} AS {name}"
@@ -89,9 +91,25 @@ class Lake:
             )
 
     def sql(self, query: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
-        """Run ad-hoc SQL against the ``events`` view; the result as a polars frame."""
-        frame: pl.DataFrame = self.con.sql(query, params=params or {}).pl()
-        return frame
+        """Run ad-hoc SQL against the ``events`` view; the result as a polars frame.
+
+        The view reads the files listed just before the query (one snapshot); a file that a
+        compaction removed in between makes the query run again on a new listing.
+        """
+        return self._run(lambda: query, params)
+
+    def _run(self, build: Callable[[], str], params: dict[str, Any] | None) -> pl.DataFrame:
+        """Snapshot the lake, build the query on it, run it; again if a file vanished."""
+        for attempt in range(_ATTEMPTS):
+            self.refresh()
+            try:
+                frame: pl.DataFrame = self.con.sql(build(), params=params or {}).pl()
+            except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+                if attempt + 1 == _ATTEMPTS or not _vanished(exc):
+                    raise
+                continue
+            return frame
+        raise AssertionError("unreachable")
 
     def metrics(
         self,
@@ -112,8 +130,10 @@ class Lake:
         seen: ``since`` inclusive, ``until`` exclusive; ``campaign`` and ``source`` (the
         configured source name) select messages too.
         """
-        query = queries.metrics_sql(by, metrics, period, self._state())
-        return self.sql(query, _filters(since, until, campaign, source))
+        return self._run(
+            lambda: queries.metrics_sql(by, metrics, period, self._state()),
+            _filters(since, until, campaign, source),
+        )
 
     def messages(
         self,
@@ -124,8 +144,8 @@ class Lake:
         source: str | None = None,
     ) -> pl.DataFrame:
         """The per-message table every metric counts (one row per message and recipient)."""
-        return self.sql(
-            queries.messages_sql(self._state()), _filters(since, until, campaign, source)
+        return self._run(
+            lambda: queries.messages_sql(self._state()), _filters(since, until, campaign, source)
         )
 
     def timing(
@@ -139,21 +159,21 @@ class Lake:
         source: str | None = None,
     ) -> pl.DataFrame:
         """Seconds from send to delivery, and from delivery to the first human open and click."""
-        return self.sql(
-            queries.timing_sql(by, period, self._state()),
+        return self._run(
+            lambda: queries.timing_sql(by, period, self._state()),
             _filters(since, until, campaign, source),
         )
 
     def _state(self) -> str | None:
-        """The per-message state: from the rollup when one covers the lake, else None."""
-        return rollup.state_source(self.lake_dir) if self.use_rollup else None
+        """The per-message state: from the rollup when one covers the snapshot, else None."""
+        return rollup.state_source(self.store, self._files) if self.use_rollup else None
 
     def version(self) -> tuple[int, float]:
         """How many events files the lake holds and the newest file's time (rollups included):
         changes whenever what a query reads changes, so caches key on it."""
-        events = lake.list_files(self.lake_dir, "events")
-        rollups = list(rollup.rollup_dir(self.lake_dir).glob("*.parquet"))
-        newest = max((path.stat().st_mtime for path in events + rollups), default=0.0)
+        events = lake.list_stored(self.store, "events")
+        rollups = self.store.files(rollup.rollup_dir(self.store))
+        newest = max((stored.mtime for stored in events + rollups), default=0.0)
         return len(events), newest
 
     def ingestion_status(self) -> dict[str, Any]:
@@ -161,7 +181,7 @@ class Lake:
         with the quarantine's size counted now from Parquet footers, so it shows without a
         running flusher."""
         status = lake.read_status(self.config.state_dir)
-        quarantine = lake.count_rows(lake.list_files(self.lake_dir, "quarantine"))
+        quarantine = self.store.count_rows(lake.list_files(self.store, "quarantine"))
         return {**status, "quarantine_rows": quarantine}
 
     def close(self) -> None:
@@ -183,14 +203,14 @@ class Lake:
         return {"events": row[0], "campaigns": row[1], "first": row[2], "last": row[3]}
 
     def __repr__(self) -> str:
-        return f"Lake({str(self.data_dir)!r})"
+        return f"Lake({self.store.location!r})"
 
     def _repr_html_(self) -> str:
         facts = self.summary()
         rows = "".join(
             f"<tr><th style='text-align:left'>{html.escape(key)}</th>"
             f"<td>{html.escape(str(value))}</td></tr>"
-            for key, value in {"data directory": self.data_dir, **facts}.items()
+            for key, value in {"lake": self.store.location, **facts}.items()
         )
         return f"<table><caption>mailpulse lake</caption>{rows}</table>"
 
@@ -225,3 +245,9 @@ def _instant(value: When) -> datetime | None:
     if isinstance(value, str):
         value = date.fromisoformat(value)
     return datetime(value.year, value.month, value.day)
+
+
+def _vanished(exc: Exception) -> bool:
+    """Whether DuckDB failed because a listed file is gone (removed after the listing)."""
+    text = str(exc).lower()
+    return "no such file" in text or "not found" in text or "no files found" in text

@@ -2,8 +2,8 @@
 
 Grouping ten million events into messages is most of a report's time. ``build`` stores the
 mergeable per-message state (``sql/message_state.sql``) of every events file in
-``lake/messages/rollup-<n>.parquet``, with a manifest ``rollup-<n>.json`` naming the files it
-covers; the manifest is written last, so a rollup without one does not exist.
+``lake/messages/rollup-<n>-<tag>.parquet``, with a manifest ``rollup-<n>-<tag>.json`` naming
+the files it covers; the manifest is written last, so a rollup without one does not exist.
 
 Readers use it only while every file it covers is still in the lake. Files the flusher added
 since are grouped on their own and merged in (``sql/message_state_merge.sql``), touching only
@@ -15,6 +15,8 @@ commands run when they finish.
 from __future__ import annotations
 
 import re
+import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,86 +25,97 @@ import orjson
 
 from analytics.queries import merge_sql, state_sql
 from mailpulse import lake
+from mailpulse.storage import LakeStore
 
-_ROLLUP = re.compile(r"^rollup-(\d+)\.json$")
+# rollup-<n>.json (older lakes) or rollup-<n>-<tag>.json: a writer picks a name no other takes.
+_ROLLUP = re.compile(r"^rollup-(\d+)(-[0-9a-f]+)?\.json$")
 
 
 @dataclass(frozen=True)
 class Rollup:
     """One complete rollup: its Parquet file and the events files it covers."""
 
-    path: Path
-    covers: frozenset[str]  # events files, relative to the lake directory
+    path: str  # in the lake's store
+    covers: frozenset[str]  # events files, relative to the lake's root
+    number: int
 
 
-def rollup_dir(lake_dir: Path) -> Path:
+def rollup_dir(store: LakeStore) -> str:
     """Where rollups live."""
-    return lake_dir / "messages"
+    return store.path("messages")
 
 
-def current(lake_dir: Path) -> Rollup | None:
+def current(store: LakeStore) -> Rollup | None:
     """The newest complete rollup, if any."""
-    folder = rollup_dir(lake_dir)
-    manifests = sorted(
-        (int(m.group(1)), p) for p in folder.glob("rollup-*.json") if (m := _ROLLUP.match(p.name))
-    )
-    for number, manifest in reversed(manifests):
-        parquet = folder / f"rollup-{number}.parquet"
-        if parquet.exists():
-            covers = frozenset(orjson.loads(manifest.read_bytes())["covers"])
-            return Rollup(parquet, covers)
+    manifests = []
+    for stored in store.files(rollup_dir(store), suffix=".json"):
+        match = _ROLLUP.match(stored.path.rpartition("/")[2])
+        if match:
+            manifests.append((int(match.group(1)), match.group(2) or "", stored.path))
+    for number, tag, manifest in sorted(manifests, reverse=True):
+        parquet = store.path("messages", f"rollup-{number}{tag}.parquet")
+        if store.exists(parquet):
+            try:
+                covers = frozenset(orjson.loads(store.read_bytes(manifest))["covers"])
+            except FileNotFoundError:  # replaced by a newer build since the listing
+                continue
+            return Rollup(parquet, covers, number)
     return None
 
 
-def events_files(lake_dir: Path) -> list[str]:
-    """Every visible events file, relative to the lake directory."""
-    return sorted(str(p.relative_to(lake_dir)) for p in lake.list_files(lake_dir, "events"))
+def events_files(store: LakeStore) -> list[str]:
+    """Every events file a reader counts now, relative to the lake's root."""
+    return [store.relative(path) for path in lake.list_files(store, "events")]
 
 
-def build(lake_dir: Path, files: list[str] | None = None) -> Rollup | None:
+def build(store: LakeStore, files: list[str] | None = None) -> Rollup | None:
     """Write a new rollup of every events file now in the lake; remove the older ones.
 
     Call it where no flusher writes events files meanwhile (under the flusher lock).
     ``files`` limits it to some of them (benchmarks use it to leave newer files outside).
     """
-    files = events_files(lake_dir) if files is None else files
-    folder = rollup_dir(lake_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    previous = current(lake_dir)
-    number = int(previous.path.stem.split("-")[1]) + 1 if previous else 1
+    files = events_files(store) if files is None else files
+    previous = current(store)
+    number = previous.number + 1 if previous else 1
     if not files:
-        _remove_older(folder, number + 1)
+        _remove_older(store, number + 1)
         return None
-    parquet = folder / f"rollup-{number}.parquet"
+    name = f"rollup-{number}-{uuid.uuid4().hex[:12]}"
+    parquet = store.path("messages", f"{name}.parquet")
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        with lake.atomic_path(parquet) as temporary:
+        store.attach(con)
+        with tempfile.TemporaryDirectory(prefix="mailpulse-rollup-") as scratch:
+            written = Path(scratch) / "rollup.parquet"
             con.execute(
-                f"COPY ({state_sql(_read(lake_dir, files))}) "
-                f"TO '{_quote(temporary)}' (FORMAT parquet, COMPRESSION zstd)"
+                f"COPY ({state_sql(read_files(store, files))}) "
+                f"TO '{_quote(str(written))}' (FORMAT parquet, COMPRESSION zstd)"
             )
+            store.write_bytes(parquet, written.read_bytes())
     finally:
         con.close()
     # The rollup exists once its manifest does.
-    lake.write_bytes_atomic(folder / f"rollup-{number}.json", orjson.dumps({"covers": files}))
-    _remove_older(folder, number)
-    return Rollup(parquet, frozenset(files))
+    manifest = store.path("messages", f"{name}.json")
+    store.write_bytes(manifest, orjson.dumps({"covers": files}))
+    _remove_older(store, number)
+    return Rollup(parquet, frozenset(files), number)
 
 
-def state_source(lake_dir: Path) -> str | None:
-    """SQL for the per-message state from the rollup and newer files, or None to use events."""
-    rollup = current(lake_dir)
+def state_source(store: LakeStore, files: list[str]) -> str | None:
+    """SQL for the per-message state from the rollup and the newer of ``files`` (the events
+    files a query reads, relative to the root), or None to use the events."""
+    rollup = current(store)
     if rollup is None:
         return None
-    files = set(events_files(lake_dir))
-    if not rollup.covers <= files:
+    listed = set(files)
+    if not rollup.covers <= listed:
         return None  # a covered file was rewritten: the rollup is stale
-    base = f"read_parquet('{_quote(rollup.path)}')"
-    newer = sorted(files - rollup.covers)
+    base = f"read_parquet('{_quote(store.uri(rollup.path))}')"
+    newer = sorted(listed - rollup.covers)
     if not newer:
         return base
-    fresh = f"({state_sql(_read(lake_dir, newer))})"
+    fresh = f"({state_sql(read_files(store, newer))})"
     # Messages the newer files mention are merged; every other message is taken as stored.
     return f"""(
     WITH fresh AS {fresh},
@@ -115,18 +128,21 @@ def state_source(lake_dir: Path) -> str | None:
 )"""
 
 
-def _read(lake_dir: Path, files: list[str]) -> str:
-    """SQL reading exactly these events files (paths relative to the lake directory)."""
-    listing = ", ".join(f"'{_quote(lake_dir / name)}'" for name in files)
-    return f"read_parquet([{listing}], hive_partitioning = true)"
+def read_files(store: LakeStore, files: list[str]) -> str:
+    """SQL reading exactly these events files (paths relative to the lake's root)."""
+    listing = ", ".join(f"'{_quote(store.uri(store.path(name)))}'" for name in files)
+    return f"read_parquet([{listing}], hive_partitioning = true, union_by_name = true)"
 
 
-def _remove_older(folder: Path, keep_from: int) -> None:
-    for path in folder.glob("rollup-*"):
-        number = path.name.split("-")[1].split(".")[0]
+def _remove_older(store: LakeStore, keep_from: int) -> None:
+    older = []
+    for stored in store.files(rollup_dir(store), suffix=""):
+        number = stored.path.rpartition("/")[2].removeprefix("rollup-").split("-")[0]
+        number = number.split(".")[0]
         if number.isdigit() and int(number) < keep_from:
-            path.unlink(missing_ok=True)
+            older.append(stored.path)
+    store.remove(older)
 
 
-def _quote(path: Path) -> str:
-    return str(path).replace("'", "''")
+def _quote(text: str) -> str:
+    return text.replace("'", "''")

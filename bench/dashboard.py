@@ -122,8 +122,9 @@ def big_lake(data_dir: Path, events: int) -> Path:
         print(f"generating {events:,} events into {data_dir} ...", file=sys.stderr, flush=True)
         generate(data_dir, events=events)
     from analytics import rollup
+    from mailpulse.storage import LakeStore
 
-    lake_dir = data_dir / "lake"
+    lake_dir = LakeStore.local(data_dir / "lake")
     built = rollup.current(lake_dir)
     if built is None or built.covers != frozenset(rollup.events_files(lake_dir)):
         print("building the rollup (as `mailpulse compact` does) ...", file=sys.stderr)

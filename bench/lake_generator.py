@@ -23,6 +23,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailpulse import lake  # noqa: E402
+from mailpulse.storage import LakeStore  # noqa: E402
 
 DOMAINS = [
     "gmail.com",
@@ -168,7 +169,8 @@ def generate(
             frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(name))
     frame = frame.select([pl.col(name).cast(dtype) for name, dtype in lake.EVENTS_SCHEMA.items()])
     for batch, (date, part) in enumerate(sorted(lake.split_by_date(frame, "events").items())):
-        lake.write_atomic(part, lake.plan_path(out / "lake", "events", date, batch + 1))
+        store = LakeStore.local(out / "lake")
+        store.write_parquet(part, lake.plan_path(store, "events", date, batch + 1))
     return frame.height
 
 

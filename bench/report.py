@@ -285,8 +285,9 @@ def main() -> None:
         print(f"generating {args.events:,} events into {args.data_dir} ...", flush=True)
         generate(args.data_dir, events=args.events)
     from analytics import rollup
+    from mailpulse.storage import LakeStore
 
-    lake_dir = args.data_dir / "lake"
+    lake_dir = LakeStore.local(args.data_dir / "lake")
     files = rollup.events_files(lake_dir)
     started = time.perf_counter()
     rollup.build(lake_dir)  # what `mailpulse compact` does when it finishes

@@ -25,6 +25,7 @@ import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,11 @@ from mailpulse.credentials import Secret as Secret
 from mailpulse.credentials import read_credential
 from mailpulse.credentials import redacted_url as redacted_url
 from mailpulse.errors import ConfigError
+from mailpulse.lake_config import LakeConfig as LakeConfig
+from mailpulse.lake_config import check_lake, credential_names, finish_lake
 from mailpulse.sources import ProviderRules, demo_source_tables, parse_sources, unknown_keys
 from mailpulse.sources import SourceConfig as SourceConfig
+from mailpulse.storage import LakeStore, open_store
 
 DEFAULT_CONFIG_NAME = "mailpulse.toml"
 #: The spool engines: embedded SQLite in the data directory, or PostgreSQL shared by several
@@ -62,17 +66,6 @@ class ReceiverConfig:
     rate_limit_storage: str = field(default="memory://", repr=False)
     workers: int = 2
     threads: int = 8
-
-
-@dataclass(frozen=True)
-class LakeConfig:
-    """The ``[lake]`` table."""
-
-    dedup_window_days: int = 45  # event ids remembered for at least this long
-    flush_batch_bytes: int = 32 * 1024 * 1024  # spool bytes per flush batch: bounds memory
-    # Where the lake lives: empty for <data_dir>/lake, or a directory every receiver mounts
-    # (NFS, EFS) when several share one spool; relative paths are taken from the file's folder.
-    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,8 +124,16 @@ class Config:
 
     @property
     def lake_dir(self) -> Path:
-        """The Parquet lake (``events``, ``raw``, ``quarantine``)."""
+        """The local directory of a lake kept on this machine (see :attr:`lake_store`)."""
+        if self.lake.is_remote:
+            raise ConfigError([f"the lake is on object storage ({self.lake.url}), not a directory"])
         return Path(self.lake.url) if self.lake.url else self.data_dir / "lake"
+
+    @cached_property
+    def lake_store(self) -> LakeStore:
+        """The Parquet lake (``events``, ``raw``, ``quarantine``, ``messages``), local or on
+        object storage."""
+        return open_store(self.lake, self.data_dir / "lake")
 
     @property
     def state_dir(self) -> Path:
@@ -207,7 +208,9 @@ def parse_config(
         secret_files.append(config_file)
     holders = (config_file, secret_files)
     spool = _spool_table(document, base_dir, env, problems, holders)
-    tables["lake"] = _lake_url(tables["lake"], base_dir, problems)
+    lake_table = document.get("lake", {})
+    if isinstance(lake_table, dict):
+        tables["lake"] = finish_lake(tables["lake"], lake_table, base_dir, env, problems, holders)
     raw_sources = document.get("sources", {})
     sources = parse_sources(raw_sources, providers, base_dir, env, problems, holders)
     actions: dict[str, ActionConfig] = {}
@@ -267,8 +270,9 @@ def _table(document: Mapping[str, Any], name: str, problems: list[str]) -> Any:
         problems.append(f"{name} must be a table")
         return kind()
     defaults = kind()
-    known = set(kind.__dataclass_fields__)
-    unknown_keys(table, known, f"{name}.", problems)
+    secrets = credential_names() if name == "lake" else set()  # read by finish_lake
+    known = {key for key in kind.__dataclass_fields__ if getattr(defaults, key) is not None}
+    unknown_keys(table, known | secrets, f"{name}.", problems)
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in known:
@@ -307,13 +311,6 @@ def _check_receiver(receiver: ReceiverConfig, problems: list[str]) -> None:
         )
 
 
-def _check_lake(lake: LakeConfig, problems: list[str]) -> None:
-    if lake.dedup_window_days < 30:
-        problems.append("lake.dedup_window_days must be at least 30 (ESPs retry for days)")
-    if lake.flush_batch_bytes < 4096:
-        problems.append("lake.flush_batch_bytes must be at least 4096")
-
-
 def _spool_table(
     document: Mapping[str, Any],
     base_dir: Path | None,
@@ -347,22 +344,6 @@ def _spool_table(
     return SpoolConfig(engine=engine, url=url)
 
 
-def _lake_url(lake: LakeConfig, base_dir: Path | None, problems: list[str]) -> LakeConfig:
-    """``lake.url`` as an absolute local directory (object storage is not supported yet)."""
-    if not lake.url:
-        return lake
-    if "://" in lake.url:
-        problems.append(
-            f"lake.url: {lake.url.split('://', 1)[0]}:// is not supported; give a local "
-            "directory (shared by every receiver, e.g. an NFS or EFS mount)"
-        )
-        return lake
-    path = Path(lake.url).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    return replace(lake, url=str(path))
-
-
 def _check_dashboard(dashboard: DashboardConfig, problems: list[str]) -> None:
     parts = urllib.parse.urlsplit(dashboard.receiver_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -376,7 +357,7 @@ def _no_checks(_table: object, _problems: list[str]) -> None:
 #: The flat tables: their dataclass and the checks beyond each key's type.
 _TABLES: dict[str, tuple[type[Any], Callable[[Any, list[str]], None]]] = {
     "receiver": (ReceiverConfig, _check_receiver),
-    "lake": (LakeConfig, _check_lake),
+    "lake": (LakeConfig, check_lake),
     "suppression": (SuppressionConfig, _no_checks),
     "dashboard": (DashboardConfig, _check_dashboard),
 }

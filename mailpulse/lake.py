@@ -1,20 +1,23 @@
 """The lake contract: what the writing side (``ingest``) and the reading side (``analytics``)
 agree on about the files between them. Both import it; neither imports the other.
 
-Table schemas, where tables and partitions live, the one atomic-write helper, the flusher's
-status file, row counts from Parquet footers, and the version of the per-event agent rules
-written into each decision.
+Table schemas, where tables and partitions live (in a :class:`~mailpulse.storage.LakeStore`:
+a local directory or object storage), which files a reader counts, the atomic-write helpers
+of local state files, the flusher's status file, and the version of the per-event agent
+rules written into each decision.
 
 Layout (DESIGN.md)::
 
     lake/events/date=YYYY-MM-DD/part-<batch>-<tag>.parquet      by UTC date of occurred_at
+    lake/events/date=YYYY-MM-DD/merged-<batch>-<tag>.parquet    a compacted partition
     lake/raw/date=YYYY-MM-DD/...                                 by UTC date of received_at
     lake/quarantine/date=YYYY-MM-DD/...                          by UTC date of received_at
 
 The ``date`` column lives only in the folder name (Hive partitioning), so every reader
-(DuckDB, polars, Spark, Trino) gets it the same way. Files are written under a ``.tmp`` name,
-fsync'd and renamed, so a reader never sees a partial file; the batch number in a name ties
-the file to the flusher's journal (see :mod:`ingest.flush.state`).
+(DuckDB, polars, Spark, Trino) gets it the same way. A file appears whole or not at all (see
+:mod:`mailpulse.storage`); the batch number in a name ties the file to the flusher's journal
+(see :mod:`ingest.flush.state`), and a ``merged`` file stands for every older file of its
+partition (:func:`visible`), so compaction never makes a reader count a row twice.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from typing import Any
 import orjson
 import polars as pl
 
+from mailpulse.storage import LakeStore, StoredFile
+
 #: Written into the reason of every agent decision a rule made (``rules v2: ...``); a reader
 #: tells rule decisions of an older version apart by it, ``mailpulse reclassify`` renews them.
 AGENT_RULES_VERSION = 2
@@ -40,6 +45,8 @@ STATUS_FILE = "status.json"
 ACTIONS_STATUS_FILE = "actions.json"
 #: Every data file of a table, relative to the table's folder (Hive partitions by date).
 PARTITION_GLOB = "date=*/*.parquet"
+_PART = "part"  # a flush batch's file
+_MERGED = "merged"  # a compaction's (or reclassification's) file: replaces older batches
 
 #: The values of the events table's enumerated columns.
 EVENT_TYPES = frozenset(
@@ -122,30 +129,67 @@ SCHEMAS = {"events": EVENTS_SCHEMA, "raw": RAW_SCHEMA, "quarantine": QUARANTINE_
 PARTITION_TIME = {"events": "occurred_at", "raw": "received_at", "quarantine": "received_at"}
 
 
-def table_dir(lake_dir: Path, table: str) -> Path:
-    """The folder of one table."""
-    return lake_dir / table
+def table_dir(store: LakeStore, table: str) -> str:
+    """The folder (prefix) of one table."""
+    return store.path(table)
 
 
-def plan_path(lake_dir: Path, table: str, date: str, batch: int) -> Path:
-    """A new, not yet existing file name for ``batch`` in one partition."""
-    name = f"part-{batch:010d}-{uuid.uuid4().hex[:8]}.parquet"
-    return table_dir(lake_dir, table) / f"date={date}" / name
+def plan_path(store: LakeStore, table: str, date: str, batch: int, *, merged: bool = False) -> str:
+    """A new, not yet existing file name for ``batch`` in one partition.
+
+    ``merged``: the file replaces every older file of its partition (compaction and
+    reclassification); readers stop counting those from the moment it appears.
+    """
+    kind = _MERGED if merged else _PART
+    name = f"{kind}-{batch:010d}-{uuid.uuid4().hex[:12]}.parquet"
+    return store.path(table, f"date={date}", name)
 
 
-def list_files(lake_dir: Path, table: str, date: str | None = None) -> list[Path]:
-    """Visible Parquet files of a table (or of one partition), in name order."""
-    base = table_dir(lake_dir, table)
-    pattern = f"date={date}/*.parquet" if date else PARTITION_GLOB
-    return sorted(base.glob(pattern))
+def list_files(store: LakeStore, table: str, date: str | None = None) -> list[str]:
+    """The files a reader counts, of a table or of one partition, in path order."""
+    return [stored.path for stored in list_stored(store, table, date)]
 
 
-def partitions(lake_dir: Path, table: str) -> list[str]:
-    """The dates that have a partition folder, oldest first."""
-    base = table_dir(lake_dir, table)
-    if not base.is_dir():
-        return []
-    return sorted(p.name.removeprefix("date=") for p in base.glob("date=*") if p.is_dir())
+def list_stored(store: LakeStore, table: str, date: str | None = None) -> list[StoredFile]:
+    """:func:`list_files` with each file's modification time.
+
+    One listing is one snapshot: within a partition, a merged file hides the files it
+    replaced (those of an older batch), so a reader listing while a compaction swaps files
+    counts every row once, whether or not the old files are deleted yet.
+    """
+    prefix = store.path(table, f"date={date}") if date else table_dir(store, table)
+    return visible([s for s in store.files(prefix) if "/date=" in s.path])
+
+
+def visible(found: list[StoredFile]) -> list[StoredFile]:
+    """The files of ``found`` that hold the current rows (see :func:`list_stored`)."""
+    merged_upto: dict[str, int] = {}
+    for stored in found:
+        folder, kind, batch = _name_parts(stored.path)
+        if kind == _MERGED:
+            merged_upto[folder] = max(merged_upto.get(folder, -1), batch)
+    kept = []
+    for stored in found:
+        folder, kind, batch = _name_parts(stored.path)
+        upto = merged_upto.get(folder)
+        if upto is None or batch > upto or (kind == _MERGED and batch == upto):
+            kept.append(stored)
+    return kept
+
+
+def _name_parts(path: str) -> tuple[str, str, int]:
+    """Folder, kind (part or merged) and batch number of a lake file's path."""
+    folder, _, name = path.rpartition("/")
+    kind, _, rest = name.partition("-")
+    number = rest.partition("-")[0]
+    # A file named otherwise (copied in by hand) is always counted.
+    return folder, kind, int(number) if number.isdigit() else 1 << 62
+
+
+def partitions(store: LakeStore, table: str) -> list[str]:
+    """The dates that have a file, oldest first."""
+    found = {path.rpartition("/")[0].rpartition("/date=")[2] for path in list_files(store, table)}
+    return sorted(found)
 
 
 def split_by_date(frame: pl.DataFrame, table: str) -> dict[str, pl.DataFrame]:
@@ -182,12 +226,6 @@ def atomic_path(path: Path, *, sync_directory: bool = True) -> Iterator[Path]:
         fsync_directories([path])
 
 
-def write_atomic(frame: pl.DataFrame, path: Path, *, sync_directory: bool = False) -> None:
-    """Write ``frame`` as Parquet so that ``path`` shows either nothing or the whole file."""
-    with atomic_path(path, sync_directory=sync_directory) as temporary:
-        frame.write_parquet(temporary, compression="zstd", statistics=True)
-
-
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` shows either its old contents or all of ``data``."""
     with atomic_path(path) as temporary:
@@ -215,23 +253,9 @@ def fsync_directories(paths: Iterable[Path]) -> None:
             os.close(fd)
 
 
-def remove_files(paths: Iterable[Path]) -> None:
-    """Delete files (and their temporary twins) that may or may not exist."""
-    for path in paths:
-        path.unlink(missing_ok=True)
-        path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)
-
-
 def empty_frame(table: str) -> pl.DataFrame:
     """A typed frame with no rows."""
     return pl.DataFrame(schema=SCHEMAS[table])
-
-
-def count_rows(files: list[Path]) -> int:
-    """Rows in Parquet files, from their footers alone."""
-    if not files:
-        return 0
-    return int(pl.scan_parquet(files, hive_partitioning=False).select(pl.len()).collect().item())
 
 
 def write_status(state_dir: Path, status: dict[str, Any], name: str = STATUS_FILE) -> None:

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from ingest import create_app
 from mailpulse.config import Config
-from tests import leaks, postgres
+from tests import leaks, postgres, s3
 from tests.helpers import new_secret, parse_config
 
 # After the last test, whichever ran: no configured secret in any log, output or answer.
@@ -81,6 +81,13 @@ def app(config: Config) -> Iterator[Flask]:
 def client(app: Flask) -> FlaskClient:
     """A test client of ``app``."""
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[s3.S3Server]:
+    """One S3-compatible server (moto's) for the whole run, started on first use."""
+    with s3.server() as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from mailpulse import lake
+from mailpulse.storage import LakeStore
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 _DEFAULTS: dict[str, Any] = {
@@ -57,4 +58,5 @@ def write_lake(data_dir: Path, rows: list[dict[str, Any]], batch: int = 1) -> No
         return
     frame = pl.DataFrame(rows, schema=lake.EVENTS_SCHEMA)
     for date, part in lake.split_by_date(frame, "events").items():
-        lake.write_atomic(part, lake.plan_path(data_dir / "lake", "events", date, batch))
+        store = LakeStore.local(data_dir / "lake")
+        store.write_parquet(part, lake.plan_path(store, "events", date, batch))

@@ -229,8 +229,45 @@ def test_the_lake_may_live_in_a_shared_directory(tmp_path: Path) -> None:
     assert parse_config({"data_dir": str(tmp_path)}).lake_dir == tmp_path / "lake"
     shared = tmp_path / "nfs" / "lake"
     assert parse_config({"lake": {"url": str(shared)}}).lake_dir == shared
-    (problem,) = problems({"lake": {"url": "s3://bucket/lake"}})
-    assert problem.startswith("lake.url: s3:// is not supported")
+    (problem,) = problems({"lake": {"url": "ftp://bucket/lake"}})
+    assert problem.startswith("lake.url: ftp:// is not supported")
+
+
+def test_the_lake_may_live_on_object_storage_with_keys_read_like_every_secret(
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / "secret_key"
+    key_file.write_text("s3-secret-" + "x" * 20 + "\n")
+    config = parse_config(
+        {
+            "lake": {
+                "url": "s3://mail-lake/mailpulse",
+                "endpoint_url": "http://127.0.0.1:9000",
+                "access_key_id_env": "LAKE_KEY_ID",
+                "secret_access_key_file": str(key_file),
+            }
+        },
+        env={"LAKE_KEY_ID": "AKIDEXAMPLE"},
+    )
+    assert config.lake.is_remote
+    assert config.lake_store.location == "s3://mail-lake/mailpulse"
+    assert config.lake.secret_access_key is not None
+    assert config.lake.secret_access_key.reveal() == "s3-secret-" + "x" * 20
+    assert "s3-secret" not in repr(config) and "AKIDEXAMPLE" not in repr(config)
+    with pytest.raises(ConfigError, match="object storage"):
+        _ = config.lake_dir  # code that needs a local directory says so
+    # Without keys the AWS credential chain decides; a missing half of a pair is a mistake.
+    assert parse_config({"lake": {"url": "s3://mail-lake"}}).lake.access_key_id is None
+    assert problems({"lake": {"url": "s3://b", "access_key_id": "AKID"}}) == [
+        "lake: give access_key_id and secret_access_key together, or neither"
+    ]
+    assert problems({"lake": {"url": "s3://", "endpoint_url": "minio:9000"}}) == [
+        "lake.endpoint_url must be an http:// or https:// URL with a host",
+        "lake.url: 's3://' names no bucket",
+    ]
+    assert problems({"lake": {"url": "/srv/lake", "region": "eu-west-1"}}) == [
+        "lake.endpoint_url and lake.region are only for an s3:// url"
+    ]
 
 
 def test_without_the_provider_registry_sources_are_not_read(tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def test_beyond_the_dedup_window_the_lake_itself_is_checked(make_config: Any) ->
     Flusher(config, clock=lambda: much_later).flush()
     from ingest.flush.state import FlusherState
 
-    state = FlusherState(config.state_dir)
+    state = FlusherState(config.state_dir, config.lake_store)
     assert state.already_seen(["ancient-1"]) == set()
     state.close()
 

@@ -32,6 +32,7 @@ from ingest.spool.postgres import PostgresSpool
 from mailpulse import lake
 from mailpulse.config import Config
 from mailpulse.demo import free_port
+from mailpulse.storage import LakeStore
 from tests.helpers import append_all, event, in_house_request, new_secret, parse_config
 
 DAY = "2026-11-27"
@@ -76,8 +77,13 @@ def journal(pg_url: str) -> list[tuple[Any, ...]]:
         return db.execute("SELECT batch, phase, added FROM mailpulse_journal").fetchall()
 
 
+def plan(tmp_path: Path, batch: int) -> Path:
+    """A new file name of ``batch`` in the test lake under ``tmp_path``."""
+    return Path(lake.plan_path(LakeStore.local(tmp_path / "lake"), "events", DAY, batch))
+
+
 def write_file(path: Path) -> Path:
-    lake.write_atomic(pl.DataFrame({"x": [1]}), path)
+    LakeStore.local(path.parents[2]).write_parquet(pl.DataFrame({"x": [1]}), str(path))
     return path
 
 
@@ -94,9 +100,11 @@ def open_state(
     def open_one() -> AnyFlusherState:
         state: AnyFlusherState
         if request.param == "local":
-            state = FlusherState(tmp_path / "state")
+            state = FlusherState(tmp_path / "state", LakeStore.local(tmp_path / "lake"))
         else:
-            state = PostgresFlusherState(request.getfixturevalue("pg_url"))
+            state = PostgresFlusherState(
+                request.getfixturevalue("pg_url"), LakeStore.local(tmp_path / "lake")
+            )
         opened.append(state)
         return state
 
@@ -114,7 +122,7 @@ def test_a_commit_moves_position_ids_counters_and_batch_together(
 ) -> None:
     state = open_state()
     assert (state.spool_position(), state.last_batch(), state.meta("nothing")) == (0, 0, 0)
-    state.begin(1, [tmp_path / "a.parquet"])
+    state.begin(1, [str(tmp_path / "a.parquet")])
     state.commit(commit(1, 10, ["e1", "e2", "e2"], 100, **{"events:s:stored": 2}))
     state.finish(1)
     # A lower position never moves it back; counters add up; the batch number follows.
@@ -134,10 +142,10 @@ def test_a_commit_moves_position_ids_counters_and_batch_together(
 def test_replaced_files_are_deleted_only_after_the_commit(
     open_state: Callable[[], AnyFlusherState], tmp_path: Path
 ) -> None:
-    old = write_file(lake.plan_path(tmp_path / "lake", "events", DAY, 1))
-    new = lake.plan_path(tmp_path / "lake", "events", DAY, 2)
+    old = write_file(plan(tmp_path, 1))
+    new = plan(tmp_path, 2)
     state = open_state()
-    state.begin(2, [new], [old])
+    state.begin(2, [str(new)], [str(old)])
     write_file(new)
     state.commit(commit(2, None, [], 0))
     assert old.exists()
@@ -148,9 +156,9 @@ def test_replaced_files_are_deleted_only_after_the_commit(
 def test_recovery_removes_files_of_an_uncommitted_batch(
     open_state: Callable[[], AnyFlusherState], tmp_path: Path
 ) -> None:
-    orphan = lake.plan_path(tmp_path / "lake", "events", DAY, 1)
+    orphan = plan(tmp_path, 1)
     crashed = open_state()
-    crashed.begin(1, [orphan])
+    crashed.begin(1, [str(orphan)])
     write_file(orphan)
     crashed.close()
     state = open_state()
@@ -165,10 +173,10 @@ def test_recovery_removes_files_of_an_uncommitted_batch(
 def test_recovery_finishes_a_committed_replacement(
     open_state: Callable[[], AnyFlusherState], tmp_path: Path
 ) -> None:
-    old = write_file(lake.plan_path(tmp_path / "lake", "events", DAY, 1))
-    new = lake.plan_path(tmp_path / "lake", "events", DAY, 2)
+    old = write_file(plan(tmp_path, 1))
+    new = plan(tmp_path, 2)
     crashed = open_state()
-    crashed.begin(2, [new], [old])
+    crashed.begin(2, [str(new)], [str(old)])
     write_file(new)
     crashed.commit(commit(2, None, [], 0))
     crashed.close()  # died between its commit and finish
@@ -196,10 +204,10 @@ def test_a_leader_that_lost_its_session_commits_nothing_and_removes_its_files(
 ) -> None:
     """The lead lives in the state's session: once the session is gone (the host was cut
     off, another took over), the old leader cannot commit, and it does not reconnect."""
-    leader = PostgresFlusherState(pg_url)
+    leader = PostgresFlusherState(pg_url, LakeStore.local(tmp_path / "lake"))
     assert leader.try_lead()
-    written = lake.plan_path(tmp_path / "lake", "events", DAY, 1)
-    leader.begin(1, [written])
+    written = plan(tmp_path, 1)
+    leader.begin(1, [str(written)])
     write_file(written)
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (leader.db.info.backend_pid,))
@@ -210,7 +218,7 @@ def test_a_leader_that_lost_its_session_commits_nothing_and_removes_its_files(
     with pytest.raises(LakeError):
         leader.last_batch()  # no new session behind the lead's back
     leader.close()
-    successor = PostgresFlusherState(pg_url)
+    successor = PostgresFlusherState(pg_url, LakeStore.local(tmp_path / "lake"))
     assert successor.try_lead()  # the lost session took the lock with it
     assert successor.recover() == 1
     assert (successor.last_batch(), successor.already_seen(["e1"])) == (0, set())
@@ -220,7 +228,7 @@ def test_a_leader_that_lost_its_session_commits_nothing_and_removes_its_files(
 def test_a_failure_to_connect_names_no_password() -> None:
     url = f"postgresql://mailpulse:pg-password-{new_secret()}@127.0.0.1:{free_port()}/none"
     with pytest.raises(LakeError) as failed:
-        PostgresFlusherState(url)
+        PostgresFlusherState(url, LakeStore.local(Path("lake")))
     assert "pg-password" not in str(failed.value)
     assert "cannot be reached" in str(failed.value)
     assert failed.value.__cause__ is None and failed.value.__suppress_context__
@@ -354,22 +362,22 @@ import json, os, sys, time
 from pathlib import Path
 from ingest.flush.flusher import Flusher
 from ingest.providers import PROVIDERS
-from mailpulse import lake
 from mailpulse.config import parse_config
+from mailpulse.storage import LakeStore
 
 document = json.loads(Path(sys.argv[1]).read_text())
 marker, stop_at = Path(sys.argv[2]), int(sys.argv[3])
-write_atomic, written = lake.write_atomic, []
+write_parquet, written = LakeStore.write_parquet, []
 
-def write_then_hang(frame, path, **options):
-    write_atomic(frame, path, **options)
+def write_then_hang(store, frame, path, **options):
+    write_parquet(store, frame, path, **options)
     written.append(path)
     if len(written) == stop_at:
         marker.with_suffix(".tmp").write_text(str(path))
         os.replace(marker.with_suffix(".tmp"), marker)
         time.sleep(600)
 
-lake.write_atomic = write_then_hang
+LakeStore.write_parquet = write_then_hang
 Flusher(parse_config(document, providers=PROVIDERS), workers=0).flush()
 """
 

@@ -83,45 +83,48 @@ def test_compaction_merges_files_and_keeps_one_row_per_event(
     for n in range(4):
         post(client, secret, [event(f"c-{n}", timestamp=1_795_773_600 + n)])
         Flusher(config).flush()
-    files = lake.list_files(config.lake_dir, "events")
+    files = [Path(path) for path in lake.list_files(config.lake_store, "events")]
     assert len(files) == 4
     # A copy of a file with a new batch number: the state compaction must repair.
     duplicate = files[0].with_name("part-0000009999-deadbeef.parquet")
     duplicate.write_bytes(files[0].read_bytes())
     result = compact(Flusher(config))
     assert result.rows_removed == 1
-    after = lake.list_files(config.lake_dir, "events")
+    after = lake.list_files(config.lake_store, "events")
     assert len(after) == 1
+    assert list(config.lake_dir.glob("events/date=*/*.parquet")) == [Path(after[0])]
     assert sorted(r["event_id"] for r in lake_rows(config.data_dir)) == [f"c-{n}" for n in range(4)]
 
 
 def test_recovery_removes_files_of_an_uncommitted_batch(config: Config) -> None:
     """A flusher killed after writing files but before its commit leaves them journaled."""
     frame = pl.DataFrame({"x": [1]})
-    orphan = lake.plan_path(config.lake_dir, "events", "2026-11-27", 1)
-    state = FlusherState(config.state_dir)
+    store = config.lake_store
+    orphan = lake.plan_path(store, "events", "2026-11-27", 1)
+    state = FlusherState(config.state_dir, store)
     state.begin(1, [orphan])
-    lake.write_atomic(frame, orphan)
+    store.write_parquet(frame, orphan)
     state.close()
-    assert orphan.exists()
+    assert Path(orphan).exists()
     Flusher(config).flush()
-    assert not orphan.exists()
-    state = FlusherState(config.state_dir)
+    assert not Path(orphan).exists()
+    state = FlusherState(config.state_dir, store)
     assert state.last_batch() == 0
     state.close()
 
 
 def test_recovery_finishes_a_committed_replacement(config: Config, tmp_path: Path) -> None:
-    old = lake.plan_path(config.lake_dir, "events", "2026-11-27", 1)
-    new = lake.plan_path(config.lake_dir, "events", "2026-11-27", 2)
-    lake.write_atomic(pl.DataFrame({"x": [1]}), old)
-    lake.write_atomic(pl.DataFrame({"x": [1]}), new)
-    state = FlusherState(config.state_dir)
+    store = config.lake_store
+    old = lake.plan_path(store, "events", "2026-11-27", 1)
+    new = lake.plan_path(store, "events", "2026-11-27", 2)
+    store.write_parquet(pl.DataFrame({"x": [1]}), old)
+    store.write_parquet(pl.DataFrame({"x": [1]}), new)
+    state = FlusherState(config.state_dir, store)
     state.begin(2, [new], [old])
     state.db.execute("UPDATE journal SET phase = 'committed'")  # crashed right after commit
     state.close()
     Flusher(config).flush()
-    assert new.exists() and not old.exists()
+    assert Path(new).exists() and not Path(old).exists()
 
 
 def test_flushed_records_are_acknowledged_and_the_spool_holds_nothing(
@@ -133,7 +136,7 @@ def test_flushed_records_are_acknowledged_and_the_spool_holds_nothing(
     Flusher(config).flush()
     assert spool.pending_bytes() == 0
     assert spool.claim(1 << 20, 100).records == []
-    assert FlusherState(config.state_dir).spool_position() > 0
+    assert FlusherState(config.state_dir, config.lake_store).spool_position() > 0
 
 
 def test_a_flush_ends_while_requests_keep_arriving(config: Config, secret: str) -> None:

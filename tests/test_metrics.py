@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from analytics import METRICS, REGISTRY, BadQuery, Lake, open_lake, rollup
 from analytics.mailbox import mailbox_provider, mailbox_provider_sql
 from ingest.providers.events import EVENT_TYPES
+from mailpulse.storage import LakeStore
 from tests.lakes import T0, row, write_lake
 
 M, H, D = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
@@ -285,7 +286,7 @@ def test_the_rollup_and_newer_files_give_the_numbers_of_the_events(
     with tempfile.TemporaryDirectory() as directory:
         data = Path(directory)
         write_lake(data, first, batch=1)
-        built = rollup.build(data / "lake")
+        built = rollup.build(LakeStore.local(data / "lake"))
         write_lake(data, second, batch=2)
         with open_lake(data) as lake, Lake(data, use_rollup=False) as raw:
             assert (lake._state() is not None) == (built is not None)
@@ -300,7 +301,7 @@ def test_a_rewritten_file_retires_the_rollup_until_compaction_rebuilds_it(
     from tests.helpers import mailpulse
 
     lake_dir = spring / "lake"
-    assert rollup.build(lake_dir) is not None
+    assert rollup.build(LakeStore.local(lake_dir)) is not None
     with open_lake(spring) as lake:
         assert lake._state() is not None
         before = lake.metrics("campaign").to_dicts()
@@ -326,7 +327,7 @@ def test_a_rewritten_file_retires_the_rollup_until_compaction_rebuilds_it(
 
 def test_a_stale_rollup_is_never_read(spring: Path) -> None:
     """When a file the rollup covers is gone (rewritten), reports regroup the events."""
-    assert rollup.build(spring / "lake") is not None
+    assert rollup.build(LakeStore.local(spring / "lake")) is not None
     (covered, *_rest) = sorted((spring / "lake" / "events").rglob("*.parquet"))
     covered.rename(covered.with_name("part-0000000099-0badc0de.parquet"))
     with open_lake(spring) as lake, Lake(spring, use_rollup=False) as raw:
@@ -367,7 +368,7 @@ def test_a_duplicate_delivery_of_an_event_counts_once(tmp_path: Path) -> None:
 def test_two_bounces_at_the_same_instant_count_as_the_more_severe(tmp_path: Path) -> None:
     """Ties are broken the same way from the events and from the rollup: hard beats soft."""
     write_lake(tmp_path, [row("s", "bounced", "a@x.io", T0, message_id="m", bounce_class="soft")])
-    rollup.build(tmp_path / "lake")
+    rollup.build(LakeStore.local(tmp_path / "lake"))
     write_lake(
         tmp_path, [row("h", "bounced", "a@x.io", T0, message_id="m", bounce_class="hard")], batch=2
     )

@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
@@ -193,7 +192,7 @@ class Flusher:
         builder: BatchBuilder,
         spool_position: int | None,
         *,
-        replaces: list[Path] | None = None,
+        replaces: list[str] | None = None,
         dedup_quarantine: bool = True,
     ) -> FlushResult:
         """Dedup ``builder``, write its files atomically and commit them as one batch.
@@ -214,14 +213,15 @@ class Flusher:
             "quarantine": builder.quarantine_frame(int(now * MICROS)),
         }
         batch = state.last_batch() + 1
-        planned: list[tuple[Path, pl.DataFrame]] = []
+        store = self.config.lake_store
+        planned: list[tuple[str, pl.DataFrame]] = []
         for table, frame in frames.items():
             for date, part in lake.split_by_date(frame, table).items():
-                planned.append((lake.plan_path(self.config.lake_dir, table, date, batch), part))
+                planned.append((lake.plan_path(store, table, date, batch), part))
         state.begin(batch, [path for path, _ in planned], replaces or [])
         for path, part in planned:
-            lake.write_atomic(part, path)
-        lake.fsync_directories(path for path, _ in planned)
+            store.write_parquet(part, path)
+        store.sync_folders(path for path, _ in planned)
 
         counters = _counters(builder, events)
         state.commit(
@@ -256,15 +256,10 @@ class Flusher:
         found: set[str] = set()
         for day, part in lake.split_by_date(old, "events").items():
             ids = part["event_id"].to_list()
-            files = lake.list_files(self.config.lake_dir, "events", day)
+            files = lake.list_files(self.config.lake_store, "events", day)
             if files:
-                stored = (
-                    pl.scan_parquet(files, hive_partitioning=False)
-                    .select("event_id")
-                    .filter(pl.col("event_id").is_in(ids))
-                    .collect()
-                )
-                found.update(stored["event_id"].to_list())
+                stored = self.config.lake_store.read_parquet(files, ["event_id"])
+                found.update(stored.filter(pl.col("event_id").is_in(ids))["event_id"].to_list())
         return found
 
     def _maybe_prune(self, state: AnyFlusherState) -> None:
@@ -286,6 +281,7 @@ class Flusher:
 
     def _write_status(self, state: AnyFlusherState) -> None:
         pending = self.spool.pending_bytes()
+        store = self.config.lake_store
         events: dict[str, dict[str, int]] = {}
         for key, value in state.counters("events:").items():
             source, _, outcome = key.rpartition(":")
@@ -293,7 +289,7 @@ class Flusher:
         status = {
             "last_flush_at": self.clock(),
             "pending_bytes": pending,
-            "quarantine_rows": lake.count_rows(lake.list_files(self.config.lake_dir, "quarantine")),
+            "quarantine_rows": store.count_rows(lake.list_files(store, "quarantine")),
             "events": events,
             "implausible_time": state.counters("implausible:"),
             # This process's share of the work, and how often the lead moved between them.

@@ -75,7 +75,7 @@ def locked_state(config: Config, wait_seconds: float = 0.0) -> Iterator[AnyFlush
     """The lead and the recovered state of ``config``'s engine: how every lake writer starts
     its work. Raises :class:`FlusherBusy` when another writer keeps the lead."""
     if config.spool.engine == "postgres" and config.spool.url is not None:
-        shared = PostgresFlusherState(config.spool.url.reveal())
+        shared = PostgresFlusherState(config.spool.url.reveal(), config.lake_store)
         try:
             with shared_lead(shared, wait_seconds):
                 shared.recover()
@@ -84,7 +84,7 @@ def locked_state(config: Config, wait_seconds: float = 0.0) -> Iterator[AnyFlush
             shared.close()
         return
     with flusher_lock(config.state_dir, wait_seconds):
-        local = FlusherState(config.state_dir)
+        local = FlusherState(config.state_dir, config.lake_store)
         try:
             local.recover()
             yield local

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import orjson
 import polars as pl
@@ -23,12 +22,13 @@ from ingest.flush.leader import AnyFlusherState, locked_state
 from ingest.flush.state import Commit
 from ingest.spool import SpoolRecord
 from mailpulse import lake
+from mailpulse.storage import LakeStore
 
 _COMPACTED_TABLES = ("events", "raw", "quarantine")
 _UNIQUE_KEY = {"events": "event_id", "raw": "request_id", "quarantine": "quarantine_id"}
 
-#: Called with the lake directory after files were rewritten, still under the flusher lock.
-AfterRewrite = Callable[[Path], object]
+#: Called with the lake after files were rewritten, still under the flusher lock.
+AfterRewrite = Callable[[LakeStore], object]
 
 
 @dataclass
@@ -58,63 +58,66 @@ def compact(
     result = CompactResult()
     with locked_state(config, wait_seconds) as state:
         for table in _COMPACTED_TABLES:
-            dates = [date] if date else lake.partitions(config.lake_dir, table)
+            dates = [date] if date else lake.partitions(config.lake_store, table)
             for day in dates:
-                files = lake.list_files(config.lake_dir, table, day)
+                files = lake.list_files(config.lake_store, table, day)
                 if len(files) < 2:
                     continue
-                removed = _compact_partition(state, config.lake_dir, table, day, files)
+                removed = _compact_partition(state, config.lake_store, table, day, files)
                 result.partitions += 1
                 result.files_before += len(files)
                 result.files_after += 1
                 result.rows_removed += removed
         if after_rewrite is not None:
-            after_rewrite(config.lake_dir)
+            after_rewrite(config.lake_store)
     return result
 
 
 def _compact_partition(
-    state: AnyFlusherState, lake_dir: Path, table: str, day: str, files: list[Path]
+    state: AnyFlusherState, store: LakeStore, table: str, day: str, files: list[str]
 ) -> int:
     try:
-        frame = pl.read_parquet(files, hive_partitioning=False)
-    except (OSError, pl.exceptions.PolarsError) as exc:
+        frame = store.read_parquet(files)
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
         raise LakeError(f"cannot read partition {table}/date={day}: {exc}") from exc
     merged = frame.sort("received_at", maintain_order=True).unique(
         _UNIQUE_KEY[table], keep="first", maintain_order=True
     )
-    replace_partition(state, lake_dir, table, day, files, merged)
+    replace_partition(state, store, table, day, files, merged)
     return frame.height - merged.height
 
 
 def replace_partition(
     state: AnyFlusherState,
-    lake_dir: Path,
+    store: LakeStore,
     table: str,
     day: str,
-    files: list[Path],
+    files: list[str],
     frame: pl.DataFrame,
 ) -> None:
-    """Swap a partition's ``files`` for one file holding ``frame``, as one journaled batch.
+    """Swap a partition's ``files`` (all it holds) for one file holding ``frame``, as one
+    journaled batch.
 
-    The new file appears, the commit records the swap, and only then are the old files
-    removed: a crash at any point leaves either the old files or the new one.
+    The new ``merged`` file appears, the commit records the swap, and only then are the old
+    files removed: a crash at any point leaves either the old files or the new one, and
+    readers count the merged file alone from the moment it appears (:func:`lake.visible`).
     """
     batch = state.last_batch() + 1
-    target = lake.plan_path(lake_dir, table, day, batch)
+    target = lake.plan_path(store, table, day, batch, merged=True)
     state.begin(batch, [target], files)
-    lake.write_atomic(frame.select(list(lake.SCHEMAS[table])), target)
-    lake.fsync_directories([target])
+    store.write_parquet(frame.select(list(lake.SCHEMAS[table])), target)
+    store.sync_folders([target])
     state.commit(Commit(batch=batch, spool_position=None, seen_ids=[], seen_at=0, counters={}))
     state.finish(batch)
 
 
 def quarantine_frame(flusher: Flusher) -> pl.DataFrame:
     """Everything in quarantine, newest first, without the payload bytes."""
-    files = lake.list_files(flusher.config.lake_dir, "quarantine")
+    store = flusher.config.lake_store
+    files = lake.list_files(store, "quarantine")
     if not files:
         return lake.empty_frame("quarantine").drop("payload", "headers")
-    frame = pl.read_parquet(files, hive_partitioning=False)
+    frame = store.read_parquet(files)
     return frame.drop("payload", "headers").sort("received_at", descending=True)
 
 
@@ -126,10 +129,10 @@ def replay_quarantine(flusher: Flusher, wait_seconds: float = 60.0) -> tuple[Flu
     """
     config = flusher.config
     with locked_state(config, wait_seconds) as state:
-        files = lake.list_files(config.lake_dir, "quarantine")
+        files = lake.list_files(config.lake_store, "quarantine")
         if not files:
             return FlushResult(), 0
-        frame = pl.read_parquet(files, hive_partitioning=False)
+        frame = config.lake_store.read_parquet(files)
         builder = BatchBuilder(flusher.providers, flusher.campaign_fields)
         for row in frame.iter_rows(named=True):
             record = SpoolRecord(
@@ -173,19 +176,19 @@ def reclassify(
     config = flusher.config
     result = ReclassifyResult()
     with locked_state(config, wait_seconds) as state:
-        for day in lake.partitions(config.lake_dir, "events"):
-            files = lake.list_files(config.lake_dir, "events", day)
+        for day in lake.partitions(config.lake_store, "events"):
+            files = lake.list_files(config.lake_store, "events", day)
             if not files:
                 continue
-            frame = pl.read_parquet(files, hive_partitioning=False)
+            frame = config.lake_store.read_parquet(files)
             updated, changed = _reclassified(frame)
             if not changed:
                 continue
-            replace_partition(state, config.lake_dir, "events", day, files, updated)
+            replace_partition(state, config.lake_store, "events", day, files, updated)
             result.partitions += 1
             result.rows_changed += changed
         if result.partitions and after_rewrite is not None:
-            after_rewrite(config.lake_dir)
+            after_rewrite(config.lake_store)
     return result
 
 

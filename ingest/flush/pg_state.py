@@ -30,16 +30,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import orjson
 import psycopg
 
 from ingest.errors import LakeError
-from ingest.flush.state import Commit
+from ingest.flush.state import Commit, journal_uris, remove_journaled
 from ingest.spool.pg import CONNECT_TIMEOUT_SECONDS, FLUSHER_LOCK, SCHEMA_LOCK, describe
-from mailpulse.lake import remove_files
+from mailpulse.storage import LakeStore
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +75,8 @@ class PostgresFlusherState:
     failure raises :class:`~ingest.errors.LakeError` with a sentence that never holds the URL.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, store: LakeStore) -> None:
+        self.store = store  # the lake whose files the journal names
         try:
             conninfo = psycopg.conninfo.make_conninfo(
                 url, connect_timeout=CONNECT_TIMEOUT_SECONDS, **_CLIENT_KEEPALIVES
@@ -88,7 +87,7 @@ class PostgresFlusherState:
         except psycopg.Error as exc:
             # Not chained: a connection error may quote the connection string.
             raise LakeError(f"cannot open the flusher state: {describe(exc)}") from None
-        self._writing: dict[int, list[Path]] = {}  # files of the batches begun here
+        self._writing: dict[int, list[str]] = {}  # files of the batches begun here
         try:
             self._prepare()
         except BaseException:
@@ -159,13 +158,13 @@ class PostgresFlusherState:
 
     # -- writing
 
-    def begin(self, batch: int, added: Sequence[Path], removed: Sequence[Path] = ()) -> None:
+    def begin(self, batch: int, added: Sequence[str], removed: Sequence[str] = ()) -> None:
         """Record the files a batch is about to write, before any of them exists."""
         with self._failing("journal a batch"):
             self.db.execute(
                 "INSERT INTO mailpulse_journal (batch, phase, added, removed) "
                 "VALUES (%s, 'writing', %s, %s)",
-                (batch, _paths(added), _paths(removed)),
+                (batch, journal_uris(self.store, added), journal_uris(self.store, removed)),
             )
         self._writing[batch] = list(added)
 
@@ -181,7 +180,7 @@ class PostgresFlusherState:
             if not reached_commit:
                 # Certainly not committed: the files are garbage, and if this session was
                 # lost a new leader's recovery may already have passed them by.
-                remove_files(added)
+                self.store.remove(added)
             raise LakeError(f"cannot commit batch {commit.batch}: {describe(exc)}") from exc
 
     def _apply(self, commit: Commit) -> None:
@@ -222,7 +221,7 @@ class PostgresFlusherState:
                 "SELECT removed FROM mailpulse_journal WHERE batch = %s", (batch,)
             ).fetchone()
             if row:
-                remove_files(Path(p) for p in orjson.loads(row[0]))
+                remove_journaled(self.store, row[0])
             self.db.execute("DELETE FROM mailpulse_journal WHERE batch = %s", (batch,))
 
     def recover(self) -> int:
@@ -235,7 +234,7 @@ class PostgresFlusherState:
             for batch, phase, added in entries:
                 if phase == "writing":
                     log.warning("removing files of an unfinished flush", extra={"batch": batch})
-                    remove_files(Path(p) for p in orjson.loads(added))
+                    remove_journaled(self.store, added)
                     self.db.execute("DELETE FROM mailpulse_journal WHERE batch = %s", (batch,))
                 else:
                     self.finish(batch)
@@ -270,7 +269,3 @@ class PostgresFlusherState:
     def _one(cursor: psycopg.Cursor[tuple[Any, ...]]) -> Any:
         row = cursor.fetchone()
         return row[0] if row else None
-
-
-def _paths(paths: Sequence[Path]) -> str:
-    return orjson.dumps([str(p) for p in paths]).decode()

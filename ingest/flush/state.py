@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 
 from ingest.errors import LakeError
-from mailpulse.lake import remove_files
+from mailpulse.storage import LakeStore
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ class Commit:
 class FlusherState:
     """Open (and create) the state database of a data directory."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, store: LakeStore) -> None:
+        self.store = store  # the lake whose files the journal names
         state_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(state_dir / "flusher.sqlite", isolation_level=None)
@@ -96,11 +97,11 @@ class FlusherState:
 
     # -- writing
 
-    def begin(self, batch: int, added: Sequence[Path], removed: Sequence[Path] = ()) -> None:
+    def begin(self, batch: int, added: Sequence[str], removed: Sequence[str] = ()) -> None:
         """Record the files a batch is about to write, before any of them exists."""
         self.db.execute(
             "INSERT INTO journal (batch, phase, added, removed) VALUES (?, 'writing', ?, ?)",
-            (batch, _paths(added), _paths(removed)),
+            (batch, journal_uris(self.store, added), journal_uris(self.store, removed)),
         )
 
     def commit(self, commit: Commit) -> None:
@@ -140,7 +141,7 @@ class FlusherState:
         """After a commit: delete the files the batch replaced, then forget the entry."""
         row = self.db.execute("SELECT removed FROM journal WHERE batch = ?", (batch,)).fetchone()
         if row:
-            remove_files(Path(p) for p in orjson.loads(row[0]))
+            remove_journaled(self.store, row[0])
         self.db.execute("DELETE FROM journal WHERE batch = ?", (batch,))
 
     def recover(self) -> int:
@@ -151,7 +152,7 @@ class FlusherState:
         for batch, phase, added in entries:
             if phase == "writing":
                 log.warning("removing files of an unfinished flush", extra={"batch": batch})
-                remove_files(Path(p) for p in orjson.loads(added))
+                remove_journaled(self.store, added)
                 self.db.execute("DELETE FROM journal WHERE batch = ?", (batch,))
             else:
                 self.finish(batch)
@@ -171,5 +172,17 @@ class FlusherState:
         )
 
 
-def _paths(paths: Sequence[Path]) -> str:
-    return orjson.dumps([str(p) for p in paths]).decode()
+def journal_uris(store: LakeStore, paths: Sequence[str]) -> str:
+    """Paths of a batch as the journal keeps them: whole URIs, so a lake moved to another
+    ``url`` since is never touched by recovery."""
+    return orjson.dumps([store.uri(path) for path in paths]).decode()
+
+
+def remove_journaled(store: LakeStore, uris: str) -> None:
+    """Delete the files of a journal entry (a JSON list of URIs) that are in ``store``."""
+    elsewhere = store.remove_uris(orjson.loads(uris))
+    if elsewhere:
+        log.warning(
+            "the flusher journal names files outside the configured lake; left alone",
+            extra={"files": len(elsewhere)},
+        )

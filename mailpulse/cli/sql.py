@@ -42,7 +42,7 @@ def sql_command(config_path: str | None, dialect: str, location: str | None) -> 
 
     if location is None:
         config = load(config_path, announce=False)
-        location = str(config.lake_dir.resolve())
+        location = config.lake_store.location
     problem = location_problem(dialect, location)
     if problem:
         raise click.BadParameter(problem, param_hint="--lake")
