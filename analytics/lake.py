@@ -101,10 +101,10 @@ class Lake:
     def _run(self, build: Callable[[], str], params: dict[str, Any] | None) -> pl.DataFrame:
         """Snapshot the lake, build the query on it, run it; again if a file vanished."""
         for attempt in range(_ATTEMPTS):
-            self.refresh()
             try:
+                self.refresh()  # creating the view reads the files' schema already
                 frame: pl.DataFrame = self.con.sql(build(), params=params or {}).pl()
-            except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+            except duckdb.Error as exc:  # through fsspec a missing file is a plain Error
                 if attempt + 1 == _ATTEMPTS or not _vanished(exc):
                     raise
                 continue

@@ -55,7 +55,6 @@ class LakeStore:
         self.fs = fs
         self.root = root.rstrip("/") or "/"
         self.scheme = scheme  # "" for a local directory
-        self._registered: set[int] = set()
 
     @classmethod
     def local(cls, directory: Path) -> LakeStore:
@@ -132,12 +131,14 @@ class LakeStore:
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         """Let a DuckDB connection read this store's URIs (object storage goes through fsspec:
         DuckDB's own S3 extension cannot be assumed to be installed)."""
-        if self.is_local or id(con) in self._registered:
+        if self.is_local:
             return
         from fsspec.implementations.arrow import ArrowFSWrapper
 
-        con.register_filesystem(ArrowFSWrapper(self.fs))
-        self._registered.add(id(con))
+        wrapper = ArrowFSWrapper(self.fs)
+        names = wrapper.protocol if isinstance(wrapper.protocol, tuple) else (wrapper.protocol,)
+        if not set(names) & set(con.list_filesystems()):
+            con.register_filesystem(wrapper)
 
     # -- writing
 

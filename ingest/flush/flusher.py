@@ -37,7 +37,7 @@ from ingest.flush.event_times import implausible
 from ingest.flush.leader import AnyFlusherState, locked_state
 from ingest.flush.leader import flusher_lock as flusher_lock  # where callers found it
 from ingest.flush.normalize import ChunkPool
-from ingest.flush.state import Commit
+from ingest.flush.state import Commit, next_batch
 from ingest.providers import PROVIDERS, Provider
 from ingest.providers.events import MICROS
 from ingest.spool import Claim, Spool, open_spool
@@ -212,7 +212,7 @@ class Flusher:
             "raw": builder.raw_frame(),
             "quarantine": builder.quarantine_frame(int(now * MICROS)),
         }
-        batch = state.last_batch() + 1
+        batch = next_batch(state)
         store = self.config.lake_store
         planned: list[tuple[str, pl.DataFrame]] = []
         for table, frame in frames.items():

@@ -19,7 +19,7 @@ from ingest.flush.agents import classify, is_rule_decision
 from ingest.flush.batch import BatchBuilder
 from ingest.flush.flusher import Flusher, FlushResult
 from ingest.flush.leader import AnyFlusherState, locked_state
-from ingest.flush.state import Commit
+from ingest.flush.state import Commit, next_batch
 from ingest.spool import SpoolRecord
 from mailpulse import lake
 from mailpulse.storage import LakeStore
@@ -102,7 +102,7 @@ def replace_partition(
     files removed: a crash at any point leaves either the old files or the new one, and
     readers count the merged file alone from the moment it appears (:func:`lake.visible`).
     """
-    batch = state.last_batch() + 1
+    batch = next_batch(state)
     target = lake.plan_path(store, table, day, batch, merged=True)
     state.begin(batch, [target], files)
     store.write_parquet(frame.select(list(lake.SCHEMAS[table])), target)

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
@@ -33,6 +35,14 @@ CREATE TABLE IF NOT EXISTS journal (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+class Numbered(Protocol):
+    """A flusher state of either engine, as far as batch numbers go."""
+
+    def last_batch(self) -> int:
+        """The number of the last committed batch (0 before any)."""
+        ...
 
 
 @dataclass
@@ -170,6 +180,15 @@ class FlusherState:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+
+def next_batch(state: Numbered) -> int:
+    """The number of the next batch: one more than the last, and never below the clock's
+    milliseconds, so a state started afresh (a new host, a deleted state directory) still
+    numbers its files above every file already in the lake. Readers rely on it: a merged
+    file hides the files of older batches in its partition (:func:`mailpulse.lake.visible`).
+    """
+    return max(state.last_batch() + 1, int(time.time() * 1000))
 
 
 def journal_uris(store: LakeStore, paths: Sequence[str]) -> str:
