@@ -23,7 +23,7 @@ SCHEMA: dict[str, pl.DataType] = {
     "pending": pl.Int64(),  # not delivered yet: waiting or being sent
     "failing": pl.Int64(),  # of those, the ones that failed at least once
     "dead": pl.Int64(),  # dead-lettered: refused for good or given up on, kept until retried
-    "delivered": pl.Int64(),  # delivered and still kept (a week)
+    "delivered": pl.Int64(),  # delivered since the dispatcher (mailpulse serve) started
     "oldest_pending_age_seconds": pl.Int64(),  # None when nothing waits
     "circuit": pl.String(),  # closed, open or half-open
     "updated_at": lake.TIMESTAMP,  # when the dispatcher published the snapshot

@@ -96,10 +96,13 @@ class Lake:
         The view reads the files listed just before the query (one snapshot); a file that a
         compaction removed in between makes the query run again on a new listing.
         """
-        return self._run(lambda: query, params)
+        return self.run_on_snapshot(lambda: query, params)
 
-    def _run(self, build: Callable[[], str], params: dict[str, Any] | None) -> pl.DataFrame:
-        """Snapshot the lake, build the query on it, run it; again if a file vanished."""
+    def run_on_snapshot(
+        self, build: Callable[[], str], params: dict[str, Any] | None = None
+    ) -> pl.DataFrame:
+        """List the lake, build the query on that listing (``build`` may read
+        :meth:`address_state` and the rollup's state), run it; again if a file vanished."""
         for attempt in range(_ATTEMPTS):
             try:
                 self.refresh()  # creating the view reads the files' schema already
@@ -130,7 +133,7 @@ class Lake:
         seen: ``since`` inclusive, ``until`` exclusive; ``campaign`` and ``source`` (the
         configured source name) select messages too.
         """
-        return self._run(
+        return self.run_on_snapshot(
             lambda: queries.metrics_sql(by, metrics, period, self._state()),
             _filters(since, until, campaign, source),
         )
@@ -144,7 +147,7 @@ class Lake:
         source: str | None = None,
     ) -> pl.DataFrame:
         """The per-message table every metric counts (one row per message and recipient)."""
-        return self._run(
+        return self.run_on_snapshot(
             lambda: queries.messages_sql(self._state()), _filters(since, until, campaign, source)
         )
 
@@ -159,10 +162,15 @@ class Lake:
         source: str | None = None,
     ) -> pl.DataFrame:
         """Seconds from send to delivery, and from delivery to the first human open and click."""
-        return self._run(
+        return self.run_on_snapshot(
             lambda: queries.timing_sql(by, period, self._state()),
             _filters(since, until, campaign, source),
         )
+
+    def address_state(self) -> str | None:
+        """SQL for the suppression state from the rollup when one covers the snapshot, else
+        None (the suppression engine then reads the events)."""
+        return rollup.address_source(self.store, self._files) if self.use_rollup else None
 
     def _state(self) -> str | None:
         """The per-message state: from the rollup when one covers the snapshot, else None."""

@@ -40,6 +40,11 @@ def state_sql(events: str = "events") -> str:
     return sql_file("message_state.sql").format(events=events)
 
 
+def address_state_sql(events: str = "events") -> str:
+    """The suppression engine's mergeable state over a relation of events."""
+    return sql_file("address_state.sql").format(events=events)
+
+
 def merge_sql(states: str) -> str:
     """Per-message states of one relation merged into one row per message."""
     return sql_file("message_state_merge.sql").format(states=states)

@@ -24,9 +24,19 @@ def suppression_table(
 ) -> pl.DataFrame:
     """One row per suppressed address (or for ``address`` only), as ``suppressions`` gives it:
     the earliest rule that holds, its reason, time and evidence, and every rule that holds."""
-    query = sql_file("suppressions.sql").format(candidates=sql_file("suppression_candidates.sql"))
     window = timedelta(days=rules.soft_bounce_window_days)
-    frame = lake.sql(
+
+    def query() -> str:
+        # From the rollup's suppression state when there is one: it skips every event but
+        # those the rules read (and each address's last delivery).
+        state = lake.address_state()
+        if state is None:
+            candidates = sql_file("suppression_candidates.sql")
+        else:
+            candidates = sql_file("suppression_candidates_state.sql").format(state=state)
+        return sql_file("suppressions.sql").format(candidates=candidates)
+
+    frame = lake.run_on_snapshot(
         query,
         {
             "address": address.strip().lower() if address else None,

@@ -49,12 +49,49 @@ def generate(
     recipients: int = 1_000_000,
     seed: int = 1,
     end: float | None = None,
+    chunk_messages: int = 4_000_000,
 ) -> int:
-    """Write the lake under ``out`` (a data directory); returns the number of events."""
+    """Write the lake under ``out`` (a data directory); returns the number of events.
+
+    Messages are drawn ``chunk_messages`` at a time (about 11.6 million events each, a few GB
+    of memory), each chunk written as a file per date; with more than one chunk, each date's
+    files are merged into one at the end. A lake of one chunk (10 million events) is the same
+    for a seed as it always was.
+    """
     rng = np.random.default_rng(seed)
     end_us = int((end or time.time()) * MICROS)
     start_us = end_us - days * 86_400 * MICROS
     n = int(events / EVENTS_PER_MESSAGE)
+    store = LakeStore.local(out / "lake")
+    domain_of: np.ndarray | None = None
+    written = 0
+    for chunk, first in enumerate(range(0, n, chunk_messages)):
+        count = min(chunk_messages, n - first)
+        parts, messages = _draw(rng, count, start_us, end_us, recipients, campaigns)
+        if domain_of is None:  # drawn after the first chunk's messages, as it always was
+            domain_of = rng.choice(len(DOMAINS), recipients, p=DOMAIN_WEIGHTS)
+        frame = _events(parts, messages, domain_of, first_message=first, first_event=written)
+        written += frame.height
+        for day, (date, part) in enumerate(sorted(lake.split_by_date(frame, "events").items())):
+            store.write_parquet(
+                part, lake.plan_path(store, "events", date, chunk * 100_000 + day + 1)
+            )
+        del frame, parts
+        print(f"  {written:,} events drawn", file=sys.stderr, flush=True)
+    if n > chunk_messages:
+        _merge_dates(store)
+    return written
+
+
+def _draw(
+    rng: np.random.Generator,
+    n: int,
+    start_us: int,
+    end_us: int,
+    recipients: int,
+    campaigns: int,
+) -> tuple[list[pl.DataFrame], dict[str, np.ndarray]]:
+    """The events of ``n`` messages, by kind (one frame each), and the messages' own draws."""
     sent_at = rng.integers(start_us, end_us - 3 * 86_400 * MICROS, n)
     recipient = rng.integers(0, recipients, n)
     campaign = rng.integers(0, campaigns, n)
@@ -131,7 +168,20 @@ def generate(
     add(delivered & (rng.random(n) < 0.001), "complained", delivered_offset + 86_400 * MICROS)
     add(delivered & (rng.random(n) < 0.003), "unsubscribed", delivered_offset + 7200 * MICROS)
 
-    domain_of = rng.choice(len(DOMAINS), recipients, p=DOMAIN_WEIGHTS)
+    return parts, {"sent_at": sent_at, "recipient": recipient, "campaign": campaign}
+
+
+def _events(
+    parts: list[pl.DataFrame],
+    drawn: dict[str, np.ndarray],
+    domain_of: np.ndarray,
+    *,
+    first_message: int,
+    first_event: int,
+) -> pl.DataFrame:
+    """One chunk's events in the lake's schema; ids continue from earlier chunks."""
+    n = len(drawn["sent_at"])
+    sent_at, recipient, campaign = drawn["sent_at"], drawn["recipient"], drawn["campaign"]
     messages = pl.DataFrame(
         {
             "m": np.arange(n),
@@ -144,7 +194,8 @@ def generate(
     frame = (
         pl.concat(parts, how="diagonal_relaxed")
         .join(messages, on="m", how="left")
-        .with_row_index("row")
+        .with_row_index("row", offset=first_event)
+        .with_columns(pl.col("m") + first_message)
         .with_columns(
             ("e" + pl.col("row").cast(pl.String)).alias("event_id"),
             ("msg-" + pl.col("m").cast(pl.String)).alias("message_id"),
@@ -168,10 +219,16 @@ def generate(
         if name not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(name))
     frame = frame.select([pl.col(name).cast(dtype) for name, dtype in lake.EVENTS_SCHEMA.items()])
-    for batch, (date, part) in enumerate(sorted(lake.split_by_date(frame, "events").items())):
-        store = LakeStore.local(out / "lake")
-        store.write_parquet(part, lake.plan_path(store, "events", date, batch + 1))
-    return frame.height
+    return frame
+
+
+def _merge_dates(store: LakeStore) -> None:
+    """One file per date, as after ``mailpulse compact``."""
+    for day, date in enumerate(lake.partitions(store, "events")):
+        files = lake.list_files(store, "events", date)
+        merged = pl.read_parquet(files, hive_partitioning=False)
+        store.write_parquet(merged, lake.plan_path(store, "events", date, 10_000_000 + day))
+        store.remove(files)
 
 
 def main() -> None:
@@ -183,6 +240,9 @@ def main() -> None:
     parser.add_argument("--campaigns", type=int, default=200)
     parser.add_argument("--recipients", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--chunk-messages", type=int, default=4_000_000, help="messages drawn at a time (memory)"
+    )
     args = parser.parse_args()
     if any(args.out.glob("lake/events/date=*/*.parquet")):
         sys.exit(f"{args.out} already holds a lake; remove it first")
@@ -194,6 +254,7 @@ def main() -> None:
         campaigns=args.campaigns,
         recipients=args.recipients,
         seed=args.seed,
+        chunk_messages=args.chunk_messages,
     )
     print(f"wrote {count:,} events to {args.out} in {time.perf_counter() - started:.1f} s")
 

@@ -321,8 +321,12 @@ def test_a_rewritten_file_retires_the_rollup_until_compaction_rebuilds_it(
     assert {r["campaign"]: r["delivered"] for r in after}["spring"] == (
         {r["campaign"]: r["delivered"] for r in before}["spring"] + 1
     )
-    (only,) = list((lake_dir / "messages").glob("rollup-*.parquet"))  # older ones removed
-    assert only.with_suffix(".json").exists()
+    (only,) = list((lake_dir / "messages").glob("rollup-*.json"))  # older ones removed
+    stem = only.name.removesuffix(".json")
+    assert sorted(p.name for p in (lake_dir / "messages").glob("rollup-*.parquet")) == [
+        f"{stem}-addresses.parquet",
+        f"{stem}.parquet",
+    ]
 
 
 def test_a_stale_rollup_is_never_read(spring: Path) -> None:

@@ -10,10 +10,11 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics import open_lake
+from analytics import open_lake, rollup
 from analytics.suppression import suppressions
 from analytics.suppression_table import latest, per_day, suppression_table
 from mailpulse.config import SuppressionConfig
+from mailpulse.storage import LakeStore
 from tests.lakes import T0, row, write_lake
 
 # (event_type, bounce_class): every kind the rules look at, and a few they must ignore.
@@ -52,14 +53,10 @@ rules = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None)
-@given(history=events, config=rules)
-def test_the_query_and_the_walk_agree(
+def _rows(
     history: list[tuple[str, tuple[str, str | None], int, str | None, str | None]],
-    config: SuppressionConfig,
-) -> None:
-    """Whatever the events and the rules, both give the same table, row for row."""
-    rows = [
+) -> list[dict[str, object]]:
+    return [
         row(
             f"e{n:03d}",
             kind,
@@ -71,6 +68,16 @@ def test_the_query_and_the_walk_agree(
         )
         for n, (address, (kind, bounce_class), half_days, reason, status) in enumerate(history)
     ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(history=events, config=rules)
+def test_the_query_and_the_walk_agree(
+    history: list[tuple[str, tuple[str, str | None], int, str | None, str | None]],
+    config: SuppressionConfig,
+) -> None:
+    """Whatever the events and the rules, both give the same table, row for row."""
+    rows = _rows(history)
     with tempfile.TemporaryDirectory() as directory:
         write_lake(Path(directory), rows)
         with open_lake(directory) as lake:
@@ -79,6 +86,30 @@ def test_the_query_and_the_walk_agree(
             assert queried.equals(walked), (queried.to_dicts(), walked.to_dicts())
             one = suppression_table(lake, config, " A@X.test ")
             assert one.equals(walked.filter(pl.col("address") == "a@x.test"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(history=events, config=rules, split=st.integers(0, 25))
+def test_the_rollups_suppression_state_gives_the_walks_table(
+    history: list[tuple[str, tuple[str, str | None], int, str | None, str | None]],
+    config: SuppressionConfig,
+    split: int,
+) -> None:
+    """With a rollup over the first events and a newer file holding the rest (its state kept
+    per address: suppressing events and the last delivery), the table is the walk's."""
+    rows = _rows(history)
+    with tempfile.TemporaryDirectory() as directory:
+        data = Path(directory)
+        write_lake(data, rows[:split], batch=1)
+        built = rollup.build(LakeStore.local(data / "lake"))
+        write_lake(data, rows[split:], batch=2)
+        with open_lake(directory) as lake:
+            assert (lake.address_state() is not None) == (built is not None)
+            walked = suppressions(lake, config)
+            queried = suppression_table(lake, config)
+            assert queried.equals(walked), (queried.to_dicts(), walked.to_dicts())
+            one = suppression_table(lake, config, "b@x.test")
+            assert one.equals(walked.filter(pl.col("address") == "b@x.test"))
 
 
 def test_per_day_and_latest(tmp_path: Path) -> None:

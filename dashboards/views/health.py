@@ -22,7 +22,7 @@ ACTION_STATES = """**pending**: recorded and not delivered yet (waiting, or bein
 **failing**: of those, the ones that failed at least once and wait for their next attempt.
 **dead**: refused for good (a 4xx other than 408, 409, 425, 429) or given up on after the
 action's horizon (24 h by default); kept until `mailpulse actions retry` sends them again.
-**delivered**: delivered and still kept (a week). **circuit** `open`: the destination failed
+**delivered**: delivered since the receiver started. **circuit** `open`: the destination failed
 several times in a row, so its actions wait before one trial delivery (`half-open`)."""
 
 st.title("Ingestion health")

@@ -48,6 +48,11 @@ class ActionStats:
                 self.latency_sum[action] = self.latency_sum.get(action, 0.0) + latency
             self.changed = True
 
+    def delivered(self, action: str) -> int:
+        """Deliveries of ``action`` since this dispatcher started."""
+        with self._lock:
+            return self.outcomes.get(action, {}).get("delivered", 0)
+
     def snapshot(self) -> dict[str, Any]:
         """The counters as plain data."""
         with self._lock:
@@ -76,6 +81,7 @@ def publish(
     actions: dict[str, dict[str, Any]] = {}
     for name in sorted({*kinds, *summary}):
         row = asdict(summary.get(name, ActionSummary()))
+        row["delivered"] = stats.delivered(name)
         row["do"] = kinds.get(name)  # None: rows of an action no longer configured
         row["circuit"] = circuits.get(name, "closed")
         actions[name] = row

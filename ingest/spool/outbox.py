@@ -68,12 +68,12 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class ActionSummary:
-    """The rows of one action by state, for the status file, metrics and the dashboard."""
+    """The rows of one action still to deliver or dead, for the status file, metrics and the
+    dashboard (delivered ones are counted by the dispatcher's outcome counters)."""
 
     pending: int = 0
     sending: int = 0
     failing: int = 0  # pending rows that failed at least once
-    delivered: int = 0  # still kept (see ``prune``)
     dead: int = 0
     oldest_pending_at: float | None = None  # created_at of the oldest pending or sending row
 
