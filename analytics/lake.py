@@ -52,6 +52,7 @@ class Lake:
         # The demo setup before `mailpulse demo` ran is an empty lake, and creates nothing;
         # a configured or named directory that is not there is a mistake worth saying.
         self.store = self.config.lake_store
+        self.store.check_reachable()
         # On object storage the data directory holds only a receiver's own state.
         if self.store.is_local and not self.data_dir.is_dir() and not self.config.is_demo:
             raise LakeNotFound(

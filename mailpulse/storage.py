@@ -28,7 +28,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from mailpulse.errors import ConfigError
+from mailpulse.errors import ConfigError, LakeUnreachable
 
 if TYPE_CHECKING:
     import duckdb
@@ -83,6 +83,17 @@ class LakeStore:
         """What DuckDB, polars and Spark read: the local path, or ``scheme://bucket/key``."""
         return f"{self.scheme}://{path}" if self.scheme else path
 
+    def check_reachable(self) -> None:
+        """Raise :class:`LakeUnreachable` when an object store's bucket is not there (listing
+        a missing bucket gives nothing, which would read as an empty lake)."""
+        if self.is_local:
+            return
+        bucket = self.root.split("/", 1)[0]
+        with self._failing("reach", bucket):
+            found = self.fs.get_file_info(bucket)
+        if found.type == pafs.FileType.NotFound:
+            raise LakeUnreachable(f"cannot reach {self.uri(bucket)}: there is no such bucket")
+
     # -- reading
 
     def files(self, prefix: str, suffix: str = ".parquet") -> list[StoredFile]:
@@ -91,10 +102,8 @@ class LakeStore:
         Hidden names (a local write's temporary file) are left out.
         """
         selector = pafs.FileSelector(prefix, recursive=True, allow_not_found=True)
-        try:
+        with self._failing("list", prefix):
             infos = self.fs.get_file_info(selector)
-        except (OSError, ValueError) as exc:
-            raise OSError(f"cannot list {self.uri(prefix)}: {exc}") from exc
         found = [
             StoredFile(info.path, info.mtime.timestamp() if info.mtime else 0.0)
             for info in infos
@@ -106,17 +115,19 @@ class LakeStore:
 
     def exists(self, path: str) -> bool:
         """Whether a file is at ``path``."""
-        return bool(self.fs.get_file_info(path).type == pafs.FileType.File)
+        with self._failing("look for", path):
+            return bool(self.fs.get_file_info(path).type == pafs.FileType.File)
 
     def read_bytes(self, path: str) -> bytes:
-        """A whole file."""
-        with self.fs.open_input_stream(path) as stream:
+        """A whole file (``FileNotFoundError`` when there is none)."""
+        with self._failing("read", path), self.fs.open_input_stream(path) as stream:
             return bytes(stream.read())
 
     def read_parquet(self, paths: list[str], columns: list[str] | None = None) -> pl.DataFrame:
         """Parquet files as one frame (columns in the first file's schema)."""
-        dataset = pads.dataset(paths, filesystem=self.fs, format="parquet")
-        frame = pl.from_arrow(dataset.to_table(columns=columns))
+        with self._failing("read", paths[0] if paths else self.root):
+            dataset = pads.dataset(paths, filesystem=self.fs, format="parquet")
+            frame = pl.from_arrow(dataset.to_table(columns=columns))
         assert isinstance(frame, pl.DataFrame)
         return frame
 
@@ -124,7 +135,7 @@ class LakeStore:
         """Rows in Parquet files, from their footers alone."""
         total = 0
         for path in paths:
-            with self.fs.open_input_file(path) as handle:
+            with self._failing("read", path), self.fs.open_input_file(path) as handle:
                 total += pq.ParquetFile(handle).metadata.num_rows
         return total
 
@@ -174,7 +185,7 @@ class LakeStore:
         buffer = io.BytesIO()
         yield buffer
         # One write: a multipart upload is completed only after every part arrived.
-        with self.fs.open_output_stream(path) as stream:
+        with self._failing("write", path), self.fs.open_output_stream(path) as stream:
             stream.write(buffer.getbuffer())
 
     def sync_folders(self, paths: Iterable[str]) -> None:
@@ -192,7 +203,7 @@ class LakeStore:
                 local.unlink(missing_ok=True)
                 local.with_name(f".{local.name}.tmp").unlink(missing_ok=True)
                 continue
-            with suppress(FileNotFoundError):
+            with suppress(FileNotFoundError), self._failing("delete", path):
                 self.fs.delete_file(path)
 
     def remove_uris(self, uris: Iterable[str]) -> list[str]:
@@ -202,6 +213,17 @@ class LakeStore:
         mine = [uri for uri in uris if uri.startswith(prefix)]
         self.remove(self.path(uri.removeprefix(prefix)) for uri in mine)
         return [uri for uri in uris if not uri.startswith(prefix)]
+
+    @contextmanager
+    def _failing(self, action: str, path: str) -> Iterator[None]:
+        """Storage failures as :class:`LakeUnreachable` (a missing file stays
+        ``FileNotFoundError``: callers decide what absence means)."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise LakeUnreachable(f"cannot {action} {self.uri(path)}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"LakeStore({self.location!r})"

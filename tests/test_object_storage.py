@@ -209,3 +209,26 @@ def test_the_lake_lives_in_the_bucket_and_nowhere_on_disk(
     assert [key for key in keys if "/messages/rollup-" in key and key.endswith(".json")]
     assert not (directory / "data" / "lake").exists()
     assert any(f"s3://{bucket}/mailpulse/lake" in text for text in remote.notebook)
+
+
+def test_an_unreachable_lake_is_one_line_and_loses_nothing(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """A bucket that does not exist: flush and report say so in one line and exit 1; the
+    spooled requests wait, and once the bucket exists the same flush stores them."""
+    bucket = f"missing-{os.getpid()}"
+    with running_server(tmp_path, extra=s3_server.lake_table(f"s3://{bucket}/lake")) as server:
+        assert server.post(deliveries()[:3]).status_code == 200
+        config = server.config_path
+        for command in (("flush",), ("report", "--by", "campaign")):
+            result = mailpulse(*command, config=config)
+            assert result.returncode == 1, result.stderr
+            (line,) = result.stderr.strip().splitlines()
+            assert line.startswith("mailpulse: cannot "), line
+            assert f"s3://{bucket}" in line and "bucket" in line.split(f"s3://{bucket}")[1], line
+            assert "Traceback" not in result.stderr
+            assert s3_server.secret_key not in result.stdout + result.stderr
+        s3_server.filesystem().create_dir(bucket)
+        assert mailpulse("flush", config=config).returncode == 0
+    report = mailpulse("report", "--by", "campaign", "--format", "json", config=config)
+    assert sum(row["delivered"] for row in json.loads(report.stdout)) == 2  # and one bounce

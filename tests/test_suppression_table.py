@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from analytics import open_lake, rollup
@@ -90,6 +90,18 @@ def test_the_query_and_the_walk_agree(
 
 @settings(max_examples=40, deadline=None)
 @given(history=events, config=rules, split=st.integers(0, 25))
+@example(  # soft bounces in the rollup, then a delivery and another soft bounce after it
+    history=[
+        ("a@x.test", ("bounced", "soft"), 0, "mailbox full", None),
+        ("a@x.test", ("bounced", "soft"), 1, None, "4.2.2"),
+        ("b@x.test", ("bounced", "hard"), 1, "5.1.1 user unknown", None),
+        ("a@x.test", ("delivered", None), 2, None, None),
+        ("a@x.test", ("bounced", "soft"), 3, None, None),
+        ("a@x.test", ("bounced", "soft"), 4, None, None),
+    ],
+    config=SuppressionConfig(soft_bounce_limit=3, soft_bounce_window_days=10),
+    split=3,
+)
 def test_the_rollups_suppression_state_gives_the_walks_table(
     history: list[tuple[str, tuple[str, str | None], int, str | None, str | None]],
     config: SuppressionConfig,

@@ -1,4 +1,4 @@
--- The suppression engine's mergeable state of a relation of events ({events}): every event
+-- The suppression engine's mergeable state of a relation of events: every event
 -- that can suppress an address or lift a suppression, and each address's last delivery. The
 -- rules look at deliveries only to reset the soft bounces before the last one, so the last
 -- delivery (by time, ties by event id, as the walk orders them) stands for all of them.

@@ -1,5 +1,5 @@
 -- suppression_candidates.sql, read from the suppression state (address_state.sql) of the
--- rollup and of the events files newer than it ({state}) instead of from every event: the
+-- rollup and of the events files newer than it (the state below) instead of from every event: the
 -- same rows, except that each candidate address keeps only its last delivery, which is all the
 -- rules look at.
 WITH state AS (
