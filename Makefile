@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python bench/flush_providers.py
 	$(BIN)/python bench/actions.py
 	$(BIN)/python bench/report.py
+	$(BIN)/python bench/lake_storage.py
 
 notebooks: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'

@@ -8,6 +8,7 @@ view rather than an error, so a fresh install reports zeros instead of failing.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -30,6 +31,8 @@ _DUCKDB_TYPES = {
 
 When = date | datetime | str | None
 _ATTEMPTS = 3  # snapshots a query may take when compactions keep removing its files
+_COMMENT = re.compile(r"--[^\n]*")
+_READS_EVENTS = re.compile(r"(?<![/\w])events(?![/\w])")  # the view, not a lake path
 
 
 class Lake:
@@ -63,7 +66,8 @@ class Lake:
         self.con.execute("SET TimeZone = 'UTC'")
         self.store.attach(self.con)
         self._files: list[str] = []  # the events files of the last snapshot, root-relative
-        self.refresh()
+        self._view_files: list[str] | None = None  # the snapshot the ``events`` view reads
+        self._list()
 
     @classmethod
     def from_config(cls, config: Config | None = None, *, create: bool = False) -> Lake:
@@ -76,9 +80,24 @@ class Lake:
         return cls(config.data_dir, config=config, create=create)
 
     def refresh(self) -> None:
-        """(Re)create the ``events`` view over a snapshot of the lake's files, picking up
-        files written since; every query takes a new snapshot (see :meth:`sql`)."""
+        """Take a new snapshot of the lake's files and point the ``events`` view at it (every
+        query does this itself: see :meth:`run_on_snapshot`)."""
+        self._list()
+        self._point_view()
+
+    def _list(self) -> None:
         self._files = rollup.events_files(self.store)
+
+    def _point_view(self) -> None:
+        """(Re)create the ``events`` view over the snapshot, unless it already reads it.
+
+        Creating it opens every file for its schema (``union_by_name``): one request per file
+        on object storage, so it is done only when a query reads ``events`` and the files
+        changed.
+        """
+        if self._view_files == self._files:
+            return
+        self._view_files = list(self._files)
         if self._files:
             source = rollup.read_files(self.store, self._files)
             self.con.execute(f"CREATE OR REPLACE VIEW events AS SELECT * FROM {source}")
@@ -106,9 +125,13 @@ class Lake:
         :meth:`address_state` and the rollup's state), run it; again if a file vanished."""
         for attempt in range(_ATTEMPTS):
             try:
-                self.refresh()  # creating the view reads the files' schema already
-                frame: pl.DataFrame = self.con.sql(build(), params=params or {}).pl()
+                self._list()
+                query = build()
+                if _READS_EVENTS.search(_COMMENT.sub("", query)):
+                    self._point_view()  # creating the view reads the files' schema already
+                frame: pl.DataFrame = self.con.sql(query, params=params or {}).pl()
             except duckdb.Error as exc:  # through fsspec a missing file is a plain Error
+                self._view_files = None  # the view may be what failed: made again next time
                 if attempt + 1 == _ATTEMPTS or not _vanished(exc):
                     raise
                 continue
@@ -259,4 +282,6 @@ def _instant(value: When) -> datetime | None:
 def _vanished(exc: Exception) -> bool:
     """Whether DuckDB failed because a listed file is gone (removed after the listing)."""
     text = str(exc).lower()
-    return "no such file" in text or "not found" in text or "no files found" in text
+    # Local files, and objects through fsspec: gone before the open, or between open and read.
+    signs = ("no such file", "not found", "no files found", "no_such_key", "resource_not_found")
+    return any(sign in text for sign in signs)

@@ -77,9 +77,7 @@ def version() -> tuple[int, float]:
 
 def _query(function: Any, *args: Any, **kwargs: Any) -> pl.DataFrame:
     with _LOCK:
-        the_lake = lake()
-        the_lake.refresh()
-        frame: pl.DataFrame = function(the_lake, *args, **kwargs)
+        frame: pl.DataFrame = function(lake(), *args, **kwargs)
         return frame
 
 
@@ -99,9 +97,7 @@ def metrics(
 def summary(version: tuple[int, float]) -> dict[str, Any]:
     """Events, campaigns and the span the lake covers."""
     with _LOCK:
-        the_lake = lake()
-        the_lake.refresh()
-        return the_lake.summary()
+        return lake().summary()
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -139,7 +135,6 @@ def suppressed(version: tuple[int, float]) -> pl.DataFrame:
     same table as the suppression engine's walk, in a fraction of the time)."""
     with _LOCK:
         the_lake = lake()
-        the_lake.refresh()
         return suppression_table(the_lake, the_lake.config.suppression)
 
 

@@ -144,9 +144,9 @@ class LakeStore:
         DuckDB's own S3 extension cannot be assumed to be installed)."""
         if self.is_local:
             return
-        from fsspec.implementations.arrow import ArrowFSWrapper
+        from mailpulse.storage_fsspec import filesystem_for_duckdb
 
-        wrapper = ArrowFSWrapper(self.fs)
+        wrapper = filesystem_for_duckdb(self.fs)
         names = wrapper.protocol if isinstance(wrapper.protocol, tuple) else (wrapper.protocol,)
         if not set(names) & set(con.list_filesystems()):
             con.register_filesystem(wrapper)
