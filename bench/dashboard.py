@@ -143,9 +143,10 @@ def main() -> None:
     args = parser.parse_args()
     small = measure(demo_lake(args.demo_dir), args.repeat)
     big = measure(big_lake(args.data_dir, args.events), args.repeat)
+    size = f"{args.events / 1e6:g}M"  # the size asked for when the lake was made
     print(
-        "| page | demo cold s | demo warm s | 10M cold s | 10M warm s | cold ratio | warm ratio "
-        "| targets (cold <= 5 s, warm <= 2 s) |"
+        f"| page | demo cold s | demo warm s | {size} cold s | {size} warm s | cold ratio "
+        "| warm ratio | targets (cold <= 5 s, warm <= 2 s) |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for page in big:
