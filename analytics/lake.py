@@ -52,11 +52,11 @@ class Lake:
         self.config = config if config is not None else Config(data_dir=self.data_dir)
         if create:  # an empty lake shows zeros until the first data arrives
             self.data_dir.mkdir(parents=True, exist_ok=True)
-        # The demo setup before `mailpulse demo` ran is an empty lake, and creates nothing;
-        # a configured or named directory that is not there is a mistake worth saying.
         self.store = self.config.lake_store
         self.store.check_reachable()
-        # On object storage the data directory holds only a receiver's own state.
+        # The demo setup before `mailpulse demo` ran is an empty lake, and creates nothing;
+        # a configured or named directory that is not there is a mistake worth saying. On
+        # object storage the data directory holds only a receiver's own state.
         if self.store.is_local and not self.data_dir.is_dir() and not self.config.is_demo:
             raise LakeNotFound(
                 f"no data directory at {self.data_dir}; run `mailpulse demo` or point "

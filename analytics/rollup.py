@@ -32,6 +32,7 @@ from mailpulse.storage import LakeStore
 
 # rollup-<n>.json (older lakes) or rollup-<n>-<tag>.json: a writer picks a name no other takes.
 _ROLLUP = re.compile(r"^rollup-(\d+)(-[0-9a-f]+)?\.json$")
+_NUMBER = re.compile(r"^rollup-(\d+)[-.]")  # of any file of a rollup
 
 
 @dataclass(frozen=True)
@@ -115,17 +116,24 @@ def _copy(con: duckdb.DuckDBPyConnection, store: LakeStore, query: str, path: st
         store.write_bytes(path, written.read_bytes())
 
 
+def _covering(store: LakeStore, files: list[str]) -> tuple[Rollup, list[str]] | None:
+    """The current rollup, if every file it covers is among ``files`` (the events files a
+    query reads, relative to the root), and the files newer than it."""
+    rollup = current(store)
+    listed = set(files)
+    if rollup is None or not rollup.covers <= listed:
+        return None  # none yet, or a covered file was rewritten: the rollup is stale
+    return rollup, sorted(listed - rollup.covers)
+
+
 def state_source(store: LakeStore, files: list[str]) -> str | None:
     """SQL for the per-message state from the rollup and the newer of ``files`` (the events
     files a query reads, relative to the root), or None to use the events."""
-    rollup = current(store)
-    if rollup is None:
+    found = _covering(store, files)
+    if found is None:
         return None
-    listed = set(files)
-    if not rollup.covers <= listed:
-        return None  # a covered file was rewritten: the rollup is stale
+    rollup, newer = found
     base = f"read_parquet('{_quote(store.uri(rollup.path))}')"
-    newer = sorted(listed - rollup.covers)
     if not newer:
         return base
     fresh = f"({state_sql(read_files(store, newer))})"
@@ -144,11 +152,13 @@ def state_source(store: LakeStore, files: list[str]) -> str | None:
 def address_source(store: LakeStore, files: list[str]) -> str | None:
     """SQL for the suppression state (``sql/address_state.sql``) of ``files`` (the events files
     a query reads) from the rollup and the files newer than it; None to read the events."""
-    rollup = current(store)
-    if rollup is None or rollup.addresses is None or not rollup.covers <= set(files):
+    found = _covering(store, files)
+    if found is None:
         return None
+    rollup, newer = found
+    if rollup.addresses is None:
+        return None  # built before rollups kept the suppression state
     base = f"SELECT * FROM read_parquet('{_quote(store.uri(rollup.addresses))}')"
-    newer = sorted(set(files) - rollup.covers)
     if not newer:
         return base
     return f"{base}\nUNION ALL BY NAME\n{address_state_sql(read_files(store, newer))}"
@@ -163,9 +173,8 @@ def read_files(store: LakeStore, files: list[str]) -> str:
 def _remove_older(store: LakeStore, keep_from: int) -> None:
     older = []
     for stored in store.files(rollup_dir(store), suffix=""):
-        number = stored.path.rpartition("/")[2].removeprefix("rollup-").split("-")[0]
-        number = number.split(".")[0]
-        if number.isdigit() and int(number) < keep_from:
+        number = _NUMBER.match(stored.path.rpartition("/")[2])
+        if number and int(number.group(1)) < keep_from:
             older.append(stored.path)
     store.remove(older)
 

@@ -2,9 +2,9 @@
 agree on about the files between them. Both import it; neither imports the other.
 
 Table schemas, where tables and partitions live (in a :class:`~mailpulse.storage.LakeStore`:
-a local directory or object storage), which files a reader counts, the atomic-write helpers
-of local state files, the flusher's status file, and the version of the per-event agent
-rules written into each decision.
+a local directory or object storage), which files a reader counts, the flusher's status file
+(written whole with :func:`mailpulse.storage.atomic_path`), and the version of the per-event
+agent rules written into each decision.
 
 Layout (DESIGN.md)::
 
@@ -22,10 +22,7 @@ partition (:func:`visible`), so compaction never makes a reader count a row twic
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +30,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from mailpulse.storage import LakeStore, StoredFile
+from mailpulse.storage import LakeStore, StoredFile, atomic_path
 
 #: Written into the reason of every agent decision a rule made (``rules v2: ...``); a reader
 #: tells rule decisions of an older version apart by it, ``mailpulse reclassify`` renews them.
@@ -163,14 +160,13 @@ def list_stored(store: LakeStore, table: str, date: str | None = None) -> list[S
 
 def visible(found: list[StoredFile]) -> list[StoredFile]:
     """The files of ``found`` that hold the current rows (see :func:`list_stored`)."""
+    named = [(stored, *_name_parts(stored.path)) for stored in found]
     merged_upto: dict[str, int] = {}
-    for stored in found:
-        folder, kind, batch = _name_parts(stored.path)
+    for _stored, folder, kind, batch in named:
         if kind == _MERGED:
             merged_upto[folder] = max(merged_upto.get(folder, -1), batch)
     kept = []
-    for stored in found:
-        folder, kind, batch = _name_parts(stored.path)
+    for stored, folder, kind, batch in named:
         upto = merged_upto.get(folder)
         if upto is None or batch > upto or (kind == _MERGED and batch == upto):
             kept.append(stored)
@@ -206,51 +202,10 @@ def split_by_date(frame: pl.DataFrame, table: str) -> dict[str, pl.DataFrame]:
     }
 
 
-@contextmanager
-def atomic_path(path: Path, *, sync_directory: bool = True) -> Iterator[Path]:
-    """A temporary sibling of ``path`` to write; afterwards the whole file appears at ``path``.
-
-    The temporary file is fsync'd and renamed over ``path``, and then the folder is fsync'd so
-    the rename survives a crash. Writers of many files pass ``sync_directory=False`` and call
-    :func:`fsync_directories` once for all of them. On an error the temporary file is removed.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        yield temporary
-        fsync_file(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    if sync_directory:
-        fsync_directories([path])
-
-
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` shows either its old contents or all of ``data``."""
     with atomic_path(path) as temporary:
         temporary.write_bytes(data)
-
-
-def fsync_file(path: Path) -> None:
-    """Make a written file's contents durable before it is renamed into place."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_directories(paths: Iterable[Path]) -> None:
-    """Make renames durable: fsync each distinct parent folder once."""
-    for directory in sorted({p.parent for p in paths}):
-        if not directory.exists():
-            continue
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def empty_frame(table: str) -> pl.DataFrame:

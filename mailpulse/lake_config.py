@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from mailpulse.credentials import Secret, read_credential
+from mailpulse.storage import OBJECT_SCHEMES
 
 #: Credentials of ``[lake]``, each given directly, as ``<key>_env`` or as ``<key>_file``.
 CREDENTIAL_KEYS = ("access_key_id", "secret_access_key", "session_token")
-_OBJECT_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "az")
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def finish_lake(
         if parts.scheme not in ("http", "https") or not parts.netloc:
             problems.append("lake.endpoint_url must be an http:// or https:// URL with a host")
     if not lake.url or scheme:
-        if scheme and scheme not in _OBJECT_SCHEMES:
+        if scheme and scheme not in OBJECT_SCHEMES:
             problems.append(
                 f"lake.url: {scheme}:// is not supported; give a local directory or an "
                 "object-store URL (s3://bucket/prefix, gs://, abfs://)"

@@ -6,10 +6,10 @@ way. Paths are the filesystem's own strings (an absolute path locally, ``bucket/
 :meth:`LakeStore.uri` turns one into what DuckDB and Spark read.
 
 Writes never show a partial file: locally a file is written under a hidden temporary name,
-fsync'd and renamed (then its folder fsync'd); on object storage an object appears whole when
-its upload completes (a single PUT, or a multipart upload that is completed only after every
-part arrived). Names carry a batch number and a random tag, so two writers never pick the
-same one.
+fsync'd and renamed, then its folder fsync'd (:func:`atomic_path`, which local state files
+use too); on object storage an object appears whole when its upload completes (a single PUT,
+or a multipart upload that is completed only after every part arrived). Names carry a batch
+number and a random tag, so two writers never pick the same one.
 """
 
 from __future__ import annotations
@@ -174,8 +174,6 @@ class LakeStore:
         storage it is a memory buffer uploaded in one go when the block ends without an error.
         """
         if self.is_local:
-            from mailpulse.lake import atomic_path
-
             with (
                 atomic_path(Path(path), sync_directory=sync_directory) as temporary,
                 open(temporary, "wb") as handle,
@@ -191,8 +189,6 @@ class LakeStore:
     def sync_folders(self, paths: Iterable[str]) -> None:
         """Make local renames durable (object storage needs nothing)."""
         if self.is_local:
-            from mailpulse.lake import fsync_directories
-
             fsync_directories(Path(path) for path in paths)
 
     def remove(self, paths: Iterable[str]) -> None:
@@ -227,6 +223,47 @@ class LakeStore:
 
     def __repr__(self) -> str:
         return f"LakeStore({self.location!r})"
+
+
+@contextmanager
+def atomic_path(path: Path, *, sync_directory: bool = True) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write; afterwards the whole file appears at ``path``.
+
+    The temporary file is fsync'd and renamed over ``path``, and then the folder is fsync'd so
+    the rename survives a crash. Writers of many files pass ``sync_directory=False`` and call
+    :func:`fsync_directories` once for all of them. On an error the temporary file is removed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        yield temporary
+        fsync_file(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    if sync_directory:
+        fsync_directories([path])
+
+
+def fsync_file(path: Path) -> None:
+    """Make a written file's contents durable before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_directories(paths: Iterable[Path]) -> None:
+    """Make renames durable: fsync each distinct parent folder once."""
+    for directory in sorted({p.parent for p in paths}):
+        if not directory.exists():
+            continue
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def open_store(lake: LakeConfig, default_dir: Path) -> LakeStore:

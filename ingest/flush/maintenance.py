@@ -78,7 +78,7 @@ def _compact_partition(
 ) -> int:
     try:
         frame = store.read_parquet(files)
-    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+    except (OSError, pl.exceptions.PolarsError) as exc:  # the store wraps its own failures
         raise LakeError(f"cannot read partition {table}/date={day}: {exc}") from exc
     merged = frame.sort("received_at", maintain_order=True).unique(
         _UNIQUE_KEY[table], keep="first", maintain_order=True
