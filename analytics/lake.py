@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from analytics import queries, rollup
+from analytics import queries, rollup, totals
 from analytics.errors import LakeNotFound
 from mailpulse import lake
 from mailpulse.config import Config, load_config
@@ -157,10 +157,22 @@ class Lake:
         seen: ``since`` inclusive, ``until`` exclusive; ``campaign`` and ``source`` (the
         configured source name) select messages too.
         """
-        return self.run_on_snapshot(
-            lambda: queries.metrics_sql(by, metrics, period, self._state()),
-            _filters(since, until, campaign, source),
-        )
+        params = _filters(since, until, campaign, source)
+        return self.run_on_snapshot(lambda: self._metrics_sql(by, metrics, period, params), params)
+
+    def _metrics_sql(
+        self,
+        by: str | Sequence[str] | None,
+        metrics: Sequence[str] | None,
+        period: str,
+        params: dict[str, Any],
+    ) -> str:
+        """The metrics query: from the rollup's totals where they answer it, else per message."""
+        if self.use_rollup and totals.day_aligned(params):
+            found = totals.totals_source(self.store, self._files)
+            if found is not None:
+                return queries.totals_metrics_sql(by, metrics, period, found)
+        return queries.metrics_sql(by, metrics, period, self._state())
 
     def messages(
         self,

@@ -12,6 +12,9 @@ Conventions that hold for every metric here:
   privacy proxies, scanners and bots did is reported beside them, never mixed in.
 * A click does not imply an open: the open rate is what the pixel saw from people.
 * Rates are ``None`` when their denominator is zero, and always lie in [0, 1].
+* Numerators and denominators are sums over messages (``count_if``, ``sum`` and sums of
+  them), so they add up over any split of the messages: the rollup keeps them summed per day
+  (``analytics/totals.py``), and a test holds every metric to it.
 """
 
 from __future__ import annotations
@@ -47,13 +50,15 @@ class Metric:
 
     def sql(self) -> str:
         """The SQL expression of this metric in the aggregate query."""
+        return self.combine(self.numerator_sql, self.denominator_sql)
+
+    def combine(self, numerator: str, denominator: str | None) -> str:
+        """The metric from SQL for its numerator and denominator: the registry's own
+        aggregates (:meth:`sql`), or sums of them kept by the rollup's totals."""
         if self.kind == "count":
-            return f"CAST(coalesce({self.numerator_sql}, 0) AS BIGINT)"
-        assert self.denominator_sql is not None
-        return (
-            f"CASE WHEN ({self.denominator_sql}) > 0 "
-            f"THEN ({self.numerator_sql})::DOUBLE / ({self.denominator_sql}) END"
-        )
+            return f"CAST(coalesce({numerator}, 0) AS BIGINT)"
+        assert denominator is not None
+        return f"CASE WHEN ({denominator}) > 0 THEN ({numerator})::DOUBLE / ({denominator}) END"
 
 
 _OUTCOMES = "count_if(is_delivered) + count_if(is_bounced)"

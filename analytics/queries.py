@@ -7,6 +7,7 @@ parameters, never formatted into the text.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
@@ -80,26 +81,74 @@ def metrics_sql(
     ``by`` may name several dimensions, e.g. ``("date", "provider")`` for a rate over time
     per provider: one row per combination that has messages.
     """
+    dimensions, grouping = _grouping(by, period)
+    columns = ",\n    ".join(f"{METRICS[name].sql()} AS {name}" for name in metric_names(metrics))
+    return (
+        f"WITH messages AS (\n{messages_sql(state)}\n)\n"
+        f"SELECT\n    {dimensions}{columns}\nFROM messages\n{grouping}"
+    )
+
+
+def totals_sql(messages: str, sign: str = "") -> str:
+    """Every metric's numerator and denominator summed per day and dimension values, over a
+    relation of messages (``messages.sql``); ``sign`` '-' negates them."""
+    columns = []
+    for metric in REGISTRY:
+        parts = {"numerator": metric.numerator_sql, "denominator": metric.denominator_sql}
+        columns += [
+            f"CAST({sign}({sql}) AS BIGINT) AS {metric.name}__{part}"
+            for part, sql in parts.items()
+            if sql is not None
+        ]
+    return sql_file("message_totals.sql").format(
+        sign=sign, columns=",\n    ".join(columns), messages=messages
+    )
+
+
+def totals_metrics_sql(
+    by: str | Sequence[str] | None,
+    metrics: Sequence[str] | None,
+    period: str,
+    totals: str,
+) -> str:
+    """:func:`metrics_sql`'s result added up from a relation of totals (:func:`totals_sql`)."""
+    dimensions, grouping = _grouping(by, period)
+    columns = []
+    for name in metric_names(metrics):
+        metric = METRICS[name]
+        denominator = f"sum({name}__denominator)" if metric.denominator_sql else None
+        columns.append(f"{metric.combine(f'sum({name}__numerator)', denominator)} AS {name}")
+    if dimensions:  # a group whose messages all moved to another (a newer event) is empty
+        grouping = grouping.replace("\nORDER BY", "\nHAVING sum(messages) > 0\nORDER BY")
+    select = dimensions + ",\n    ".join(columns)
+    return sql_file("totals_metrics.sql").format(totals=totals, select=select, grouping=grouping)
+
+
+def totals_definition() -> str:
+    """A fingerprint of what the totals count (the registry's SQL, ``messages.sql`` and the
+    agent rules' constants): totals built otherwise are not read."""
+    text = totals_sql(messages_sql("{state}"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _grouping(by: str | Sequence[str] | None, period: str) -> tuple[str, str]:
+    """The dimension columns of a metrics query (with a trailing comma) and its GROUP BY and
+    ORDER BY clauses; both empty for one overall row."""
     names = [by] if isinstance(by, str) else list(by or ())
     for name in names:
         if name not in DIMENSIONS:
             raise BadQuery(f"cannot group by {name!r}; choose one of {', '.join(DIMENSIONS)}")
     if period not in PERIODS:
         raise BadQuery(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
-    columns = ",\n    ".join(f"{METRICS[name].sql()} AS {name}" for name in metric_names(metrics))
     if not names:
-        return f"WITH messages AS (\n{messages_sql(state)}\n)\nSELECT\n    {columns}\nFROM messages"
+        return "", ""
     dimensions = "".join(
         f"{DIMENSIONS[name].format(period=period)} AS {name},\n    " for name in names
     )
     positions = range(1, len(names) + 1)
     group = ", ".join(str(n) for n in positions)
     order = ", ".join(f"{n} NULLS LAST" for n in positions)
-    return (
-        f"WITH messages AS (\n{messages_sql(state)}\n)\n"
-        f"SELECT\n    {dimensions}{columns}\n"
-        f"FROM messages\nGROUP BY {group}\nORDER BY {order}"
-    )
+    return dimensions, f"GROUP BY {group}\nORDER BY {order}"
 
 
 def timing_sql(by: str | None, period: str = "day", state: str | None = None) -> str:

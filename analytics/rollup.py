@@ -8,6 +8,13 @@ Beside it, ``rollup-<n>-<tag>-addresses.parquet`` keeps the suppression engine's
 (``sql/address_state.sql``: the events that can suppress or lift, and each address's last
 delivery), so the suppression table reads a few percent of the events instead of all.
 
+Each message row carries ``message_key``, a 64-bit hash of (message_id, recipient), so the
+messages newer files mention are found by reading one integer column instead of two strings.
+DuckDB does not promise its ``hash`` across versions: the manifest records the hash of a
+fixed probe, and a reader whose DuckDB hashes it otherwise joins on the strings.
+``rollup-<n>-<tag>-totals.parquet`` is the second level: every metric's sums per day
+(``analytics/totals.py``).
+
 Readers use it only while every file it covers is still in the lake. Files the flusher added
 since are grouped on their own and merged in (``sql/message_state_merge.sql``), touching only
 the messages they mention. When a covered file is gone (compaction and reclassification
@@ -21,18 +28,30 @@ import re
 import tempfile
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import orjson
 
-from analytics.queries import address_state_sql, merge_sql, state_sql
+from analytics.queries import (
+    address_state_sql,
+    merge_sql,
+    messages_sql,
+    state_sql,
+    totals_definition,
+    totals_sql,
+)
 from mailpulse import lake
 from mailpulse.storage import LakeStore
 
 # rollup-<n>.json (older lakes) or rollup-<n>-<tag>.json: a writer picks a name no other takes.
 _ROLLUP = re.compile(r"^rollup-(\d+)(-[0-9a-f]+)?\.json$")
 _NUMBER = re.compile(r"^rollup-(\d+)[-.]")  # of any file of a rollup
+KEY = "hash(message_id, recipient)"  # message_key: finds a message by one integer
+_KEY_PROBE = "SELECT hash('mailpulse-message', 'key@probe.example')"
+NO_FILTERS = {"since": None, "until": None, "campaign": None, "source": None}
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,26 @@ class Rollup:
     covers: frozenset[str]  # events files, relative to the lake's root
     number: int
     addresses: str | None = None  # the suppression state (rollups built before it: None)
+    totals: str | None = None  # every metric's sums per day (rollups built before them: None)
+    totals_definition: str | None = None  # the fingerprint of the SQL that built the totals
+    key_probe: int | None = None  # the probe's hash when built (None: no message_key column)
+
+    @property
+    def keyed(self) -> bool:
+        """Whether the message rows carry a ``message_key`` this reader's DuckDB computes
+        the same way."""
+        return self.key_probe is not None and self.key_probe == key_probe()
+
+    def messages(self, store: LakeStore) -> str:
+        """SQL reading the per-message state, without its key column."""
+        found = self.keys(store)
+        if self.key_probe is None:
+            return found
+        return f"(SELECT * EXCLUDE (message_key) FROM {found})"
+
+    def keys(self, store: LakeStore) -> str:
+        """SQL reading the per-message state as stored (with its key, if it has one)."""
+        return f"read_parquet('{quote(store.uri(self.path))}')"
 
 
 def rollup_dir(store: LakeStore) -> str:
@@ -61,13 +100,26 @@ def current(store: LakeStore) -> Rollup | None:
         parquet = store.path("messages", f"rollup-{number}{tag}.parquet")
         if store.exists(parquet):
             try:
-                covers = frozenset(orjson.loads(store.read_bytes(manifest))["covers"])
+                described = orjson.loads(store.read_bytes(manifest))
             except FileNotFoundError:  # replaced by a newer build since the listing
                 continue
-            addresses = store.path("messages", f"rollup-{number}{tag}-addresses.parquet")
-            found = addresses if store.exists(addresses) else None
-            return Rollup(parquet, covers, number, found)
+            return _described(store, f"rollup-{number}{tag}", described)
     return None
+
+
+def _described(store: LakeStore, name: str, manifest: dict[str, Any]) -> Rollup:
+    """The rollup ``name`` from its manifest, with the files beside it that exist."""
+    addresses = store.path("messages", f"{name}-addresses.parquet")
+    totals = store.path("messages", f"{name}-totals.parquet")
+    return Rollup(
+        store.path("messages", f"{name}.parquet"),
+        frozenset(manifest["covers"]),
+        int(name.split("-")[1]),
+        addresses if store.exists(addresses) else None,
+        totals if "totals_definition" in manifest and store.exists(totals) else None,
+        manifest.get("totals_definition"),
+        manifest.get("key_probe"),
+    )
 
 
 def events_files(store: LakeStore) -> list[str]:
@@ -88,35 +140,55 @@ def build(store: LakeStore, files: list[str] | None = None) -> Rollup | None:
         _remove_older(store, number + 1)
         return None
     name = f"rollup-{number}-{uuid.uuid4().hex[:12]}"
-    parquet = store.path("messages", f"{name}.parquet")
-    addresses = store.path("messages", f"{name}-addresses.parquet")
-    source = read_files(store, files)
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         store.attach(con)
-        _copy(con, store, state_sql(source), parquet)
-        _copy(con, store, address_state_sql(source), addresses)
+        with tempfile.TemporaryDirectory(prefix="mailpulse-rollup-") as scratch:
+            for suffix, written in _write_parts(con, read_files(store, files), Path(scratch)):
+                store.write_bytes(
+                    store.path("messages", f"{name}{suffix}.parquet"), written.read_bytes()
+                )
     finally:
         con.close()
     # The rollup exists once its manifest does.
-    manifest = store.path("messages", f"{name}.json")
-    store.write_bytes(manifest, orjson.dumps({"covers": files}))
+    manifest = {"covers": files, "key_probe": key_probe(), "totals_definition": totals_definition()}
+    store.write_bytes(store.path("messages", f"{name}.json"), orjson.dumps(manifest))
     _remove_older(store, number)
-    return Rollup(parquet, frozenset(files), number, addresses)
+    return _described(store, name, manifest)
 
 
-def _copy(con: duckdb.DuckDBPyConnection, store: LakeStore, query: str, path: str) -> None:
-    """The result of ``query`` as one Parquet file at ``path``, appearing whole."""
-    with tempfile.TemporaryDirectory(prefix="mailpulse-rollup-") as scratch:
-        written = Path(scratch) / "part.parquet"
-        con.execute(
-            f"COPY ({query}) TO '{_quote(str(written))}' (FORMAT parquet, COMPRESSION zstd)"
-        )
-        store.write_bytes(path, written.read_bytes())
+def _write_parts(
+    con: duckdb.DuckDBPyConnection, events: str, scratch: Path
+) -> list[tuple[str, Path]]:
+    """A rollup's files in ``scratch``, by the suffix of their names: the per-message state
+    with its key, the totals grouped from it, and the suppression state."""
+    state, totals, addresses = (scratch / f"{part}.parquet" for part in ("m", "t", "a"))
+    _copy(con, f"SELECT {KEY} AS message_key, * FROM ({state_sql(events)})", state)
+    stored = f"(SELECT * EXCLUDE (message_key) FROM read_parquet('{quote(str(state))}'))"
+    _copy(con, totals_sql(messages_sql(stored)), totals, NO_FILTERS)
+    _copy(con, address_state_sql(events), addresses)
+    return [("", state), ("-totals", totals), ("-addresses", addresses)]
 
 
-def _covering(store: LakeStore, files: list[str]) -> tuple[Rollup, list[str]] | None:
+def _copy(
+    con: duckdb.DuckDBPyConnection, query: str, path: Path, params: dict[str, Any] | None = None
+) -> None:
+    """The result of ``query`` as one Parquet file at ``path``."""
+    con.execute(
+        f"COPY ({query}) TO '{quote(str(path))}' (FORMAT parquet, COMPRESSION zstd)", params
+    )
+
+
+@cache
+def key_probe() -> int:
+    """This DuckDB's hash of a fixed probe: equal where ``message_key`` is computed alike."""
+    row = duckdb.connect().execute(_KEY_PROBE).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def covering(store: LakeStore, files: list[str]) -> tuple[Rollup, list[str]] | None:
     """The current rollup, if every file it covers is among ``files`` (the events files a
     query reads, relative to the root), and the files newer than it."""
     rollup = current(store)
@@ -129,36 +201,62 @@ def _covering(store: LakeStore, files: list[str]) -> tuple[Rollup, list[str]] | 
 def state_source(store: LakeStore, files: list[str]) -> str | None:
     """SQL for the per-message state from the rollup and the newer of ``files`` (the events
     files a query reads, relative to the root), or None to use the events."""
-    found = _covering(store, files)
+    found = covering(store, files)
     if found is None:
         return None
     rollup, newer = found
-    base = f"read_parquet('{_quote(store.uri(rollup.path))}')"
     if not newer:
-        return base
-    fresh = f"({state_sql(read_files(store, newer))})"
+        return rollup.messages(store)
     # Messages the newer files mention are merged; every other message is taken as stored.
     return f"""(
-    WITH fresh AS {fresh},
-    touched AS (
-        SELECT r.* FROM {base} AS r SEMI JOIN fresh USING (message_id, recipient)
-    )
-    SELECT * FROM {base} AS r ANTI JOIN fresh USING (message_id, recipient)
+    {touched_sql(store, rollup, newer)}
+    SELECT * FROM {untouched_sql(store, rollup)}
     UNION ALL BY NAME
     {merge_sql("(SELECT * FROM touched UNION ALL BY NAME SELECT * FROM fresh)")}
 )"""
 
 
+def touched_sql(store: LakeStore, rollup: Rollup, newer: list[str]) -> str:
+    """A WITH clause naming ``fresh`` (the state of the ``newer`` files), ``touched`` (the
+    stored state of the messages they mention) and ``fresh_keys`` (for
+    :func:`untouched_sql`)."""
+    fresh = f"({state_sql(read_files(store, newer))})"
+    if not rollup.keyed:
+        return f"""WITH fresh AS {fresh},
+    fresh_keys AS (SELECT DISTINCT message_id, recipient FROM fresh),
+    touched AS (
+        SELECT * FROM {rollup.messages(store)} SEMI JOIN fresh_keys USING (message_id, recipient)
+    )"""
+    # A hash shared by two messages makes one of them "touched" needlessly: merged with no
+    # fresh state, it comes out as stored, so the result stays exact.
+    return f"""WITH fresh AS {fresh},
+    fresh_keys AS (SELECT DISTINCT {KEY} AS message_key FROM fresh),
+    touched AS (
+        SELECT * EXCLUDE (message_key) FROM {rollup.keys(store)} SEMI JOIN fresh_keys
+            USING (message_key)
+    )"""
+
+
+def untouched_sql(store: LakeStore, rollup: Rollup) -> str:
+    """The stored messages :func:`touched_sql` did not take (inside its WITH clause)."""
+    if not rollup.keyed:
+        return f"{rollup.messages(store)} AS r ANTI JOIN fresh_keys USING (message_id, recipient)"
+    return (
+        f"(SELECT * EXCLUDE (message_key) FROM {rollup.keys(store)} "
+        "ANTI JOIN fresh_keys USING (message_key))"
+    )
+
+
 def address_source(store: LakeStore, files: list[str]) -> str | None:
     """SQL for the suppression state (``sql/address_state.sql``) of ``files`` (the events files
     a query reads) from the rollup and the files newer than it; None to read the events."""
-    found = _covering(store, files)
+    found = covering(store, files)
     if found is None:
         return None
     rollup, newer = found
     if rollup.addresses is None:
         return None  # built before rollups kept the suppression state
-    base = f"SELECT * FROM read_parquet('{_quote(store.uri(rollup.addresses))}')"
+    base = f"SELECT * FROM read_parquet('{quote(store.uri(rollup.addresses))}')"
     if not newer:
         return base
     return f"{base}\nUNION ALL BY NAME\n{address_state_sql(read_files(store, newer))}"
@@ -166,7 +264,7 @@ def address_source(store: LakeStore, files: list[str]) -> str | None:
 
 def read_files(store: LakeStore, files: list[str]) -> str:
     """SQL reading exactly these events files (paths relative to the lake's root)."""
-    listing = ", ".join(f"'{_quote(store.uri(store.path(name)))}'" for name in files)
+    listing = ", ".join(f"'{quote(store.uri(store.path(name)))}'" for name in files)
     return f"read_parquet([{listing}], hive_partitioning = true, union_by_name = true)"
 
 
@@ -179,5 +277,6 @@ def _remove_older(store: LakeStore, keep_from: int) -> None:
     store.remove(older)
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
+    """``text`` inside single quotes of SQL."""
     return text.replace("'", "''")

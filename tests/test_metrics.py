@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from analytics import METRICS, REGISTRY, BadQuery, Lake, open_lake, rollup
 from analytics.mailbox import mailbox_provider, mailbox_provider_sql
+from analytics.totals import totals_source
 from ingest.providers.events import EVENT_TYPES
 from mailpulse.storage import LakeStore
 from tests.lakes import T0, row, write_lake
@@ -290,9 +291,20 @@ def test_the_rollup_and_newer_files_give_the_numbers_of_the_events(
         write_lake(data, second, batch=2)
         with open_lake(data) as lake, Lake(data, use_rollup=False) as raw:
             assert (lake._state() is not None) == (built is not None)
-            for by in (None, "campaign", "date"):
+            assert (totals_source(lake.store, lake._files) is not None) == (built is not None)
+            for by in (None, "campaign", "date", ("domain", "mailbox_provider", "source")):
                 assert lake.metrics(by).to_dicts() == raw.metrics(by).to_dicts()
+            # A day through the totals, an hour through the per-message path.
+            for since, until in ((T0.date(), T0.date() + D), (T0, T0 + H)):
+                assert lake.metrics("date", period="week", since=since, until=until).equals(
+                    raw.metrics("date", period="week", since=since, until=until)
+                )
             assert lake.timing(None).to_dicts() == raw.timing(None).to_dicts()
+            assert (
+                lake.messages()
+                .sort("message_id", "recipient")
+                .equals(raw.messages().sort("message_id", "recipient"))
+            )
 
 
 def test_a_rewritten_file_retires_the_rollup_until_compaction_rebuilds_it(
@@ -325,6 +337,7 @@ def test_a_rewritten_file_retires_the_rollup_until_compaction_rebuilds_it(
     stem = only.name.removesuffix(".json")
     assert sorted(p.name for p in (lake_dir / "messages").glob("rollup-*.parquet")) == [
         f"{stem}-addresses.parquet",
+        f"{stem}-totals.parquet",
         f"{stem}.parquet",
     ]
 
