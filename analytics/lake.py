@@ -169,7 +169,7 @@ class Lake:
     ) -> str:
         """The metrics query: from the rollup's totals where they answer it, else per message."""
         if self.use_rollup and totals.day_aligned(params):
-            found = totals.totals_source(self.store, self._files)
+            found = totals.totals_source(self.store, self._files, self.con)
             if found is not None:
                 return queries.totals_metrics_sql(by, metrics, period, found)
         return queries.metrics_sql(by, metrics, period, self._state())

@@ -51,6 +51,7 @@ _ROLLUP = re.compile(r"^rollup-(\d+)(-[0-9a-f]+)?\.json$")
 _NUMBER = re.compile(r"^rollup-(\d+)[-.]")  # of any file of a rollup
 KEY = "hash(message_id, recipient)"  # message_key: finds a message by one integer
 _KEY_PROBE = "SELECT hash('mailpulse-message', 'key@probe.example')"
+_ROW_GROUP_ROWS = 122_880  # DuckDB's default: rows closer than this may share a row group
 NO_FILTERS = {"since": None, "until": None, "campaign": None, "source": None}
 
 
@@ -164,7 +165,11 @@ def _write_parts(
     """A rollup's files in ``scratch``, by the suffix of their names: the per-message state
     with its key, the totals grouped from it, and the suppression state."""
     state, totals, addresses = (scratch / f"{part}.parquet" for part in ("m", "t", "a"))
-    _copy(con, f"SELECT {KEY} AS message_key, * FROM ({state_sql(events)})", state)
+    # In the order messages were first seen, so the messages a day of newer files mentions
+    # (mostly sent in the days before it) lie in a few row groups: readers fetch just those.
+    con.execute(f"SET temp_directory = '{quote(str(scratch))}'")  # the sort may spill here
+    ordered = f"SELECT {KEY} AS message_key, * FROM ({state_sql(events)}) ORDER BY sent_at"
+    _copy(con, ordered, state)
     stored = f"(SELECT * EXCLUDE (message_key) FROM read_parquet('{quote(str(state))}'))"
     _copy(con, totals_sql(messages_sql(stored)), totals, NO_FILTERS)
     _copy(con, address_state_sql(events), addresses)
@@ -216,11 +221,29 @@ def state_source(store: LakeStore, files: list[str]) -> str | None:
 )"""
 
 
-def touched_sql(store: LakeStore, rollup: Rollup, newer: list[str]) -> str:
+def touched_sql(
+    store: LakeStore,
+    rollup: Rollup,
+    newer: list[str],
+    rows: list[tuple[int, int]] | None = None,
+) -> str:
     """A WITH clause naming ``fresh`` (the state of the ``newer`` files), ``touched`` (the
     stored state of the messages they mention) and ``fresh_keys`` (for
-    :func:`untouched_sql`)."""
+    :func:`untouched_sql`).
+
+    ``rows``, ranges of row numbers of a keyed rollup that hold every touched message
+    (:func:`touched_rows`), lets the query read only the row groups within them.
+    """
     fresh = f"({state_sql(read_files(store, newer))})"
+    if rollup.keyed and rows is not None:
+        within = " OR ".join(f"file_row_number BETWEEN {a} AND {b}" for a, b in rows)
+        stored = f"read_parquet('{quote(store.uri(rollup.path))}', file_row_number = true)"
+        return f"""WITH fresh AS {fresh},
+    fresh_keys AS (SELECT DISTINCT {KEY} AS message_key FROM fresh),
+    touched AS (
+        SELECT * EXCLUDE (message_key, file_row_number) FROM {stored}
+        WHERE ({within or "false"}) AND message_key IN (SELECT message_key FROM fresh_keys)
+    )"""
     if not rollup.keyed:
         return f"""WITH fresh AS {fresh},
     fresh_keys AS (SELECT DISTINCT message_id, recipient FROM fresh),
@@ -235,6 +258,34 @@ def touched_sql(store: LakeStore, rollup: Rollup, newer: list[str]) -> str:
         SELECT * EXCLUDE (message_key) FROM {rollup.keys(store)} SEMI JOIN fresh_keys
             USING (message_key)
     )"""
+
+
+def touched_rows(
+    con: duckdb.DuckDBPyConnection, store: LakeStore, rollup: Rollup, newer: list[str]
+) -> list[tuple[int, int]]:
+    """Where in a keyed rollup the messages of the ``newer`` files lie: ranges of row numbers
+    (one per run of rows at most a row group apart), found by reading the key column only.
+
+    The rollup is ordered by the time messages were first seen, and a day's events mostly
+    concern messages of the days before it, so the ranges are few and short.
+    """
+    stored = f"read_parquet('{quote(store.uri(rollup.path))}', file_row_number = true)"
+    mentioned = (
+        f"SELECT DISTINCT coalesce(message_id, '') AS message_id, recipient "
+        f"FROM {read_files(store, newer)}"
+    )
+    found = con.execute(
+        f"SELECT file_row_number FROM {stored} "
+        f"SEMI JOIN (SELECT {KEY} AS message_key FROM ({mentioned})) USING (message_key) "
+        "ORDER BY file_row_number"
+    ).fetchall()
+    ranges: list[tuple[int, int]] = []
+    for (row,) in found:
+        if ranges and row - ranges[-1][1] <= _ROW_GROUP_ROWS:
+            ranges[-1] = (ranges[-1][0], row)
+        else:
+            ranges.append((row, row))
+    return ranges
 
 
 def untouched_sql(store: LakeStore, rollup: Rollup) -> str:

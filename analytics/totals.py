@@ -22,14 +22,20 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import duckdb
+
 from analytics import rollup
 from analytics.queries import merge_sql, messages_sql, totals_definition, totals_sql
 from mailpulse.storage import LakeStore
 
 
-def totals_source(store: LakeStore, files: list[str]) -> str | None:
+def totals_source(store: LakeStore, files: list[str], con: duckdb.DuckDBPyConnection) -> str | None:
     """SQL for the totals of the events ``files`` a query reads (relative to the root), from
-    the rollup and the files newer than it; None when no current rollup has usable totals."""
+    the rollup and the files newer than it; None when no current rollup has usable totals.
+
+    With newer files, ``con`` first finds where the messages they mention lie in the rollup
+    (:func:`analytics.rollup.touched_rows`), so the query reads only those row groups.
+    """
     found = rollup.covering(store, files)
     if found is None:
         return None
@@ -39,9 +45,10 @@ def totals_source(store: LakeStore, files: list[str]) -> str | None:
     stored = f"read_parquet('{rollup.quote(store.uri(built.totals))}')"
     if not newer:
         return stored
+    rows = rollup.touched_rows(con, store, built, newer) if built.keyed else None
     merged = merge_sql("(SELECT * FROM touched UNION ALL BY NAME SELECT * FROM fresh)")
     return f"""(
-    {rollup.touched_sql(store, built, newer)}
+    {rollup.touched_sql(store, built, newer, rows)}
     SELECT * FROM {stored}
     UNION ALL BY NAME
     {totals_sql(messages_sql("touched"), sign="-")}

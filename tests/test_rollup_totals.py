@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import orjson
 import polars as pl
 import pytest
@@ -84,10 +85,10 @@ def test_totals_from_other_definitions_are_not_read(
     """Changing what a metric counts (here an agent rule) retires the totals until the next
     build; reports still give the numbers of the events."""
     with open_lake(lake_with_newer_file) as lake:
-        assert totals_source(lake.store, lake._files) is not None
+        assert totals_source(lake.store, lake._files, lake.con) is not None
     monkeypatch.setattr(agent_rules, "SCANNER_CLICK_SECONDS", 3600)
     with open_lake(lake_with_newer_file) as lake:
-        assert totals_source(lake.store, lake._files) is None
+        assert totals_source(lake.store, lake._files, lake.con) is None
     _same_numbers(lake_with_newer_file)
 
 
@@ -104,7 +105,9 @@ def test_a_rollup_keyed_by_another_duckdb_joins_on_the_message_itself(
     manifest.write_bytes(orjson.dumps({**data, "key_probe": rollup.key_probe() + 1}))
     found = rollup.current(store)
     assert found is not None and not found.keyed
-    assert "USING (message_key)" not in (totals_source(store, rollup.events_files(store)) or "")
+    source = totals_source(store, rollup.events_files(store), duckdb.connect())
+    assert source is not None
+    assert "message_key IN" not in source and "USING (message_key)" not in source
     _same_numbers(lake_with_newer_file)
 
 
@@ -119,5 +122,56 @@ def test_a_rollup_from_before_keys_and_totals_is_still_read(lake_with_newer_file
     manifest.write_bytes(orjson.dumps({"covers": orjson.loads(manifest.read_bytes())["covers"]}))
     found = rollup.current(store)
     assert found is not None and found.totals is None and found.key_probe is None
-    assert totals_source(store, rollup.events_files(store)) is None
+    assert totals_source(store, rollup.events_files(store), duckdb.connect()) is None
     _same_numbers(lake_with_newer_file)
+
+
+def test_a_report_reads_only_the_rows_that_hold_touched_messages(
+    lake_with_newer_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newer file mentions two messages: one stored, one new. With ranges no wider than
+    the rows themselves, the report must still find the stored one, and nothing else."""
+    monkeypatch.setattr(rollup, "_ROW_GROUP_ROWS", 0)
+    with open_lake(lake_with_newer_file) as lake:
+        lake._list()
+        built, newer = rollup.covering(lake.store, lake._files) or (None, [])
+        assert built is not None and built.keyed and len(newer) == 1
+        ranges = rollup.touched_rows(lake.con, lake.store, built, newer)
+        assert len(ranges) == 1 and ranges[0][0] == ranges[0][1]  # m1 to ann, one row
+        stored = lake.con.execute(
+            f"SELECT message_id FROM read_parquet('{built.path}', file_row_number = true) "
+            f"WHERE file_row_number = {ranges[0][0]}"
+        ).fetchall()
+        assert stored == [("m1",)]
+    _same_numbers(lake_with_newer_file)
+
+
+def test_touched_messages_far_apart_make_separate_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rollup, "_ROW_GROUP_ROWS", 0)
+    write_lake(tmp_path, spring_rows())
+    built = rollup.build(LakeStore.local(tmp_path / "lake"))
+    assert built is not None
+    # The first and the last message in the rollup's order (by first seen), touched again.
+    order = pl.read_parquet(built.path).select("message_id", "recipient", "campaign")
+    again = [order.row(0, named=True), order.row(-1, named=True)]
+    write_lake(
+        tmp_path,
+        [
+            row(f"late{n}", "opened", r["recipient"], T0 + 5 * H, **_ids(r))
+            for n, r in enumerate(again)
+        ],
+        batch=9,
+    )
+    with open_lake(tmp_path) as lake:
+        lake._list()
+        found = rollup.covering(lake.store, lake._files)
+        assert found is not None
+        ranges = rollup.touched_rows(lake.con, lake.store, *found)
+        assert ranges == [(0, 0), (order.height - 1, order.height - 1)]
+    _same_numbers(tmp_path)
+
+
+def _ids(stored: dict[str, object]) -> dict[str, object]:
+    return {"message_id": stored["message_id"] or None, "campaign": stored["campaign"]}
