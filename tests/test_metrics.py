@@ -193,6 +193,26 @@ def test_summary_and_notebook_display_leave_the_lake_usable(spring: Path) -> Non
     assert after == [{"delivered": 9}]
 
 
+def test_the_summary_span_is_the_events_span_with_or_without_file_statistics(
+    spring: Path,
+) -> None:
+    """The span comes from the files' statistics; a file written without them (another
+    writer) makes the summary read the events instead, with the same answer."""
+    import pyarrow.parquet as pq
+
+    with open_lake(spring) as lake:
+        scanned = lake.sql("SELECT min(occurred_at), max(occurred_at) FROM events").row(0)
+        summary = lake.summary()
+        assert lake.run_on_snapshot(lake._span_sql).row(0)[2] is True
+    assert (summary["first"], summary["last"]) == scanned
+    assert summary["first"] < summary["last"]
+    for path in (spring / "lake" / "events").rglob("*.parquet"):
+        pq.write_table(pq.ParquetFile(path).read(), path, write_statistics=False)
+    with open_lake(spring) as lake:
+        assert lake.run_on_snapshot(lake._span_sql).row(0)[2] is False
+        assert lake.summary() == summary
+
+
 def test_an_empty_lake_gives_zeros_not_errors(tmp_path: Path) -> None:
     write_lake(tmp_path, [])
     with open_lake(tmp_path) as lake:
