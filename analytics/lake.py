@@ -129,7 +129,7 @@ class Lake:
                 query = build()
                 if _READS_EVENTS.search(_COMMENT.sub("", query)):
                     self._point_view()  # creating the view reads the files' schema already
-                frame: pl.DataFrame = self.con.sql(query, params=params or {}).pl()
+                frame: pl.DataFrame = self.con.sql(query, params=_named(query, params)).pl()
             except duckdb.Error as exc:  # through fsspec a missing file is a plain Error
                 self._view_files = None  # the view may be what failed: made again next time
                 if attempt + 1 == _ATTEMPTS or not _vanished(exc):
@@ -202,6 +202,11 @@ class Lake:
             lambda: queries.timing_sql(by, period, self._state()),
             _filters(since, until, campaign, source),
         )
+
+    @property
+    def files(self) -> list[str]:
+        """The events files of the current snapshot, relative to the lake's root."""
+        return list(self._files)
 
     def address_state(self) -> str | None:
         """SQL for the suppression state from the rollup when one covers the snapshot, else
@@ -303,6 +308,12 @@ def _instant(value: When) -> datetime | None:
     if isinstance(value, str):
         value = date.fromisoformat(value)
     return datetime(value.year, value.month, value.day)
+
+
+def _named(query: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``params`` that ``query`` names: a query built on the snapshot may need fewer than
+    its caller passes (the rollup's suppression table needs none of the rules)."""
+    return {name: value for name, value in (params or {}).items() if f"${name}" in query}
 
 
 def _vanished(exc: Exception) -> bool:

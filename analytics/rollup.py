@@ -13,7 +13,8 @@ messages newer files mention are found by reading one integer column instead of 
 DuckDB does not promise its ``hash`` across versions: the manifest records the hash of a
 fixed probe, and a reader whose DuckDB hashes it otherwise joins on the strings.
 ``rollup-<n>-<tag>-totals.parquet`` is the second level: every metric's sums per day
-(``analytics/totals.py``).
+(``analytics/totals.py``); ``rollup-<n>-<tag>-suppressions.parquet`` the suppression table
+computed from the suppression state (``analytics/suppression_sql.py``).
 
 Readers use it only while every file it covers is still in the lake. Files the flusher added
 since are grouped on their own and merged in (``sql/message_state_merge.sql``), touching only
@@ -35,6 +36,7 @@ from typing import Any
 import duckdb
 import orjson
 
+from analytics import suppression_sql
 from analytics.queries import (
     address_state_sql,
     merge_sql,
@@ -44,6 +46,7 @@ from analytics.queries import (
     totals_sql,
 )
 from mailpulse import lake
+from mailpulse.config import SuppressionConfig
 from mailpulse.storage import LakeStore
 
 # rollup-<n>.json (older lakes) or rollup-<n>-<tag>.json: a writer picks a name no other takes.
@@ -66,6 +69,8 @@ class Rollup:
     totals: str | None = None  # every metric's sums per day (rollups built before them: None)
     totals_definition: str | None = None  # the fingerprint of the SQL that built the totals
     key_probe: int | None = None  # the probe's hash when built (None: no message_key column)
+    suppressions: str | None = None  # the suppression table of the files covered
+    suppressions_definition: str | None = None  # its rules and SQL (suppression_sql.py)
 
     @property
     def keyed(self) -> bool:
@@ -110,16 +115,21 @@ def current(store: LakeStore) -> Rollup | None:
 
 def _described(store: LakeStore, name: str, manifest: dict[str, Any]) -> Rollup:
     """The rollup ``name`` from its manifest, with the files beside it that exist."""
-    addresses = store.path("messages", f"{name}-addresses.parquet")
-    totals = store.path("messages", f"{name}-totals.parquet")
+
+    def beside(suffix: str, definition: str | None = "") -> str | None:
+        found = store.path("messages", f"{name}-{suffix}.parquet")
+        return found if definition is not None and store.exists(found) else None
+
     return Rollup(
         store.path("messages", f"{name}.parquet"),
         frozenset(manifest["covers"]),
         int(name.split("-")[1]),
-        addresses if store.exists(addresses) else None,
-        totals if "totals_definition" in manifest and store.exists(totals) else None,
+        beside("addresses"),
+        beside("totals", manifest.get("totals_definition")),
         manifest.get("totals_definition"),
         manifest.get("key_probe"),
+        beside("suppressions", manifest.get("suppressions_definition")),
+        manifest.get("suppressions_definition"),
     )
 
 
@@ -128,12 +138,16 @@ def events_files(store: LakeStore) -> list[str]:
     return [store.relative(path) for path in lake.list_files(store, "events")]
 
 
-def build(store: LakeStore, files: list[str] | None = None) -> Rollup | None:
+def build(
+    store: LakeStore, files: list[str] | None = None, rules: SuppressionConfig | None = None
+) -> Rollup | None:
     """Write a new rollup of every events file now in the lake; remove the older ones.
 
     Call it where no flusher writes events files meanwhile (under the flusher lock).
-    ``files`` limits it to some of them (benchmarks use it to leave newer files outside).
+    ``files`` limits it to some of them (benchmarks use it to leave newer files outside);
+    ``rules`` are the ``[suppression]`` rules whose table it keeps (the defaults if None).
     """
+    rules = rules or SuppressionConfig()
     files = events_files(store) if files is None else files
     previous = current(store)
     number = previous.number + 1 if previous else 1
@@ -146,25 +160,32 @@ def build(store: LakeStore, files: list[str] | None = None) -> Rollup | None:
         con.execute("SET TimeZone = 'UTC'")
         store.attach(con)
         with tempfile.TemporaryDirectory(prefix="mailpulse-rollup-") as scratch:
-            for suffix, written in _write_parts(con, read_files(store, files), Path(scratch)):
+            parts = _write_parts(con, read_files(store, files), Path(scratch), rules)
+            for suffix, written in parts:
                 store.write_bytes(
                     store.path("messages", f"{name}{suffix}.parquet"), written.read_bytes()
                 )
     finally:
         con.close()
     # The rollup exists once its manifest does.
-    manifest = {"covers": files, "key_probe": key_probe(), "totals_definition": totals_definition()}
+    manifest = {
+        "covers": files,
+        "key_probe": key_probe(),
+        "totals_definition": totals_definition(),
+        "suppressions_definition": suppression_sql.definition(rules),
+    }
     store.write_bytes(store.path("messages", f"{name}.json"), orjson.dumps(manifest))
     _remove_older(store, number)
     return _described(store, name, manifest)
 
 
 def _write_parts(
-    con: duckdb.DuckDBPyConnection, events: str, scratch: Path
+    con: duckdb.DuckDBPyConnection, events: str, scratch: Path, rules: SuppressionConfig
 ) -> list[tuple[str, Path]]:
     """A rollup's files in ``scratch``, by the suffix of their names: the per-message state
-    with its key, the totals grouped from it, and the suppression state."""
-    state, totals, addresses = (scratch / f"{part}.parquet" for part in ("m", "t", "a"))
+    with its key, the totals grouped from it, the suppression state and the suppression
+    table computed from that."""
+    state, totals, addresses, table = (scratch / f"{part}.parquet" for part in "mtas")
     # In the order messages were first seen, so the messages a day of newer files mentions
     # (mostly sent in the days before it) lie in a few row groups: readers fetch just those.
     con.execute(f"SET temp_directory = '{quote(str(scratch))}'")  # the sort may spill here
@@ -173,7 +194,9 @@ def _write_parts(
     stored = f"(SELECT * EXCLUDE (message_key) FROM read_parquet('{quote(str(state))}'))"
     _copy(con, totals_sql(messages_sql(stored)), totals, NO_FILTERS)
     _copy(con, address_state_sql(events), addresses)
-    return [("", state), ("-totals", totals), ("-addresses", addresses)]
+    kept = f"SELECT * FROM read_parquet('{quote(str(addresses))}')"
+    _copy(con, suppression_sql.table_sql(kept), table, suppression_sql.parameters(rules))
+    return [("", state), ("-totals", totals), ("-addresses", addresses), ("-suppressions", table)]
 
 
 def _copy(

@@ -358,6 +358,7 @@ def test_a_rewritten_file_retires_the_rollup_until_compaction_rebuilds_it(
     stem = only.name.removesuffix(".json")
     assert sorted(p.name for p in (lake_dir / "messages").glob("rollup-*.parquet")) == [
         f"{stem}-addresses.parquet",
+        f"{stem}-suppressions.parquet",
         f"{stem}-totals.parquet",
         f"{stem}.parquet",
     ]

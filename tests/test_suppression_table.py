@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from analytics import open_lake, rollup
 from analytics.suppression import suppressions
-from analytics.suppression_table import latest, per_day, suppression_table
+from analytics.suppression_table import _kept_table, latest, per_day, suppression_table
 from mailpulse.config import SuppressionConfig
 from mailpulse.storage import LakeStore
 from tests.lakes import T0, row, write_lake
@@ -113,15 +113,21 @@ def test_the_rollups_suppression_state_gives_the_walks_table(
     with tempfile.TemporaryDirectory() as directory:
         data = Path(directory)
         write_lake(data, rows[:split], batch=1)
-        built = rollup.build(LakeStore.local(data / "lake"))
+        built = rollup.build(LakeStore.local(data / "lake"), rules=config)
         write_lake(data, rows[split:], batch=2)
         with open_lake(directory) as lake:
             assert (lake.address_state() is not None) == (built is not None)
+            lake.refresh()
+            assert (_kept_table(lake, config) is not None) == (built is not None)
             walked = suppressions(lake, config)
             queried = suppression_table(lake, config)
             assert queried.equals(walked), (queried.to_dicts(), walked.to_dicts())
             one = suppression_table(lake, config, "b@x.test")
             assert one.equals(walked.filter(pl.col("address") == "b@x.test"))
+            # A table kept under other rules is not read: computed again, still the walk's.
+            other = SuppressionConfig(soft_bounce_limit=config.soft_bounce_limit + 1)
+            assert _kept_table(lake, other) is None
+            assert suppression_table(lake, other).equals(suppressions(lake, other))
 
 
 def test_per_day_and_latest(tmp_path: Path) -> None:
@@ -143,3 +149,24 @@ def test_per_day_and_latest(tmp_path: Path) -> None:
         ((T0 + timedelta(days=1)).date(), "hard_bounce", 1),
     ]
     assert latest(table, 2)["address"].to_list() == ["c@x.test", "b@x.test"]
+
+
+def test_an_address_newer_files_mention_is_computed_again_from_its_whole_state(
+    tmp_path: Path,
+) -> None:
+    """The rollup keeps a's hard bounce as its table row; a newer file brings an earlier
+    complaint. The row must change to the complaint, with both rules, once."""
+    config = SuppressionConfig()
+    write_lake(tmp_path, [row("1", "bounced", "a@x.test", T0, bounce_class="hard")], batch=1)
+    write_lake(tmp_path, [row("0", "bounced", "b@x.test", T0, bounce_class="hard")], batch=1)
+    assert rollup.build(LakeStore.local(tmp_path / "lake"), rules=config) is not None
+    write_lake(tmp_path, [row("2", "complained", "a@x.test", T0 - timedelta(hours=1))], batch=2)
+    with open_lake(tmp_path) as lake:
+        lake.refresh()
+        assert _kept_table(lake, config) is not None
+        table = suppression_table(lake, config)
+        assert table.equals(suppressions(lake, config))
+    assert table.select("address", "rule", "rules").rows() == [
+        ("a@x.test", "complaint", ["hard_bounce", "complaint"]),
+        ("b@x.test", "hard_bounce", ["hard_bounce"]),
+    ]

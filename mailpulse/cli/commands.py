@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -153,7 +154,8 @@ def compact(config_path: str | None, day: datetime | None) -> None:
 
     config = load(config_path)
     date = day.strftime("%Y-%m-%d") if day else None
-    result = run(Flusher(config), date, after_rewrite=build)  # the rollup covered old files
+    rebuild = functools.partial(build, rules=config.suppression)  # it covered old files
+    result = run(Flusher(config), date, after_rewrite=rebuild)
     click.echo(
         f"compacted {result.partitions} partitions: {result.files_before} files into "
         f"{result.files_after}, {result.rows_removed} duplicate rows removed",
@@ -386,7 +388,8 @@ def reclassify(config_path: str | None) -> None:
     from ingest.flush.maintenance import reclassify as run
 
     config = load(config_path)
-    result = run(Flusher(config), after_rewrite=build)  # the rollup covered old files
+    rebuild = functools.partial(build, rules=config.suppression)  # it covered old files
+    result = run(Flusher(config), after_rewrite=rebuild)
     click.echo(
         f"reclassified {result.rows_changed} opens and clicks in {result.partitions} partitions",
         err=True,
