@@ -46,14 +46,23 @@ def totals_source(store: LakeStore, files: list[str], con: duckdb.DuckDBPyConnec
     if not newer:
         return stored
     rows = rollup.touched_rows(con, store, built, newer) if built.keyed else None
-    merged = merge_sql("(SELECT * FROM touched UNION ALL BY NAME SELECT * FROM fresh)")
+    # Only stored messages need merging; the rest of the fresh ones are new, taken as they are.
+    merged = merge_sql(
+        "(SELECT * FROM touched UNION ALL BY NAME "
+        "SELECT * FROM fresh SEMI JOIN touched USING (message_id, recipient))"
+    )
+    now = f"""(
+        {merged}
+        UNION ALL BY NAME
+        SELECT * FROM fresh ANTI JOIN touched USING (message_id, recipient)
+    )"""
     return f"""(
     {rollup.touched_sql(store, built, newer, rows)}
     SELECT * FROM {stored}
     UNION ALL BY NAME
     {totals_sql(messages_sql("touched"), sign="-")}
     UNION ALL BY NAME
-    {totals_sql(messages_sql(f"({merged})"))}
+    {totals_sql(messages_sql(now))}
 )"""
 
 

@@ -20,6 +20,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from analytics import open_lake, rollup
+from analytics.totals import totals_source
 from ingest import create_app
 from ingest.flush.flusher import Flusher
 from ingest.flush.maintenance import compact
@@ -151,12 +152,14 @@ def test_reports_stay_exact_while_compactions_and_flushes_run_in_a_loop(
     lake_config: Config, secret: str
 ) -> None:
     """Real threads, no pauses: a reader loops over reports while a writer flushes new files
-    and compacts them, over and over. Every report counts each event once, whole files only,
-    and never fewer events than the report before it."""
+    and compacts them, over and over, each compaction rebuilding the rollup. Every report
+    counts each event once, whole files only, and never fewer events than the report before
+    it: over the events, and through the rollup's totals (one delivered message per event)."""
     config = lake_config
     _fill(config, secret)
     stop = threading.Event()
     seen: list[tuple[int, int]] = []
+    delivered: list[int] = []
     failures: list[BaseException] = []
 
     def read() -> None:
@@ -165,6 +168,7 @@ def test_reports_stay_exact_while_compactions_and_flushes_run_in_a_loop(
                 with open_lake(config) as the_lake:
                     query = "SELECT count(*), count(DISTINCT event_id) FROM events"
                     seen.append(the_lake.sql(query).row(0))
+                    delivered.append(the_lake.metrics(None, metrics=["delivered"]).item())
         except (duckdb.Error, OSError) as exc:
             failures.append(exc)
 
@@ -174,11 +178,15 @@ def test_reports_stay_exact_while_compactions_and_flushes_run_in_a_loop(
     try:
         for loop in range(loops):
             _fill(config, secret, rounds=2, name=f"loop{loop}")
-            compact(Flusher(config))
+            compact(Flusher(config), after_rewrite=rollup.build)
     finally:
         stop.set()
         reader.join(120)
     assert not failures
+    with open_lake(config) as the_lake:
+        assert totals_source(the_lake.store, the_lake.files, the_lake.con) is not None
+    assert all(count % PER_ROUND == 0 for count in delivered)
+    assert delivered == sorted(delivered) and delivered[-1] == TOTAL + loops * 2 * PER_ROUND
     counts = [count for count, _distinct in seen]
     assert len(seen) > loops
     assert all(count == distinct for count, distinct in seen)  # never an event twice
