@@ -382,10 +382,10 @@ def main() -> None:
     print(
         f"\nlake: {args.data_dir} ({sum(1 for _ in args.data_dir.glob('lake/events/*/*'))} files)"
     )
-    print(f"{'side':<20}{'median s':>10}{'runs':>28}{'peak RSS MB':>14}")
+    print(f"{'side':<24}{'median s':>10}  {'runs':<36}{'peak RSS MB':>12}")
     for side, result in results.items():
         runs = " ".join(f"{s:.2f}" for s in result["seconds"])
-        print(f"{side:<20}{median[side]:>10.2f}{runs:>28}{result['rss_mb']:>14.0f}")
+        print(f"{side:<24}{median[side]:>10.2f}  {runs:<36}{result['rss_mb']:>12.0f}")
     print(
         f"rollup build (as at the end of `mailpulse compact`): {build_seconds:.2f} s; "
         f"peak RSS of the process that built it: {build_rss:.0f} MB"
