@@ -211,7 +211,8 @@ def _copy(
 @cache
 def key_probe() -> int:
     """This DuckDB's hash of a fixed probe: equal where ``message_key`` is computed alike."""
-    row = duckdb.connect().execute(_KEY_PROBE).fetchone()
+    with duckdb.connect() as con:
+        row = con.execute(_KEY_PROBE).fetchone()
     assert row is not None
     return int(row[0])
 
