@@ -37,6 +37,10 @@ BigQuery and Snowflake, translated from the same SQL: [spark.md](spark.md).
   {agent_rules.SCANNER_CLICK_SECONDS} s after delivery, or {agent_rules.BURST_CLICKS} or more
   clicks within {agent_rules.BURST_SECONDS} s, do not make a message clicked.
 - **Rates are empty (null) when their denominator is zero** and otherwise lie in [0, 1].
+- **Numerators and denominators are sums over messages** (`count_if`, `sum`, and sums of
+  them), so they add up over any split of the messages: `mailpulse compact` keeps them summed
+  per day, campaign, recipient domain, provider and source, and reports add those sums up. A
+  new metric must keep to this (a test checks it).
 """
 
 
