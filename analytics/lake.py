@@ -254,15 +254,12 @@ class Lake:
         if events:
             first, last, complete = self.run_on_snapshot(self._span_sql).row(0)
             if not complete:
-                first, last = self.sql("SELECT min(occurred_at), max(occurred_at) FROM events").row(
-                    0
-                )
+                scanned = "SELECT min(occurred_at), max(occurred_at) FROM events"
+                first, last = self.sql(scanned).row(0)
         return {"events": events, "campaigns": campaigns, "first": first, "last": last}
 
     def _span_sql(self) -> str:
-        files = ", ".join(
-            f"'{rollup.quote(self.store.uri(self.store.path(name)))}'" for name in self._files
-        )
+        files = rollup.listing(self.store, self._files)
         return queries.sql_file("span_from_statistics.sql").format(files=files or "NULL")
 
     def __repr__(self) -> str:

@@ -87,7 +87,7 @@ class Rollup:
 
     def keys(self, store: LakeStore) -> str:
         """SQL reading the per-message state as stored (with its key, if it has one)."""
-        return f"read_parquet('{quote(store.uri(self.path))}')"
+        return read_one(store, self.path)
 
 
 def rollup_dir(store: LakeStore) -> str:
@@ -261,7 +261,7 @@ def touched_sql(
     fresh = f"({state_sql(read_files(store, newer))})"
     if rollup.keyed and rows is not None:
         within = " OR ".join(f"file_row_number BETWEEN {a} AND {b}" for a, b in rows)
-        stored = f"read_parquet('{quote(store.uri(rollup.path))}', file_row_number = true)"
+        stored = read_one(store, rollup.path, row_numbers=True)
         return f"""WITH fresh AS {fresh},
     fresh_keys AS (SELECT DISTINCT {KEY} AS message_key FROM fresh),
     touched AS (
@@ -293,7 +293,7 @@ def touched_rows(
     The rollup is ordered by the time messages were first seen, and a day's events mostly
     concern messages of the days before it, so the ranges are few and short.
     """
-    stored = f"read_parquet('{quote(store.uri(rollup.path))}', file_row_number = true)"
+    stored = read_one(store, rollup.path, row_numbers=True)
     mentioned = (
         f"SELECT DISTINCT coalesce(message_id, '') AS message_id, recipient "
         f"FROM {read_files(store, newer)}"
@@ -331,7 +331,7 @@ def address_source(store: LakeStore, files: list[str]) -> str | None:
     rollup, newer = found
     if rollup.addresses is None:
         return None  # built before rollups kept the suppression state
-    base = f"SELECT * FROM read_parquet('{quote(store.uri(rollup.addresses))}')"
+    base = f"SELECT * FROM {read_one(store, rollup.addresses)}"
     if not newer:
         return base
     return f"{base}\nUNION ALL BY NAME\n{address_state_sql(read_files(store, newer))}"
@@ -339,8 +339,19 @@ def address_source(store: LakeStore, files: list[str]) -> str | None:
 
 def read_files(store: LakeStore, files: list[str]) -> str:
     """SQL reading exactly these events files (paths relative to the lake's root)."""
-    listing = ", ".join(f"'{quote(store.uri(store.path(name)))}'" for name in files)
-    return f"read_parquet([{listing}], hive_partitioning = true, union_by_name = true)"
+    files_sql = listing(store, files)
+    return f"read_parquet([{files_sql}], hive_partitioning = true, union_by_name = true)"
+
+
+def listing(store: LakeStore, files: list[str]) -> str:
+    """These files (relative to the lake's root) as a SQL list's items."""
+    return ", ".join(f"'{quote(store.uri(store.path(name)))}'" for name in files)
+
+
+def read_one(store: LakeStore, path: str, *, row_numbers: bool = False) -> str:
+    """SQL reading one Parquet file of the store (with ``file_row_number`` if asked)."""
+    option = ", file_row_number = true" if row_numbers else ""
+    return f"read_parquet('{quote(store.uri(path))}'{option})"
 
 
 def _remove_older(store: LakeStore, keep_from: int) -> None:

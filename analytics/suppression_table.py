@@ -48,11 +48,11 @@ def _kept_table(lake: Lake, rules: SuppressionConfig) -> str | None:
     built, newer = found
     if built.suppressions is None or built.suppressions_definition != definition(rules):
         return None
-    kept = f"read_parquet('{rollup.quote(lake.store.uri(built.suppressions))}')"
+    kept = rollup.read_one(lake.store, built.suppressions)
     if not newer:
         return f"SELECT * FROM {kept} ORDER BY address"
     assert built.addresses is not None  # written with the table
-    stored = f"read_parquet('{rollup.quote(lake.store.uri(built.addresses))}')"
+    stored = rollup.read_one(lake.store, built.addresses)
     state = (
         f"SELECT * FROM {stored} SEMI JOIN touched USING (address)\n"
         "UNION ALL BY NAME\nSELECT * FROM newer"

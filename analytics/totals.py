@@ -42,7 +42,7 @@ def totals_source(store: LakeStore, files: list[str], con: duckdb.DuckDBPyConnec
     built, newer = found
     if built.totals is None or built.totals_definition != totals_definition():
         return None
-    stored = f"read_parquet('{rollup.quote(store.uri(built.totals))}')"
+    stored = rollup.read_one(store, built.totals)
     if not newer:
         return stored
     rows = rollup.touched_rows(con, store, built, newer) if built.keyed else None

@@ -311,7 +311,7 @@ def test_the_rollup_and_newer_files_give_the_numbers_of_the_events(
         write_lake(data, second, batch=2)
         with open_lake(data) as lake, Lake(data, use_rollup=False) as raw:
             assert (lake._state() is not None) == (built is not None)
-            found = totals_source(lake.store, lake._files, lake.con)
+            found = totals_source(lake.store, lake.files, lake.con)
             assert (found is not None) == (built is not None)
             for by in (None, "campaign", "date", ("domain", "mailbox_provider", "source")):
                 assert lake.metrics(by).to_dicts() == raw.metrics(by).to_dicts()

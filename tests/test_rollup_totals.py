@@ -85,10 +85,10 @@ def test_totals_from_other_definitions_are_not_read(
     """Changing what a metric counts (here an agent rule) retires the totals until the next
     build; reports still give the numbers of the events."""
     with open_lake(lake_with_newer_file) as lake:
-        assert totals_source(lake.store, lake._files, lake.con) is not None
+        assert totals_source(lake.store, lake.files, lake.con) is not None
     monkeypatch.setattr(agent_rules, "SCANNER_CLICK_SECONDS", 3600)
     with open_lake(lake_with_newer_file) as lake:
-        assert totals_source(lake.store, lake._files, lake.con) is None
+        assert totals_source(lake.store, lake.files, lake.con) is None
     _same_numbers(lake_with_newer_file)
 
 
@@ -134,7 +134,7 @@ def test_a_report_reads_only_the_rows_that_hold_touched_messages(
     monkeypatch.setattr(rollup, "_ROW_GROUP_ROWS", 0)
     with open_lake(lake_with_newer_file) as lake:
         lake._list()
-        built, newer = rollup.covering(lake.store, lake._files) or (None, [])
+        built, newer = rollup.covering(lake.store, lake.files) or (None, [])
         assert built is not None and built.keyed and len(newer) == 1
         ranges = rollup.touched_rows(lake.con, lake.store, built, newer)
         assert len(ranges) == 1 and ranges[0][0] == ranges[0][1]  # m1 to ann, one row
@@ -166,7 +166,7 @@ def test_touched_messages_far_apart_make_separate_ranges(
     )
     with open_lake(tmp_path) as lake:
         lake._list()
-        found = rollup.covering(lake.store, lake._files)
+        found = rollup.covering(lake.store, lake.files)
         assert found is not None
         ranges = rollup.touched_rows(lake.con, lake.store, *found)
         assert ranges == [(0, 0), (order.height - 1, order.height - 1)]
