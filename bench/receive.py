@@ -10,6 +10,10 @@ noop, full, ...) and the median of each side is compared. See BENCHMARKS.md.
 ``--ladder`` adds two diagnostic sides to every round, to show where the full path's cost
 goes: ``verified`` (the receiver's request handling, nothing written) and ``unsynced`` (the
 spool's writes and group commit, without the device sync).
+
+Each run also records the CPU time the server's processes spent per request. Req/s swings
+with how the kernel spreads wrk's connections over the workers; CPU per request hardly does,
+and its ratio to the no-op's bounds the req/s share a side can reach once the cores are busy.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -31,6 +36,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -169,6 +176,52 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def measure(
+    process: subprocess.Popen[bytes], url: str, script: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The measured wrk run, with the CPU time the server spent on it (its main process and
+    every worker, in user space and in the kernel) and wrk's own: both share this machine's
+    cores."""
+    server = psutil.Process(process.pid)
+    user, system = server_cpu_seconds(server)
+    wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = parse_wrk(run_wrk(url, script, args.duration, args))
+    wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    user_after, system_after = server_cpu_seconds(server)
+    result["server_user_s"] = user_after - user
+    result["server_system_s"] = system_after - system
+    result["server_cpu_s"] = result["server_user_s"] + result["server_system_s"]
+    result["wrk_cpu_s"] = (wrk_after.ru_utime + wrk_after.ru_stime) - (
+        wrk_before.ru_utime + wrk_before.ru_stime
+    )
+    result["cpu_ms_per_request"] = 1e3 * result["server_cpu_s"] / max(1, result["requests"])
+    return result
+
+
+def print_cpu_bound(summary: dict[str, dict[str, float]], sides: tuple[str, ...]) -> None:
+    """Each side's server CPU per request against the no-op's: the req/s share a side can
+    reach at most once the cores are busy, however the connections spread over workers."""
+    noop = summary["noop"]["cpu_ms_per_request"]
+    for side in sides[1:]:
+        cost = summary[side]["cpu_ms_per_request"]
+        print(
+            f"CPU per request, {side}/noop: {cost / noop:.2f}x; with the cores busy, {side}"
+            f" reaches at most {100.0 * noop / cost:.1f} % of the no-op's req/s"
+        )
+
+
+def server_cpu_seconds(server: psutil.Process) -> tuple[float, float]:
+    """User and system CPU seconds of ``server`` and its living descendants (the workers)."""
+    user = system = 0.0
+    for process in (server, *server.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        user, system = user + times.user, system + times.system
+    return user, system
+
+
 def run_wrk(url: str, script: Path, seconds: float, args: argparse.Namespace) -> str:
     """Run wrk once and return its output."""
     command = ["wrk", f"-t{args.threads_wrk}", f"-c{args.connections}", f"-d{seconds:g}s"]
@@ -205,7 +258,7 @@ def run_side(side: str, body: bytes, workdir: Path, args: argparse.Namespace) ->
     try:
         url = f"{base}/webhooks/{SOURCE}"
         warm = parse_wrk(run_wrk(url, script, args.warmup, args)) if args.warmup > 0 else None
-        result = parse_wrk(run_wrk(url, script, args.duration, args))
+        result = measure(process, url, script, args)
     finally:
         stop_server(process)
     result["side"] = side
@@ -288,19 +341,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"round {number} {side:8}: {result['rps']:9.1f} req/s"
                     f"  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms"
-                    f"  non-2xx {result['non2xx']}{extra}"
+                    f"  server CPU {result['cpu_ms_per_request']:.3f} ms/req"
+                    f" (wrk {result['wrk_cpu_s']:.1f} s)  non-2xx {result['non2xx']}{extra}"
                 )
 
     summary: dict[str, dict[str, float]] = {}
     print(
-        f"\n{'side':10}{'req/s':>10}{'% noop':>8}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
-        f"{'sock err':>10}"
+        f"\n{'side':10}{'req/s':>10}{'% noop':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}"
+        f"{'non-2xx':>9}{'sock err':>10}"
     )
     for side in sides:
         mine = [run for run in runs if run["side"] == side]
         summary[side] = {
             key: float(statistics.median(run[key] for run in mine))
-            for key in ("rps", "p50_ms", "p99_ms")
+            for key in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request")
         }
         summary[side]["non2xx"] = sum(run["non2xx"] for run in mine)
         summary[side]["socket_errors"] = sum(run["socket_errors"] for run in mine)
@@ -308,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         share = 100.0 * s["rps"] / summary["noop"]["rps"]
         print(
             f"{side:10}{s['rps']:10.1f}{share:8.1f}{s['p50_ms']:9.2f}{s['p99_ms']:9.2f}"
-            f"{int(s['non2xx']):9d}{int(s['socket_errors']):10d}"
+            f"{s['cpu_ms_per_request']:12.3f}{int(s['non2xx']):9d}{int(s['socket_errors']):10d}"
         )
+    print_cpu_bound(summary, sides)
     ratio = 100.0 * summary["full"]["rps"] / summary["noop"]["rps"]
     ratio_ok = ratio >= TARGET_RATIO
     p99_ok = summary["full"]["p99_ms"] < TARGET_P99_MS

@@ -31,6 +31,7 @@ from bench.apps import DATA_DIR_ENV, SOURCE  # noqa: E402
 from bench.receive import (  # noqa: E402
     add_run_arguments,
     lua_string,
+    measure,
     parse_wrk,
     run_wrk,
     spooled_records,
@@ -168,7 +169,7 @@ def run_side(
     try:
         url = f"{base}/webhooks/{SOURCE}"
         warm = parse_wrk(run_wrk(url, script, args.warmup, args)) if args.warmup > 0 else None
-        result = parse_wrk(run_wrk(url, script, args.duration, args))
+        result = measure(process, url, script, args)
     finally:
         stop_server(process)
     result |= {"side": side, "events_per_s": result["rps"] * BATCH}
@@ -219,22 +220,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"round {number} {side:4}: {result['rps']:8.1f} req/s"
                     f" {result['events_per_s']:11,.0f} events/s  p99 {result['p99_ms']:7.2f} ms"
+                    f"  server CPU {result['cpu_ms_per_request']:.3f} ms/req"
                     f"  non-2xx {result['non2xx']}"
                 )
 
     summary: dict[str, dict[str, float]] = {}
-    print(f"\n{'side':6}{'req/s':>9}{'events/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+    print(
+        f"\n{'side':6}{'req/s':>9}{'events/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}"
+        f"{'non-2xx':>9}"
+    )
     for side in sides:
         mine = [run for run in runs if run["side"] == side]
         summary[side] = {
             key: float(statistics.median(run[key] for run in mine))
-            for key in ("rps", "events_per_s", "p50_ms", "p99_ms")
+            for key in ("rps", "events_per_s", "p50_ms", "p99_ms", "cpu_ms_per_request")
         }
         summary[side]["non2xx"] = sum(run["non2xx"] for run in mine)
         s = summary[side]
         print(
             f"{side:6}{s['rps']:9.1f}{s['events_per_s']:12,.0f}{s['p50_ms']:9.2f}"
-            f"{s['p99_ms']:9.2f}{int(s['non2xx']):9d}"
+            f"{s['p99_ms']:9.2f}{s['cpu_ms_per_request']:12.3f}{int(s['non2xx']):9d}"
         )
     ratio = 100.0 * summary["full"]["rps"] / summary["noop"]["rps"]
     print(f"\nfull/noop req/s: {ratio:.1f} %")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from flask import Flask
 
-from bench import apps
+from bench import apps, receive
 from bench.receive import event_body, spooled_records
 from tests.helpers import new_secret, signed_headers
 
@@ -53,3 +56,33 @@ def test_each_side_keeps_what_it_says(
         assert writer.execute("PRAGMA synchronous").fetchone()[0] == synchronous
     spool.close()
     assert spooled_records(tmp_path / "spool") == records
+
+
+def test_the_server_cpu_counts_its_workers(tmp_path: Path) -> None:
+    """A main process whose worker child burned 0.5 s of CPU: the benchmark counts it."""
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "if sys.argv[1:] == ['worker']:\n"
+        "    end = time.process_time() + 0.5\n"
+        "    while time.process_time() < end:\n"
+        "        pass\n"
+        "    print('busy', flush=True)\n"
+        "    time.sleep(60)\n"
+        "else:\n"
+        "    subprocess.run([sys.executable, __file__, 'worker'])\n"
+    )
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline() == b"busy\n"
+        seconds = sum(receive.server_cpu_seconds(psutil.Process(server.pid)))
+        assert seconds >= 0.5  # the worker's, not only the idle main process's
+        assert seconds < 5
+    finally:
+        for child in psutil.Process(server.pid).children(recursive=True):
+            child.kill()
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
