@@ -147,6 +147,7 @@ def test_a_host_lost_under_load_loses_nothing_and_doubles_nothing(pair: Pair) ->
     rng = random.Random(20261206)
     acknowledged: set[str] = set()
     gave_up: list[str] = []
+    failures: list[str] = []  # what each failed try met, to explain a give-up
     lock = threading.Lock()
     stop = threading.Event()
     counter = iter(range(10**9))
@@ -159,13 +160,21 @@ def test_a_host_lost_under_load_loses_nothing_and_doubles_nothing(pair: Pair) ->
             ids = [f"w{worker}-{n}-{k}" for k in range(3)]
             body = json.dumps([event(i) for i in ids]).encode()
             for attempt in range(SNS_TRIES):  # as SNS retries: four tries, 20 s apart
+                started = time.monotonic()
                 try:
-                    if pair.post(body, session).status_code == 200:
+                    answer = pair.post(body, session)
+                    if answer.status_code == 200:
                         with lock:
                             acknowledged.update(ids)
                         break
-                except requests.RequestException:
-                    pass
+                    outcome = f"{answer.status_code} {answer.text[:120]!r}"
+                except requests.RequestException as exc:
+                    outcome = type(exc).__name__
+                with lock:
+                    failures.append(
+                        f"{ids[0]} try {attempt + 1}: {outcome}"
+                        f" after {time.monotonic() - started:.1f} s"
+                    )
                 if attempt < SNS_TRIES - 1:
                     time.sleep(SNS_PAUSE)
             else:
@@ -188,7 +197,8 @@ def test_a_host_lost_under_load_loses_nothing_and_doubles_nothing(pair: Pair) ->
 
     stored = lake_ids(pair.directory / "shared-lake")
     assert len(acknowledged) > 300, "the load never got going"
-    assert not gave_up, f"the sender gave up on {len(gave_up)} events"
+    given_up_tries = [line for line in failures if line.split()[0] in gave_up]
+    assert not gave_up, f"the sender gave up on {len(gave_up)} events: {given_up_tries}"
     missing = acknowledged - set(stored)
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
     doubled = [key for key, count in stored.items() if count > 1]
