@@ -88,7 +88,7 @@ class _UnsyncedSpool(SqliteSpool):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._writer = Connection(self.path, synchronous="OFF")
+        self._appender = Connection(self.path, synchronous="OFF", busy_timeout=0)
 
 
 class _FramesOnly:

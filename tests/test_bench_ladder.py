@@ -52,7 +52,7 @@ def test_each_side_keeps_what_it_says(
     post_signed(app, secret)
     spool = app.extensions["mailpulse"].spool
     if synchronous is not None:  # SQLite's setting on the connection that commits appends
-        writer = spool._writer.get()
+        writer = spool._appender.get()
         assert writer.execute("PRAGMA synchronous").fetchone()[0] == synchronous
     spool.close()
     assert spooled_records(tmp_path / "spool") == records

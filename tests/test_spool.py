@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -42,12 +41,6 @@ def size_of(item: SpoolRecord) -> int:
     return len(item.header()) + len(item.body)
 
 
-def commits(spool: SqliteSpool) -> int:
-    """Transactions that appended, as the engine counts them in the same transactions."""
-    with sqlite3.connect(spool.path) as db:
-        return int(db.execute("SELECT commits FROM totals").fetchone()[0])
-
-
 @pytest.fixture
 def spool(tmp_path: Path) -> SqliteSpool:
     return SqliteSpool(tmp_path / "spool" / "spool.sqlite", max_bytes=1 << 30)
@@ -69,10 +62,63 @@ def test_concurrent_appends_share_commits_and_every_record_arrives_whole(
 ) -> None:
     records = [record(n, size=n * 7) for n in range(400)]
     append_all(spool, records, threads=32)
-    assert commits(spool) < len(records)
+    assert spool.commits < len(records)
     claimed = spool.claim(1 << 30, 1000)
     assert sorted(claimed.records, key=lambda r: r.received_at) == records
     assert claimed.size == spool.pending_bytes() == sum(map(size_of, records))
+
+
+def test_an_append_waits_out_another_processs_write_and_then_commits(
+    spool: SqliteSpool,
+) -> None:
+    spool.append(record(0))
+    other = sqlite3.connect(spool.path, isolation_level=None)  # the flusher, say
+    other.execute("BEGIN IMMEDIATE")
+    appending = threading.Thread(target=spool.append, args=(record(1),))
+    appending.start()
+    appending.join(timeout=0.3)
+    assert appending.is_alive()  # waiting for the lock, neither failed nor committed
+    other.execute("COMMIT")
+    other.close()
+    appending.join(timeout=5)
+    assert not appending.is_alive()
+    assert [r.received_at for r in spool.claim(1 << 20, 10).records] == [0, 1]
+
+
+def test_a_full_batch_is_committed_and_the_next_one_started(
+    spool: SqliteSpool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "max_batch_rows", 3)
+    spool.append(record(0))
+    other = sqlite3.connect(spool.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # every append piles up behind this write
+    records = [record(n) for n in range(1, 61)]
+    appending = threading.Thread(target=append_all, args=(spool, records, 60))
+    appending.start()
+    appending.join(timeout=0.5)
+    other.execute("COMMIT")
+    other.close()
+    appending.join(timeout=10)
+    # Without the limit, everything that piled up would have been one batch.
+    assert spool.commits >= 1 + 60 // 3
+    assert len(spool.claim(1 << 30, 1000).records) == 61
+    assert spool.pending_bytes() == sum(map(size_of, [record(0), *records]))
+
+
+def test_a_spool_from_before_the_append_view_gains_it(tmp_path: Path) -> None:
+    path = tmp_path / "spool" / "spool.sqlite"
+    first = SqliteSpool(path, max_bytes=1 << 30)
+    first.append(record(0, size=10))
+    first.close()
+    with sqlite3.connect(path) as db:  # as databases were made before appends used the view
+        db.execute("DROP TRIGGER record_appends_insert")
+        db.execute("DROP VIEW record_appends")
+    db.close()
+    again = SqliteSpool(path, max_bytes=1 << 30)
+    again.append(record(1, size=20))
+    assert [r.received_at for r in again.claim(1 << 20, 10).records] == [0, 1]
+    assert again.pending_bytes() == size_of(record(0, size=10)) + size_of(record(1, size=20))
+    again.close()
 
 
 def test_claims_take_the_oldest_first_within_their_budget(any_spool: Spool) -> None:
@@ -229,9 +275,9 @@ def test_a_writer_stuck_elsewhere_fails_the_waiters_and_the_spool_recovers(
     monkeypatch.setattr(engine, "COMMIT_WAIT_SECONDS", 0.5)
     monkeypatch.setattr("ingest.spool.connection.BUSY_TIMEOUT_SECONDS", 0.5)
     spool.append(record(0))
-    # Another process's writer holding the turn and never finishing its commit.
-    lock_fd = os.open(f"{spool.path}.lock", os.O_RDWR)
-    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    # Another process's writer holding the write lock and never finishing its transaction.
+    stuck = sqlite3.connect(spool.path, isolation_level=None)
+    stuck.execute("BEGIN IMMEDIATE")
     failures: list[str] = []
 
     def append(n: int) -> None:
@@ -246,7 +292,9 @@ def test_a_writer_stuck_elsewhere_fails_the_waiters_and_the_spool_recovers(
     for thread in threads:
         thread.join(timeout=10)
     assert len(failures) == 8
-    os.close(lock_fd)  # the stuck writer gives up its turn
+    assert "the spool database stayed locked by another process" in failures  # the leader
+    stuck.execute("ROLLBACK")  # the stuck writer gives up
+    stuck.close()
     spool.append(record(9))
     assert [r.received_at for r in spool.claim(1 << 20, 100).records] == [0, 9]
 

@@ -5,6 +5,11 @@ a writer waiting for its turn retries every few hundred microseconds, where SQLi
 handler sleeps 1, 2, 5, 10 ms and more between tries, far longer than a commit takes. SQLite's
 own locking still guards the database; the lock file only shortens the waiting.
 
+Appends skip the lock file: each is one statement (:meth:`Connection.write_one`), so SQLite
+takes its write lock and releases it within one call. A transaction of several statements
+holds the lock while its thread waits to run Python again between them, and with a dozen
+request threads in the process that wait is longer than the commit itself.
+
 A connection is reopened when the database file it opened was removed or replaced (writing
 on would put acknowledged requests into a file nobody can read again), and after a fork (a
 connection never crosses into a child process; the child opens its own).
@@ -18,8 +23,9 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 BUSY_TIMEOUT_SECONDS = 5.0  # how long a commit waits for another process's
 _FIRST_PAUSE_SECONDS = 0.0001  # waiting for another writer's turn: 0.1 ms, doubling to 1 ms
@@ -37,7 +43,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS totals (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     pending_bytes INTEGER NOT NULL,
-    commits INTEGER NOT NULL
+    commits INTEGER NOT NULL  -- not counted: GroupCommitSpool.commits counts per process
 );
 CREATE TABLE IF NOT EXISTS consumers (
     name TEXT PRIMARY KEY,
@@ -61,16 +67,31 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, action, next_at);
 """
-#: The table created last: a database that has it has every table (older ones gain the rest).
-_LAST_TABLE = "outbox"
+# Appends insert into this view: its trigger adds each row and the bytes it brings in the
+# same statement, so a whole group commit is one statement (see the module's docstring).
+_APPEND_VIEW = (
+    "CREATE VIEW IF NOT EXISTS record_appends AS SELECT header, body, size FROM records WHERE 0",
+    """CREATE TRIGGER IF NOT EXISTS record_appends_insert INSTEAD OF INSERT ON record_appends
+    BEGIN
+        INSERT INTO records (header, body, size) VALUES (NEW.header, NEW.body, NEW.size);
+        UPDATE totals SET pending_bytes = pending_bytes + NEW.size;
+    END""",
+)
+#: The object created last: a database that has it has every one (older ones gain the rest).
+_LAST_OBJECT = "record_appends_insert"
 
 
 class Connection:
     """A lazily opened connection to ``path``; use it under one lock at a time."""
 
-    def __init__(self, path: Path, *, synchronous: str) -> None:
+    def __init__(
+        self, path: Path, *, synchronous: str, busy_timeout: float = BUSY_TIMEOUT_SECONDS
+    ) -> None:
+        """``busy_timeout``: how long SQLite itself waits for another process's write lock
+        (0 for a connection that only calls :meth:`write_one`, which waits on its own)."""
         self.path = path
         self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
         self._db: sqlite3.Connection | None = None
         self._turn_fd: int | None = None
         self._identity: tuple[int, int] | None = None
@@ -104,6 +125,28 @@ class Connection:
         finally:
             fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
 
+    def write_one(self, statement: str, parameters: Sequence[Any]) -> None:
+        """Run one writing statement as a transaction of its own.
+
+        While another process holds the write lock, the statement is tried again every few
+        hundred microseconds; after SQLite's busy timeout the last ``SQLITE_BUSY`` is raised.
+        """
+        db = self.get()
+        busy: list[sqlite3.OperationalError] = []
+
+        def attempt() -> bool:
+            try:
+                db.execute(statement, parameters)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                busy[:] = [exc]
+                return False
+            return True
+
+        if not _until_done(attempt):
+            raise busy[0]
+
     def close(self) -> None:
         """Close the connection, if this process opened one."""
         if self._pid == os.getpid():
@@ -125,7 +168,7 @@ class Connection:
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )
         try:
             # Set before the database exists (a no-op after): 16 KiB pages write a 380 KB
@@ -135,7 +178,7 @@ class Connection:
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
             found = "SELECT count(*) FROM sqlite_master WHERE name = ?"
-            if db.execute(found, (_LAST_TABLE,)).fetchone()[0]:
+            if db.execute(found, (_LAST_OBJECT,)).fetchone()[0]:
                 return db
             db.execute("BEGIN IMMEDIATE")
             _create(db)
@@ -150,17 +193,29 @@ class Connection:
 def _take_turn(fd: int) -> None:
     """Lock ``fd``, retrying quickly; raise ``TimeoutError`` after SQLite's own busy timeout,
     so a writer hung elsewhere makes an answered failure here, not a hang."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-    pause = _FIRST_PAUSE_SECONDS
-    while True:
+
+    def attempt() -> bool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
         except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise TimeoutError("the spool's writer turn stayed taken") from None
-            time.sleep(pause)
-            pause = min(pause * 2, _LAST_PAUSE_SECONDS)
+            return False
+        return True
+
+    if not _until_done(attempt):
+        raise TimeoutError("the spool's writer turn stayed taken")
+
+
+def _until_done(attempt: Callable[[], bool]) -> bool:
+    """Call ``attempt`` until it returns True, pausing 0.1 ms (doubling to 1 ms) between
+    calls; False once SQLite's busy timeout has passed."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = _FIRST_PAUSE_SECONDS
+    while not attempt():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, _LAST_PAUSE_SECONDS)
+    return True
 
 
 def _create(db: sqlite3.Connection) -> None:
@@ -168,6 +223,8 @@ def _create(db: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)
+    for statement in _APPEND_VIEW:
+        db.execute(statement)
     db.execute("INSERT OR IGNORE INTO totals (id, pending_bytes, commits) VALUES (1, 0, 0)")
     # A new sequence starts at the current time in microseconds: ids only ever grow, even
     # across a spool deleted and created again, so old acknowledged positions stay behind.

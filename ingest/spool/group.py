@@ -49,6 +49,8 @@ class GroupCommitSpool:
 
     #: What the engine's storage raises; anything else is a bug and propagates.
     storage_errors: tuple[type[BaseException], ...] = (OSError,)
+    #: The most records one commit takes; a full batch is closed and the next one started.
+    max_batch_rows = 10_000
 
     def __init__(self, *, max_bytes: int, retry_after: int) -> None:
         self.max_bytes = max_bytes
@@ -58,6 +60,7 @@ class GroupCommitSpool:
         self._pending = _Batch()
         self._usage = 0
         self._usage_checked = -_USAGE_REFRESH_SECONDS
+        self.commits = 0  # appending commits this process made (batches, not records)
 
     # -- appending
 
@@ -72,6 +75,8 @@ class GroupCommitSpool:
         size = len(header) + len(record.body)
         self._check_quota(size)
         with self._lock:
+            if len(self._pending.rows) >= self.max_batch_rows:
+                self._pending = _Batch()  # its leader is already waiting to commit it
             batch = self._pending
             batch.rows.append((header, record.body, size))
             batch.size += size
@@ -95,8 +100,10 @@ class GroupCommitSpool:
                 return
             try:
                 with self._lock:  # close the batch: whoever comes now starts the next one
-                    self._pending = _Batch()
+                    if self._pending is batch:  # (a full batch was closed when it filled)
+                        self._pending = _Batch()
                 self._insert(batch.rows, batch.size)
+                self.commits += 1
                 batch.failure = None
             except self.storage_errors as exc:
                 batch.failure = self._failed("append", exc, len(batch.rows))

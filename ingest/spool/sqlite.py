@@ -2,9 +2,9 @@
 
 Promise 1 lives here: :meth:`SqliteSpool.append` returns only once the record is committed in
 WAL mode with ``synchronous=FULL``, which syncs the log at every commit. Many threads of one
-process share one commit (group commit, :mod:`ingest.spool.group`). Processes (gunicorn
-workers, the flusher) take turns through SQLite's own write lock, waiting for it up to a
-busy timeout.
+process share one commit (group commit, :mod:`ingest.spool.group`), made by one statement
+(:meth:`~ingest.spool.connection.Connection.write_one`). Processes (gunicorn workers, the
+flusher) take turns through SQLite's own write lock, waiting for it up to a busy timeout.
 
 Record ids come from an ``AUTOINCREMENT`` sequence, so they only grow and are never reused;
 a new database starts its sequence at the current time in microseconds, so a spool that was
@@ -16,6 +16,7 @@ gauges read one number instead of adding up the queue.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import sqlite3
@@ -36,28 +37,21 @@ class SqliteSpool(GroupCommitSpool):
     """The embedded :class:`~ingest.spool.queue.Spool`, safe to share between threads."""
 
     storage_errors = (sqlite3.Error, OSError)
+    # Three parameters a row: 256 rows stay under SQLite's oldest limit of 999 per statement.
+    max_batch_rows = 256
 
     def __init__(self, path: Path, *, max_bytes: int, retry_after: int = 30) -> None:
         super().__init__(max_bytes=max_bytes, retry_after=retry_after)
         self.path = path
+        self._appender = Connection(path, synchronous="FULL", busy_timeout=0)
         self._writer = Connection(path, synchronous="FULL")
         self._reader = Connection(path, synchronous="FULL")
         self._read_lock = threading.Lock()
 
     def _insert(self, rows: list[tuple[bytes, bytes, int]], size: int) -> None:
-        """One transaction: the rows, and the running totals they change."""
-        with self._writer.turn() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany("INSERT INTO records (header, body, size) VALUES (?, ?, ?)", rows)
-                db.execute(
-                    "UPDATE totals SET pending_bytes = pending_bytes + ?, commits = commits + 1",
-                    (size,),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                Connection.roll_back(db)
-                raise
+        """One statement: the rows, and (by the view's trigger) the bytes they bring."""
+        parameters = [value for row in rows for value in row]
+        self._appender.write_one(_append_statement(len(rows)), parameters)
         self._usage += size
 
     # -- the flusher's side
@@ -147,6 +141,7 @@ class SqliteSpool(GroupCommitSpool):
     def close(self) -> None:
         """Close this process's connections (they reopen if the spool is used again)."""
         with self._write_lock:
+            self._appender.close()
             self._writer.close()
         with self._read_lock:
             self._reader.close()
@@ -161,3 +156,10 @@ class SqliteSpool(GroupCommitSpool):
             extra={"file": str(self.path), "reason": reason, "records": records},
         )
         return reason
+
+
+@functools.lru_cache(maxsize=SqliteSpool.max_batch_rows)
+def _append_statement(rows: int) -> str:
+    """The INSERT of ``rows`` rows into the append view."""
+    values = ", ".join(["(?, ?, ?)"] * rows)
+    return f"INSERT INTO record_appends (header, body, size) VALUES {values}"
