@@ -18,6 +18,7 @@ import pytest
 from ingest.errors import SpoolUnavailable
 from ingest.spool import Spool, SpoolRecord, new_request_id
 from ingest.spool import sqlite as engine
+from ingest.spool.connection import Connection
 from ingest.spool.postgres import PostgresSpool
 from ingest.spool.sqlite import SqliteSpool
 from tests.helpers import REPO, append_all
@@ -115,10 +116,43 @@ def test_a_spool_from_before_the_append_view_gains_it(tmp_path: Path) -> None:
         db.execute("DROP VIEW record_appends")
     db.close()
     again = SqliteSpool(path, max_bytes=1 << 30)
-    again.append(record(1, size=20))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another worker writing while this one upgrades
+    upgrading = threading.Thread(target=again.append, args=(record(1, size=20),))
+    upgrading.start()
+    upgrading.join(timeout=0.3)
+    other.execute("COMMIT")
+    other.close()
+    upgrading.join(timeout=5)
     assert [r.received_at for r in again.claim(1 << 20, 10).records] == [0, 1]
     assert again.pending_bytes() == size_of(record(0, size=10)) + size_of(record(1, size=20))
     again.close()
+
+
+def test_an_appending_connection_that_upgrades_a_spool_waits_for_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool" / "spool.sqlite"
+    Connection(path, synchronous="FULL").get()  # creates it
+    with sqlite3.connect(path) as db:  # as databases were made before appends used the view
+        db.execute("DROP TRIGGER record_appends_insert")
+        db.execute("DROP VIEW record_appends")
+    db.close()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another worker writing while this one upgrades
+    appender = Connection(path, synchronous="FULL", busy_timeout=0)
+    opened: list[sqlite3.Connection] = []
+    opening = threading.Thread(target=lambda: opened.append(appender.get()))
+    opening.start()
+    opening.join(timeout=0.3)
+    other.execute("COMMIT")
+    other.close()
+    opening.join(timeout=5)
+    assert opened, "opening failed instead of waiting"
+    found = "SELECT count(*) FROM sqlite_master WHERE name = 'record_appends_insert'"
+    assert opened[0].execute(found).fetchone()[0] == 1
+    assert opened[0].execute("PRAGMA busy_timeout").fetchone()[0] == 0  # write_one waits itself
+    appender.close()
 
 
 def test_claims_take_the_oldest_first_within_their_budget(any_spool: Spool) -> None:

@@ -167,8 +167,10 @@ class Connection:
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Opening (and creating or upgrading the tables) waits for other processes like any
+        # transaction; only afterwards does a write_one connection stop SQLite's own waiting.
         db = sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
         )
         try:
             # Set before the database exists (a no-op after): 16 KiB pages write a 380 KB
@@ -178,11 +180,11 @@ class Connection:
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
             found = "SELECT count(*) FROM sqlite_master WHERE name = ?"
-            if db.execute(found, (_LAST_OBJECT,)).fetchone()[0]:
-                return db
-            db.execute("BEGIN IMMEDIATE")
-            _create(db)
-            db.execute("COMMIT")
+            if not db.execute(found, (_LAST_OBJECT,)).fetchone()[0]:
+                db.execute("BEGIN IMMEDIATE")
+                _create(db)
+                db.execute("COMMIT")
+            db.execute(f"PRAGMA busy_timeout={round(self.busy_timeout * 1000)}")
         except BaseException:
             Connection.roll_back(db)
             db.close()
