@@ -310,7 +310,11 @@ def _instant(value: When) -> datetime | None:
 def _named(query: str, params: dict[str, Any] | None) -> dict[str, Any]:
     """The ``params`` that ``query`` names: a query built on the snapshot may need fewer than
     its caller passes (the rollup's suppression table needs none of the rules)."""
-    return {name: value for name, value in (params or {}).items() if f"${name}" in query}
+    return {
+        name: value
+        for name, value in (params or {}).items()
+        if re.search(rf"\${re.escape(name)}\b", query)
+    }
 
 
 def _vanished(exc: Exception) -> bool:

@@ -170,3 +170,11 @@ def test_an_address_newer_files_mention_is_computed_again_from_its_whole_state(
         ("a@x.test", "complaint", ["hard_bounce", "complaint"]),
         ("b@x.test", "hard_bounce", ["hard_bounce"]),
     ]
+
+
+def test_a_query_gets_only_the_parameters_it_names(tmp_path: Path) -> None:
+    """Queries on the snapshot receive the parameters they name, and no parameter whose name
+    merely begins another's (DuckDB refuses one a query does not use)."""
+    lake = open_lake(tmp_path, create=True)
+    answer = lake.sql("SELECT $window_us AS w", {"window": 1, "window_us": 2, "address": "a"})
+    assert answer.to_dicts() == [{"w": 2}]
