@@ -8,7 +8,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from flask.testing import FlaskClient
 
 from ingest.flush import batch
 from ingest.flush.flusher import Flusher, FlushResult
-from ingest.flush.normalize import ChunkPool
+from ingest.flush.pool import ChunkPool
 from mailpulse.config import Config
 from tests.helpers import event, lake_rows, new_secret, signed_headers, write_config
 from tests.test_crash_safety import write_backlog
@@ -49,6 +51,14 @@ def spooled_twice(
     return alone, together
 
 
+@pytest.fixture
+def spools(
+    client: FlaskClient, app: Flask, make_config: Any, secret: str, tmp_path: Path
+) -> tuple[Config, Config]:
+    """The mixed requests spooled in two data directories: one for each way of flushing."""
+    return spooled_twice(client, app, make_config, secret, tmp_path)
+
+
 def lake(config: Config) -> dict[str, list[dict[str, Any]]]:
     """Every table, rows in a stable order, without the columns that name files or times."""
     tables = {name: lake_rows(config.data_dir, name) for name in ("events", "raw", "quarantine")}
@@ -61,12 +71,7 @@ def lake(config: Config) -> dict[str, list[dict[str, Any]]]:
 
 
 def test_workers_write_what_the_flusher_alone_writes(
-    client: FlaskClient,
-    app: Flask,
-    make_config: Any,
-    secret: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    spools: tuple[Config, Config], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(batch, "CHUNK_RECORDS", 3)  # 12 requests: four chunks
     sent: list[int] = []
@@ -77,7 +82,10 @@ def test_workers_write_what_the_flusher_alone_writes(
         return submit(pool, items)
 
     monkeypatch.setattr(ChunkPool, "submit", counted)
-    alone, together = spooled_twice(client, app, make_config, secret, tmp_path)
+    exchanged = tmp_path / "exchanged"  # where chunks travel to and from the workers
+    exchanged.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(exchanged))
+    alone, together = spools
 
     results: list[FlushResult] = [
         Flusher(alone, workers=0).flush(),
@@ -85,6 +93,7 @@ def test_workers_write_what_the_flusher_alone_writes(
     ]
 
     assert sent, "no chunk went to a worker"
+    assert not list(exchanged.iterdir()), "the pool left its files behind"
     assert results[0] == results[1]
     assert (results[0].events, results[0].duplicates, results[0].quarantined) == (9, 2, 2)
     assert lake(alone) == lake(together)
@@ -94,12 +103,7 @@ def test_workers_write_what_the_flusher_alone_writes(
 
 
 def test_workers_normalize_the_next_batch_while_one_is_written(
-    client: FlaskClient,
-    app: Flask,
-    make_config: Any,
-    secret: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    spools: tuple[Config, Config], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(batch, "CHUNK_RECORDS", 2)
     ahead: list[int] = []
@@ -110,7 +114,7 @@ def test_workers_normalize_the_next_batch_while_one_is_written(
         return ahead[-1]
 
     monkeypatch.setattr(batch.BatchBuilder, "send_ahead", counted)
-    alone, together = spooled_twice(client, app, make_config, secret, tmp_path)
+    alone, together = spools
 
     # Four requests a batch: w-1 and w-3 come again in later batches than their first copies.
     results: list[FlushResult] = [
@@ -159,3 +163,53 @@ def test_workers_end_when_the_flusher_is_killed(tmp_path: Path) -> None:
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def worker_processes() -> set[int]:
+    """This process's children that are pool workers (not multiprocessing's resource tracker)."""
+    found = set()
+    for pid in child_processes(os.getpid()):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in command:
+            found.add(pid)
+    return found
+
+
+def test_a_worker_killed_mid_batch_fails_the_pass_and_loses_nothing(
+    spools: tuple[Config, Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk's result raises, nothing of the batch is committed, and the next pass (with
+    new workers) stores what the flusher alone stores."""
+    monkeypatch.setattr(batch, "CHUNK_RECORDS", 6)  # 12 requests: two chunks, both sent
+    sent: list[int] = []
+    killed: list[int] = []
+    submit = ChunkPool.submit
+
+    def submit_then_kill(pool: ChunkPool, items: Any) -> Any:
+        chunk = submit(pool, items)
+        sent.append(len(items))
+        deadline = time.monotonic() + 60
+        while len(sent) == 2 and not killed and time.monotonic() < deadline:
+            # The last chunk is in flight whatever became of the first: its result raises.
+            for pid in worker_processes():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.005)
+        return chunk
+
+    alone, together = spools
+    monkeypatch.setattr(ChunkPool, "submit", submit_then_kill)
+
+    with pytest.raises(BrokenProcessPool):
+        Flusher(together, workers=1).flush()
+
+    assert killed, "no worker was seen to kill"
+    assert lake_rows(together.data_dir) == []
+    monkeypatch.setattr(ChunkPool, "submit", submit)
+    results = [Flusher(alone, workers=0).flush(), Flusher(together, workers=1).flush()]
+    assert results[0] == results[1]
+    assert results[0].events == 9
+    assert lake(alone) == lake(together)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import shutil
 import signal
 import sqlite3
@@ -36,6 +37,14 @@ def record(n: int, size: int = 100) -> SpoolRecord:
         headers={"x-n": str(n)},
         body=b"%d:" % n + b"x" * size,
     )
+
+
+def test_a_record_survives_pickling_whole() -> None:
+    """Records travel to the flusher's workers pickled; every field must come back."""
+    original = record(7)
+    copy = pickle.loads(pickle.dumps(original, protocol=pickle.HIGHEST_PROTOCOL))
+    assert copy == original
+    assert copy.header() == original.header() and copy.body == original.body
 
 
 def size_of(item: SpoolRecord) -> int:

@@ -3,7 +3,7 @@
 :class:`BatchBuilder` is bookkeeping over one batch. The flusher feeds it records (or
 quarantined payloads on replay); it normalizes them a chunk at a time
 (:mod:`ingest.flush.normalize`, in worker processes when it has a
-:class:`~ingest.flush.normalize.ChunkPool` and more than one chunk), then drops repeated and
+:class:`~ingest.flush.pool.ChunkPool` and more than one chunk), then drops repeated and
 already stored event ids in bulk and hands back frames in the lake's schemas.
 """
 
@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 import polars as pl
 
-from ingest.flush.normalize import Chunk, ChunkPool, Item, Quarantined, normalize_chunk
+from ingest.flush.normalize import Chunk, Item, Quarantined, normalize_chunk
+from ingest.flush.pool import ChunkPool
 from ingest.providers import Provider
 from ingest.spool import SpoolRecord
 from mailpulse.lake import EVENTS_SCHEMA, QUARANTINE_SCHEMA, RAW_SCHEMA, TIMESTAMP

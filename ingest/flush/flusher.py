@@ -36,7 +36,7 @@ from ingest.flush.batch import BatchBuilder
 from ingest.flush.event_times import implausible
 from ingest.flush.leader import AnyFlusherState, locked_state
 from ingest.flush.leader import flusher_lock as flusher_lock  # where callers found it
-from ingest.flush.normalize import ChunkPool
+from ingest.flush.pool import ChunkPool
 from ingest.flush.state import Commit, next_batch
 from ingest.providers import PROVIDERS, Provider
 from ingest.providers.events import MICROS

@@ -3,8 +3,9 @@
 A chunk's events become columns as soon as its payloads are normalized, so a batch never
 holds more than one chunk of :class:`~ingest.providers.events.Event` objects: memory follows the
 batch's bytes, and Python's garbage collector has few live objects to walk. The work is
-pure (payloads in, rows and quarantine entries out), so a :class:`ChunkPool` can run it in
-worker processes while the flusher reads on; the flusher alone dedups, writes and commits.
+pure (payloads in, rows and quarantine entries out), so a
+:class:`~ingest.flush.pool.ChunkPool` can run it in worker processes while the flusher reads
+on; the flusher alone dedups, writes and commits.
 """
 
 from __future__ import annotations
@@ -12,12 +13,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-import multiprocessing
-import multiprocessing.connection
-import os
-import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import attrgetter
@@ -28,10 +24,9 @@ import polars as pl
 
 from ingest.errors import MappingError, PayloadError
 from ingest.flush.agents import classify
-from ingest.providers import PROVIDERS, NormalizeContext, Provider
+from ingest.providers import NormalizeContext, Provider
 from ingest.providers.events import Event, recipient_domain
 from ingest.spool import SpoolRecord
-from mailpulse.config import SourceConfig
 from mailpulse.lake import EVENTS_SCHEMA, TIMESTAMP
 
 log = logging.getLogger(__name__)
@@ -256,72 +251,3 @@ def _item_bytes(item: Any) -> bytes:
         return orjson.dumps(item)
     except TypeError:
         return repr(item).encode()
-
-
-# -- worker processes
-
-_worker_providers: dict[str, Provider] = {}
-_worker_campaign_fields: dict[str, str | None] = {}
-
-
-def _start_worker(sources: Mapping[str, SourceConfig]) -> None:
-    """Build the providers once per worker process (a provider holds no open resources)."""
-    for name, source in sources.items():
-        _worker_providers[name] = PROVIDERS[source.provider](source)
-        _worker_campaign_fields[name] = source.campaign
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
-
-
-def _exit_with(parent_sentinel: int) -> None:
-    """End this worker when the flusher dies (``kill -9`` included): a spawned worker holds
-    both ends of its task queue, so it would otherwise wait for work forever."""
-    multiprocessing.connection.wait([parent_sentinel])
-    os._exit(1)
-
-
-def _normalize_in_worker(items: Sequence[Item]) -> Chunk:
-    return normalize_chunk(_worker_providers, _worker_campaign_fields, items)
-
-
-class ChunkPool:
-    """Worker processes that normalize chunks, started at the first chunk sent to them.
-
-    They are spawned, not forked: the flusher may run beside other threads (the receiver's),
-    and a forked child would inherit their locks in whatever state they were. A worker that
-    dies breaks the pool; the chunk's ``result()`` raises, the batch is not committed, and
-    the next flush reads the same records again with a new pool.
-    """
-
-    def __init__(self, sources: Mapping[str, SourceConfig], workers: int) -> None:
-        self.sources = dict(sources)
-        self.workers = workers
-        self._executor: ProcessPoolExecutor | None = None
-        self._running: list[Future[Chunk]] = []
-
-    def has_room(self) -> bool:
-        """Whether the workers are short of work: fewer than two chunks each, one running and
-        one waiting (so a worker never idles while its next chunk is sent)."""
-        self._running = [future for future in self._running if not future.done()]
-        return len(self._running) < 2 * self.workers
-
-    def submit(self, items: Sequence[Item]) -> Future[Chunk]:
-        """Normalize ``items`` in a worker; the future holds the chunk."""
-        if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(self.sources,),
-            )
-        future = self._executor.submit(_normalize_in_worker, items)
-        self._running.append(future)
-        return future
-
-    def close(self) -> None:
-        """Stop the workers (a later ``submit`` starts new ones)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
-            self._running = []

@@ -39,6 +39,25 @@ class SpoolRecord:
             }
         )
 
+    def __reduce__(self) -> tuple[type[SpoolRecord], tuple[Any, ...]]:
+        # Pickled as the constructor's arguments: the flusher sends thousands of records to
+        # its workers per batch, and a slotted dataclass's default pickling looks up the
+        # class's fields again for every one of them.
+        return (
+            SpoolRecord,
+            (
+                self.request_id,
+                self.source,
+                self.received_at,
+                self.remote_addr,
+                self.method,
+                self.url,
+                self.content_type,
+                self.headers,
+                self.body,
+            ),
+        )
+
     @classmethod
     def decode(cls, header: bytes, body: bytes) -> SpoolRecord:
         """Rebuild a record from its :meth:`header` and body."""
