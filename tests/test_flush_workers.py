@@ -21,6 +21,7 @@ from flask.testing import FlaskClient
 from ingest.flush import batch
 from ingest.flush.flusher import Flusher, FlushResult
 from ingest.flush.pool import ChunkPool
+from ingest.spool import open_spool
 from mailpulse.config import Config
 from tests.helpers import event, lake_rows, new_secret, signed_headers, write_config
 from tests.test_crash_safety import write_backlog
@@ -126,6 +127,10 @@ def test_workers_normalize_the_next_batch_while_one_is_written(
     assert results[0] == results[1]
     assert (results[0].events, results[0].duplicates, results[0].batches) == (9, 2, 3)
     assert lake(alone) == lake(together)
+    for config in (alone, together):  # each batch acknowledged by the time the pass returns
+        spool = open_spool(config)
+        assert spool.pending_bytes() == 0
+        spool.close()
 
 
 def child_processes(pid: int) -> set[int]:

@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -142,7 +143,6 @@ class Flusher:
     # -- the work
 
     def _drain(self, state: AnyFlusherState) -> FlushResult:
-        total = FlushResult()
         # What the last pass committed is in the lake, whether or not it got to say so.
         self._note_lead(state)
         position = state.spool_position()
@@ -151,24 +151,10 @@ class Flusher:
         # pass must still end, release the lock and report its status.
         remaining = self.spool.pending_bytes()
         claim = self._claim(position) if remaining > 0 else None
-        builder, sent = self.new_builder(), 0
-        while claim is not None and claim.records:
-            for record in claim.records[sent:]:
-                builder.add_request(record)
-            builder.finish()  # every chunk normalized: the workers are free again
-            remaining -= claim.size
-            ahead, sent, following = self.new_builder(), 0, None
-            if remaining > 0 and self.pool is not None:
-                # Claimed before this batch commits, so the workers normalize it meanwhile. A
-                # crash loses nothing: only a committed spool position is ever acknowledged.
-                following = self._claim(claim.position)
-                sent = ahead.send_ahead(following.records, _AHEAD_CHUNKS * self.pool.workers)
-            total.add(self.write_batch(state, builder, claim.position))
-            self.batches += 1
-            self.spool.acknowledge(claim.position)
-            if following is None and remaining > 0:
-                following = self._claim(claim.position)
-            claim, builder = following, ahead
+        total = FlushResult()
+        if claim is not None:
+            with ThreadPoolExecutor(1, thread_name_prefix="mailpulse-acknowledge") as acks:
+                total = self._drain_claims(state, claim, remaining, acks)
         self._maybe_prune(state)
         self._write_status(state)
         if total.requests:
@@ -181,6 +167,40 @@ class Flusher:
                     "quarantined": total.quarantined,
                 },
             )
+        return total
+
+    def _drain_claims(
+        self, state: AnyFlusherState, claim: Claim, remaining: int, acks: ThreadPoolExecutor
+    ) -> FlushResult:
+        """Write batch after batch, starting with ``claim``, until ``remaining`` bytes are in."""
+        total = FlushResult()
+        builder, sent, acknowledged = self.new_builder(), 0, None
+        while claim.records:
+            for record in claim.records[sent:]:
+                builder.add_request(record)
+            builder.finish()  # every chunk normalized: the workers are free again
+            remaining -= claim.size
+            ahead, sent, following = self.new_builder(), 0, None
+            if remaining > 0 and self.pool is not None:
+                # Claimed before this batch commits, so the workers normalize it meanwhile. A
+                # crash loses nothing: only a committed spool position is ever acknowledged.
+                following = self._claim(claim.position)
+                sent = ahead.send_ahead(following.records, _AHEAD_CHUNKS * self.pool.workers)
+            total.add(self.write_batch(state, builder, claim.position))
+            self.batches += 1
+            # The spool forgets the batch (deleting records is SQLite's own work, done without
+            # the interpreter lock) while the next batch is built; one at a time, in order. A
+            # crash before it ends loses nothing: the next pass acknowledges the committed
+            # position first.
+            if acknowledged is not None:
+                acknowledged.result()
+            acknowledged = acks.submit(self.spool.acknowledge, claim.position)
+            if remaining <= 0:
+                break
+            claim = following if following is not None else self._claim(claim.position)
+            builder = ahead
+        if acknowledged is not None:
+            acknowledged.result()
         return total
 
     def _claim(self, after: int) -> Claim:
