@@ -17,7 +17,8 @@ after one warm-up run (the table shows the median):
 * ``registry-headline`` and ``pandas``: the headline numbers (sent, delivered, bounced, bounce
   rate, unique open and click rates, complaint rate) through the registry and with pandas;
 * ``cli``: the whole ``mailpulse report --by campaign --format json`` command, process start
-  included;
+  included; ``cli-suppressions``: the whole ``mailpulse suppressions export --format csv
+  --out FILE`` command (what cron runs), the same way;
 * ``suppressions`` and ``suppressions-newer-day``: the whole suppression table (what the
   dashboard's Suppressions page reads), from the rollup alone and with the newer files.
 
@@ -272,22 +273,12 @@ def in_subprocess(side: str, data_dir: Path, repeat: int) -> dict[str, Any]:
     return dict(json.loads(output.stdout.splitlines()[-1]))
 
 
-def time_cli(data_dir: Path, repeat: int) -> dict[str, Any]:
-    """The whole command, process start included."""
+def time_cli(data_dir: Path, repeat: int, *arguments: str) -> dict[str, Any]:
+    """A whole ``mailpulse`` command, process start included (default: the campaign report)."""
     env_config = data_dir / "bench-mailpulse.toml"
     env_config.write_text(f'data_dir = "{data_dir.resolve()}"\n')
-    command = [
-        sys.executable,
-        "-m",
-        "mailpulse",
-        "report",
-        "--by",
-        "campaign",
-        "--format",
-        "json",
-        "--config",
-        str(env_config),
-    ]
+    arguments = arguments or ("report", "--by", "campaign", "--format", "json")
+    command = [sys.executable, "-m", "mailpulse", *arguments, "--config", str(env_config)]
     subprocess.run(command, capture_output=True, check=True)
     seconds = []
     for _ in range(repeat):
@@ -356,6 +347,12 @@ def main() -> None:
     sides += ("registry-headline", "suppressions") + (() if args.no_pandas else ("pandas",))
     results = {side: in_subprocess(side, args.data_dir, args.repeat) for side in sides}
     results["cli"] = time_cli(args.data_dir, args.repeat)
+    # What cron runs every night: the whole list, to a file that appears whole.
+    exported = args.data_dir / "bench-suppressions.csv"
+    export = ("suppressions", "export", "--format", "csv", "--out", str(exported))
+    results["cli-suppressions"] = time_cli(args.data_dir, args.repeat, *export)
+    with exported.open("rb") as lines:  # one line per address, after the header
+        results["cli-suppressions"]["rows"] = [{"addresses": sum(1 for _ in lines) - 1}]
     # Between two compactions the flusher adds files: leave at least a day of events (the
     # median day's) out of the rollup, newest files first.
     covered = newest_day_left_out(lake_dir, files)

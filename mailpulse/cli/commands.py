@@ -323,9 +323,11 @@ def suppressions_export(
         15 2 * * * mailpulse suppressions export --format sendgrid --out /srv/supp.json
         mailpulse suppressions export --format csv | gzip > suppressions.csv.gz
     """
+    # The table is one DuckDB query (from the rollup's kept table when there is one), held row
+    # for row to the event-by-event walk of analytics.suppression by its tests.
     from analytics import open_lake
     from analytics.exports import export, render
-    from analytics.suppression import suppressions as compute
+    from analytics.suppression_table import suppression_table as compute
 
     to_stdout = out in (None, "-")
     if to_stdout and changes_since_last:
