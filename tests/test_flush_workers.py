@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -72,7 +71,7 @@ def lake(config: Config) -> dict[str, list[dict[str, Any]]]:
 
 
 def test_workers_write_what_the_flusher_alone_writes(
-    spools: tuple[Config, Config], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    spools: tuple[Config, Config], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(batch, "CHUNK_RECORDS", 3)  # 12 requests: four chunks
     sent: list[int] = []
@@ -83,10 +82,11 @@ def test_workers_write_what_the_flusher_alone_writes(
         return submit(pool, items)
 
     monkeypatch.setattr(ChunkPool, "submit", counted)
-    exchanged = tmp_path / "exchanged"  # where chunks travel to and from the workers
-    exchanged.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(exchanged))
     alone, together = spools
+    # Where chunks travel to and from the workers, as a flusher killed mid-pass left it.
+    left = together.state_dir / "flush-chunks" / "killed"
+    left.mkdir(parents=True)
+    (left / "0.items").write_bytes(b"half a chunk")
 
     results: list[FlushResult] = [
         Flusher(alone, workers=0).flush(),
@@ -94,7 +94,7 @@ def test_workers_write_what_the_flusher_alone_writes(
     ]
 
     assert sent, "no chunk went to a worker"
-    assert not list(exchanged.iterdir()), "the pool left its files behind"
+    assert not list(left.parent.iterdir()), "files left behind, old or new"
     assert results[0] == results[1]
     assert (results[0].events, results[0].duplicates, results[0].quarantined) == (9, 2, 2)
     assert lake(alone) == lake(together)

@@ -98,7 +98,8 @@ class Flusher:
         self.campaign_fields = {name: s.campaign for name, s in config.sources.items()}
         if workers is None:
             workers = (os.cpu_count() or 1) - 1
-        self.pool = ChunkPool(config.sources, workers) if workers > 0 else None
+        scratch = config.state_dir / "flush-chunks"
+        self.pool = ChunkPool(config.sources, workers, scratch) if workers > 0 else None
         # Who leads, as the shared state records it: this host and process, this start.
         self.identity = _identity()
         self.passes = self.batches = 0
@@ -107,13 +108,13 @@ class Flusher:
 
     def flush(self, wait_seconds: float = 60.0) -> FlushResult:
         """Drain everything spooled so far into the lake (waits for a running flusher)."""
-        with self._closing_pool(), locked_state(self.config, wait_seconds) as state:
+        with locked_state(self.config, wait_seconds) as state, self._closing_pool():
             return self._drain(state)
 
     def try_flush(self) -> FlushResult | None:
         """One pass if no other flusher is busy; None when one is."""
         try:
-            with self._closing_pool(), locked_state(self.config) as state:
+            with locked_state(self.config) as state, self._closing_pool():
                 return self._drain(state)
         except FlusherBusy:
             return None
@@ -124,7 +125,8 @@ class Flusher:
 
     @contextmanager
     def _closing_pool(self) -> Iterator[None]:
-        # Workers live for one pass: an idle receiver keeps no extra processes.
+        # Workers live for one pass: an idle receiver keeps no extra processes. Closed while
+        # the lock is still held, so the next flusher finds only its own files to clear.
         try:
             yield
         finally:

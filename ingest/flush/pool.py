@@ -1,11 +1,11 @@
 """Worker processes that normalize chunks of a batch beside the flusher.
 
-A chunk and what it becomes travel through files in a private temporary folder; only their
-names go through the executor's pipes. A pipe moves 64 KiB at a time, and each piece waits
-for a thread of the flusher to get the interpreter lock back from the thread that is
-normalizing (up to Python's 5 ms switch interval): a 2 MiB chunk took dozens of such waits
-on the way out and again on the way back, and the worker sat idle through them. A file is
-written and read in one call each.
+A chunk and what it becomes travel through files in a private folder under the data
+directory's ``state/flush-chunks/``; only their names go through the executor's pipes. A
+pipe moves 64 KiB at a time, and each piece waits for a thread of the flusher to get the
+interpreter lock back from the thread that is normalizing (up to Python's 5 ms switch
+interval): a 2 MiB chunk took dozens of such waits on the way out and again on the way back,
+and the worker sat idle through them. A file is written and read in one call each.
 """
 
 from __future__ import annotations
@@ -84,9 +84,12 @@ class ChunkPool:
     the next flush reads the same records again with a new pool.
     """
 
-    def __init__(self, sources: Mapping[str, SourceConfig], workers: int) -> None:
+    def __init__(self, sources: Mapping[str, SourceConfig], workers: int, scratch: Path) -> None:
+        """``scratch``: where the pool keeps its folder; a local, writable directory that only
+        the flusher holding the data directory's lock uses."""
         self.sources = dict(sources)
         self.workers = workers
+        self.scratch = scratch
         self._executor: ProcessPoolExecutor | None = None
         self._folder: Path | None = None
         self._names = itertools.count()
@@ -101,7 +104,7 @@ class ChunkPool:
     def submit(self, items: Sequence[Item]) -> Future[Chunk]:
         """Normalize ``items`` in a worker; the future holds the chunk."""
         if self._executor is None or self._folder is None:
-            self._folder = Path(tempfile.mkdtemp(prefix="mailpulse-flush-"))
+            self._folder = self._new_folder()
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
@@ -115,6 +118,14 @@ class ChunkPool:
         normalized.add_done_callback(lambda done: _settle(chunk, done))
         self._running.append(chunk)
         return chunk
+
+    def _new_folder(self) -> Path:
+        """This pool's folder. What is already in ``scratch`` was left by a flusher that was
+        killed (one flusher works at a time, and this one holds the lock): it goes first."""
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        for left in self.scratch.iterdir():
+            shutil.rmtree(left, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=self.scratch))
 
     def close(self) -> None:
         """Stop the workers and remove their files (a later ``submit`` starts new ones)."""
