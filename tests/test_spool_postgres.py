@@ -8,8 +8,10 @@ while a flusher follows by position, and the database goes away and comes back.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from ingest.errors import SpoolUnavailable
@@ -113,4 +115,27 @@ def test_a_database_that_goes_away_is_spool_unavailable_and_used_again_when_back
     spool.append(record(0, 3))  # the same object: it reconnects on its own
     assert spool.check_writable() is None
     assert [r.received_at for r in spool.claim(1 << 20, 10).records] == [1, 3]
+    spool.close()
+
+
+def test_the_first_append_after_the_server_ended_the_connection_succeeds(pg_url: str) -> None:
+    """A restart, a pooler or an idle timeout ends the connection between two appends: the next
+    append begins on a new one instead of failing (nothing of it had reached the server)."""
+    spool = PostgresSpool(pg_url, max_bytes=1 << 30)
+    spool.append(record(0, 1))
+    others = (
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        ended = admin.execute(f"SELECT pg_terminate_backend(pid) FROM ({others}) AS o").fetchall()
+        assert ended and all(row[0] for row in ended)
+        deadline = time.monotonic() + 10
+        while admin.execute(others).fetchall():  # the backends exit when they see the signal
+            assert time.monotonic() < deadline, "the spool's connections outlived termination"
+            time.sleep(0.05)
+
+    spool.append(record(0, 2))
+
+    assert [r.received_at for r in spool.claim(1 << 20, 10).records] == [1, 2]
     spool.close()

@@ -61,13 +61,29 @@ class PgConnection:
     def transaction(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         """The connection inside one transaction; on any failure the connection is dropped,
         so the next use starts from a fresh one."""
-        db = self.get()
         try:
-            with db.transaction():
-                yield db
+            with contextlib.ExitStack() as stack:
+                yield self._begin(stack)
         except psycopg.Error:
             self.reset()
             raise
+
+    def _begin(self, stack: contextlib.ExitStack) -> psycopg.Connection[tuple[Any, ...]]:
+        """The connection with a transaction begun (its end registered on ``stack``). A
+        connection the server ended since its last use (a restart, a pooler, an idle timeout)
+        fails at ``BEGIN``, before anything of the transaction was sent: it is replaced and
+        the transaction begun once more, so the first write after a restart does not fail."""
+        for attempt in (1, 2):
+            db = self.get()
+            try:
+                stack.enter_context(db.transaction())
+            except psycopg.OperationalError:
+                self.reset()
+                if attempt == 2:
+                    raise
+                continue
+            return db
+        raise AssertionError("unreachable")
 
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only statement and return its rows. A connection found dead (the server
