@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -43,20 +45,7 @@ class SpoolRecord:
         # Pickled as the constructor's arguments: the flusher sends thousands of records to
         # its workers per batch, and a slotted dataclass's default pickling looks up the
         # class's fields again for every one of them.
-        return (
-            SpoolRecord,
-            (
-                self.request_id,
-                self.source,
-                self.received_at,
-                self.remote_addr,
-                self.method,
-                self.url,
-                self.content_type,
-                self.headers,
-                self.body,
-            ),
-        )
+        return SpoolRecord, _constructor_arguments(self)
 
     @classmethod
     def decode(cls, header: bytes, body: bytes) -> SpoolRecord:
@@ -73,6 +62,11 @@ class SpoolRecord:
             headers=fields["headers"],
             body=body,
         )
+
+
+# A record's fields in the constructor's order, read in one call; derived from the class, so
+# a field added to it is pickled too.
+_constructor_arguments = attrgetter(*(f.name for f in dataclasses.fields(SpoolRecord)))
 
 
 def new_request_id() -> str:
